@@ -1,0 +1,79 @@
+"""The one place that decides which device and dtype r3dp runs on.
+
+``auto`` picks CUDA, then Apple's MPS, then the CPU. Low precision is an explicit choice: fp16/bf16
+only on accelerators, because CPU kernels for them are slow or missing and gain nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import R3DPError
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+}
+
+
+def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
+    """``'auto'`` → cuda, mps or cpu (first available); any torch device string is accepted."""
+    if isinstance(name, torch.device):
+        return name
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise R3DPError(f"Unknown device {name!r}: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise R3DPError(f"Device {name!r} was requested but this PyTorch build sees no CUDA GPU; use --device cpu "
+                        "or install a CUDA build of PyTorch.")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise R3DPError(f"Device {name!r} was requested but MPS is not available on this machine; use --device cpu.")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``'auto'``/None → fp32 on CPU, fp16 on CUDA/MPS; explicit names: fp32, fp16, bf16."""
+    if isinstance(name, torch.dtype):
+        dtype = name
+    elif name is None or name == "auto":
+        dtype = torch.float32 if device.type == "cpu" else torch.float16
+    elif name in _DTYPES:
+        dtype = _DTYPES[name]
+    else:
+        raise R3DPError(f"Unknown dtype {name!r}: use one of auto, fp32, fp16, bf16.")
+    if device.type == "cpu" and dtype != torch.float32:
+        raise R3DPError(f"{name} on the CPU is not supported (slow and imprecise there); use fp32 on CPU, "
+                        "or fp16/bf16 on a GPU.")
+    return dtype
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where and in which dtype the networks run. Geometry and rendering statistics stay fp32."""
+
+    device: torch.device
+    dtype: torch.dtype
+
+    @classmethod
+    def resolve(cls, device: str | torch.device | None = "auto", dtype: str | torch.dtype | None = "auto") -> Precision:
+        dev = resolve_device(device)
+        return cls(dev, resolve_dtype(dtype, dev))
+
+    @property
+    def is_low_precision(self) -> bool:
+        return self.dtype != torch.float32
+
+    def autocast(self):
+        """An autocast context for the networks (a no-op in fp32)."""
+        return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.is_low_precision)

@@ -1,0 +1,48 @@
+"""Device and dtype policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from r3dp_core.device import Precision, resolve_device, resolve_dtype
+from r3dp_core.errors import R3DPError
+
+
+def test_auto_picks_an_available_device():
+    device = resolve_device("auto")
+    if torch.cuda.is_available():
+        assert device.type == "cuda"
+    elif torch.backends.mps.is_available():
+        assert device.type == "mps"
+    else:
+        assert device == torch.device("cpu")
+
+
+def test_explicit_device_and_dtype_names():
+    assert resolve_device("cpu") == torch.device("cpu")
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) is torch.float32
+    assert resolve_dtype("fp32", cpu) is torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    assert resolve_dtype("bf16", torch.device("cuda")) is torch.bfloat16
+
+
+def test_bad_choices_say_what_to_use():
+    with pytest.raises(R3DPError, match="Unknown dtype 'fp8'.*auto, fp32, fp16, bf16"):
+        resolve_dtype("fp8", torch.device("cpu"))
+    with pytest.raises(R3DPError, match="fp16 on the CPU is not supported"):
+        resolve_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(R3DPError, match="Unknown device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(R3DPError, match="no CUDA GPU"):
+            resolve_device("cuda")
+
+
+def test_precision_autocast_is_noop_in_fp32():
+    precision = Precision.resolve("cpu", "fp32")
+    assert not precision.is_low_precision
+    with precision.autocast():
+        y = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert y.dtype is torch.float32
