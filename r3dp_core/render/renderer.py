@@ -1,0 +1,238 @@
+"""Tri-plane volume renderer (EG3D ``ImportanceRenderer`` as configured by Real3D-Portrait).
+
+Per frame: one ray per pixel, ray range from the tri-plane box, 48 jittered coarse samples, 48 importance
+samples drawn from the coarse weights, and a final compositing pass over all 96 sorted samples.
+
+Rays are rendered in chunks so memory stays bounded for any batch; the two statistics that span rays
+(the stand-in range of rays that miss the box and the depth clamp range) are taken per frame over all of
+its rays, outside the chunk loop, so the chunk size never changes the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from .camera import split_camera
+from .importance import sample_importance
+from .ray_box import ray_limits
+from .ray_marcher import clamp_depth_per_frame, march_rays
+from .ray_sampler import sample_rays
+from .triplane import sample_triplanes
+
+DEFAULT_MAX_RAYS_PER_CHUNK = 8192
+
+
+@dataclass
+class RenderConfig:
+    """Official rendering settings of the secc2plane_torso checkpoint.
+
+    The ray range is always 'auto' (slab test against the ``box_warp`` cube), densities use
+    ``softplus(x - 1)``, the background is black and samples are uniform in depth (not disparity), as the
+    official model hard-codes.
+    """
+
+    resolution: int = 128                  # neural rendering resolution (rays per image side)
+    num_coarse_samples: int = 48           # official depth_resolution
+    num_fine_samples: int = 48             # official depth_resolution_importance
+    box_warp: float = 1.0                  # side of the world cube covered by the tri-planes
+
+
+@dataclass
+class RenderNoise:
+    """The two random draws of the official renderer, which it makes even in eval mode.
+
+    stratified: ``[N,M,S_coarse,1]`` U[0,1) jitter of the coarse depths (camera, ray, sample).
+    importance: ``[N*M,S_fine]`` U[0,1) inverse-CDF uniforms, rays flattened camera-major (row ``n*M + m``).
+    """
+
+    stratified: torch.Tensor
+    importance: torch.Tensor
+
+    @classmethod
+    def draw(cls, num_frames: int, num_rays: int, config: RenderConfig,
+             generator: torch.Generator | None = None) -> RenderNoise:
+        """Draw both tensors from ``generator`` on the generator's own device (the global CPU RNG when
+        None). With a CPU generator the same seed therefore gives the same render on every device."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        stratified = torch.rand(num_frames, num_rays, config.num_coarse_samples, 1,
+                                generator=generator, device=device)
+        importance = torch.rand(num_frames * num_rays, config.num_fine_samples, generator=generator, device=device)
+        return cls(stratified, importance)
+
+    def check(self, num_frames: int, num_rays: int, config: RenderConfig) -> None:
+        """Raise InputError unless the shapes match ``num_frames`` x ``num_rays`` and the sample counts."""
+        expected = {"stratified": (num_frames, num_rays, config.num_coarse_samples, 1),
+                    "importance": (num_frames * num_rays, config.num_fine_samples)}
+        for name, shape in expected.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise InputError(f"RenderNoise.{name} must be {list(shape)} for {num_frames} frame(s) of "
+                                 f"{num_rays} rays, got {list(got)}")
+
+
+@dataclass
+class RenderOutput:
+    """Rendered images for N frames at resolution R (M = R*R rays, row-major)."""
+
+    feature_image: torch.Tensor      # [N,32,R,R] ~[-1,1], unclamped; channels 0-2 are the raw rgb
+    depth: torch.Tensor              # [N,1,R,R] expected depth, clamped to the frame's sample range
+    weights: torch.Tensor            # [N,1,R,R] accumulated opacity in [0,1]
+    is_ray_valid: torch.Tensor       # [N,1,R,R] bool, the ray hits the tri-plane box
+    ray_origins: torch.Tensor        # [N,M,3]
+    ray_directions: torch.Tensor     # [N,M,3] unit
+
+    @property
+    def rgb(self) -> torch.Tensor:
+        """``[N,3,R,R]`` raw rgb, about [-1,1], unclamped (what the super-resolution receives)."""
+        return self.feature_image[:, :3]
+
+
+class RayBatchResult(NamedTuple):
+    """Per-ray results of one chunk of N frames x m rays (S coarse, F fine samples)."""
+
+    features: torch.Tensor           # [N,m,C] composited features (x*2-1)
+    depth: torch.Tensor              # [N,m,1] expected depth before the per-frame clamp
+    weight_total: torch.Tensor       # [N,m,1]
+    sample_depth_min: torch.Tensor   # [N] min of all sample depths of the chunk, per frame
+    sample_depth_max: torch.Tensor   # [N]
+    density_coarse: torch.Tensor     # [N,m,S,1] raw decoder density of the coarse samples
+    weights_coarse: torch.Tensor     # [N,m,S-1,1] coarse per-interval weights
+    depths_fine: torch.Tensor        # [N,m,F,1] importance depths, unsorted
+    density_fine: torch.Tensor       # [N,m,F,1]
+    weights_final: torch.Tensor      # [N,m,S+F-1,1] per-interval weights of the merged, sorted samples
+
+
+def stratified_depths(start: torch.Tensor, end: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+    """Coarse depths ``[N,m,S,1]``: S evenly spaced depths from ``start`` to ``end`` (``[N,m,1]``), each
+    moved forward by ``jitter [N,m,S,1] * (end-start)/(S-1)``, so the last one may pass ``end``."""
+    count = jitter.shape[-2]
+    steps = torch.arange(count, dtype=start.dtype, device=start.device) / (count - 1)
+    depths = start.unsqueeze(-2) + steps[:, None] * (end - start).unsqueeze(-2)
+    return depths + jitter * ((end - start) / (count - 1)).unsqueeze(-2)
+
+
+def _decode(planes: torch.Tensor, decoder: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
+            depths: torch.Tensor, box_warp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decoder features ``[N,m,S,C]`` and raw density ``[N,m,S,1]`` at ``origin + depth * direction``."""
+    n_frames, n_rays, n_samples, _ = depths.shape
+    points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n_frames, -1, 3)
+    features, density = decoder(sample_triplanes(planes, points, box_warp))
+    return (features.reshape(n_frames, n_rays, n_samples, -1),
+            density.reshape(n_frames, n_rays, n_samples, 1))
+
+
+def render_ray_batch(planes: torch.Tensor, decoder: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
+                     start: torch.Tensor, end: torch.Tensor, jitter: torch.Tensor, importance_u: torch.Tensor,
+                     box_warp: float) -> RayBatchResult:
+    """Coarse pass, importance sampling and final pass for a chunk of rays.
+
+    Args:
+        planes: ``[N,3,C,H,W]`` (or ``[1,...]`` shared by all frames).
+        decoder: maps plane features ``[N,3,P,C]`` to (features ``[N,P,C']``, density ``[N,P,1]``).
+        origins, directions: ``[N,m,3]``.
+        start, end: ``[N,m,1]`` ray range (already filled for rays that miss the box).
+        jitter: ``[N,m,S,1]`` U[0,1) stratified jitter.
+        importance_u: ``[N,m,F]`` U[0,1) inverse-CDF uniforms.
+        box_warp: side of the tri-plane cube.
+    """
+    n_frames, n_rays, _ = origins.shape
+    depths_coarse = stratified_depths(start, end, jitter)
+    features_coarse, density_coarse = _decode(planes, decoder, origins, directions, depths_coarse, box_warp)
+    weights_coarse = march_rays(features_coarse, density_coarse, depths_coarse).weights
+
+    depths_fine = sample_importance(depths_coarse.reshape(n_frames * n_rays, -1),
+                                    weights_coarse.reshape(n_frames * n_rays, -1),
+                                    importance_u.reshape(n_frames * n_rays, -1))
+    depths_fine = depths_fine.reshape(n_frames, n_rays, -1, 1)
+    features_fine, density_fine = _decode(planes, decoder, origins, directions, depths_fine, box_warp)
+
+    depths_all, order = torch.sort(torch.cat([depths_coarse, depths_fine], -2), dim=-2)
+    features_all = torch.cat([features_coarse, features_fine], -2)
+    features_all = features_all.gather(-2, order.expand(-1, -1, -1, features_all.shape[-1]))
+    density_all = torch.cat([density_coarse, density_fine], -2).gather(-2, order)
+    final = march_rays(features_all, density_all, depths_all)
+    return RayBatchResult(
+        features=final.features, depth=final.depth, weight_total=final.weights.sum(-2),
+        sample_depth_min=depths_all.amin(dim=(1, 2, 3)), sample_depth_max=depths_all.amax(dim=(1, 2, 3)),
+        density_coarse=density_coarse, weights_coarse=weights_coarse, depths_fine=depths_fine,
+        density_fine=density_fine, weights_final=final.weights)
+
+
+def ray_chunks(num_frames: int, num_rays: int, max_rays: int) -> Iterator[tuple[slice, slice]]:
+    """(frames, rays) slices covering ``num_frames x num_rays`` with at most ``max(max_rays, 1)`` rays each:
+    whole frames grouped when a frame fits, else one frame cut into ray ranges."""
+    max_rays = max(int(max_rays), 1)
+    frames_per_chunk = max(max_rays // num_rays, 1)
+    rays_per_chunk = min(max_rays, num_rays)
+    for f in range(0, num_frames, frames_per_chunk):
+        for r in range(0, num_rays, rays_per_chunk):
+            yield slice(f, f + frames_per_chunk), slice(r, r + rays_per_chunk)
+
+
+def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Tensor,
+                     config: RenderConfig | None = None, *, resolution: int | None = None,
+                     noise: RenderNoise | None = None, generator: torch.Generator | None = None,
+                     max_rays_per_chunk: int = DEFAULT_MAX_RAYS_PER_CHUNK) -> RenderOutput:
+    """Render N frames of tri-planes; frame i uses ``camera[i]`` and ``planes[i]`` (or the shared plane).
+
+    Args:
+        planes: ``[N,3,32,H,W]`` or ``[1,3,32,H,W]`` (official: 256x256) in the decoder's dtype.
+        decoder: ``OSGDecoder`` (or any module with its call signature).
+        camera: ``[N,25]`` EG3D camera (cam2world 4x4 + normalized intrinsics 3x3).
+        config: rendering settings, official defaults when None.
+        resolution: overrides ``config.resolution``.
+        noise: the two random draws (see ``RenderNoise``); drawn with ``generator`` when None.
+        generator: RNG for the draws when ``noise`` is None (``RenderNoise.draw``).
+        max_rays_per_chunk: rays rendered at once (memory bound); does not change the result.
+
+    Returns:
+        ``RenderOutput`` at resolution R: feature_image ``[N,32,R,R]``, depth / weights / is_ray_valid
+        ``[N,1,R,R]``, ray origins / directions ``[N,R*R,3]``.
+    """
+    config = config or RenderConfig()
+    resolution = resolution or config.resolution
+    if planes.ndim != 5 or planes.shape[1] != 3:
+        raise InputError(f"planes must be [N,3,C,H,W], got {tuple(planes.shape)}")
+    cam2world, intrinsics = split_camera(camera.to(device=planes.device, dtype=planes.dtype))
+    n_frames, n_rays = camera.shape[0], resolution * resolution
+    if planes.shape[0] not in (1, n_frames):
+        raise InputError(f"planes batch {planes.shape[0]} must be 1 or match the {n_frames} camera(s)")
+
+    origins, directions = sample_rays(cam2world, intrinsics, resolution)
+    start, end, is_valid = ray_limits(origins, directions, config.box_warp)
+    if noise is None:
+        noise = RenderNoise.draw(n_frames, n_rays, config, generator)
+    noise.check(n_frames, n_rays, config)
+    jitter = noise.stratified.to(device=planes.device, dtype=planes.dtype)
+    importance_u = noise.importance.to(device=planes.device, dtype=planes.dtype).reshape(n_frames, n_rays, -1)
+
+    features = depth = weights = None
+    depth_min = torch.full((n_frames,), float("inf"), dtype=planes.dtype, device=planes.device)
+    depth_max = torch.full_like(depth_min, float("-inf"))
+    for frames, rays in ray_chunks(n_frames, n_rays, max_rays_per_chunk):
+        chunk = render_ray_batch(planes if planes.shape[0] == 1 else planes[frames], decoder,
+                                 origins[frames, rays], directions[frames, rays], start[frames, rays],
+                                 end[frames, rays], jitter[frames, rays], importance_u[frames, rays],
+                                 config.box_warp)
+        if features is None:
+            features = chunk.features.new_empty(n_frames, n_rays, chunk.features.shape[-1])
+            depth = chunk.depth.new_empty(n_frames, n_rays, 1)
+            weights = chunk.weight_total.new_empty(n_frames, n_rays, 1)
+        features[frames, rays] = chunk.features
+        depth[frames, rays] = chunk.depth
+        weights[frames, rays] = chunk.weight_total
+        depth_min[frames] = torch.minimum(depth_min[frames], chunk.sample_depth_min)
+        depth_max[frames] = torch.maximum(depth_max[frames], chunk.sample_depth_max)
+    depth = clamp_depth_per_frame(depth, depth_min, depth_max)
+
+    def image(x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, 2, 1).reshape(n_frames, -1, resolution, resolution)
+
+    return RenderOutput(feature_image=image(features), depth=image(depth), weights=image(weights),
+                        is_ray_valid=image(is_valid), ray_origins=origins, ray_directions=directions)
