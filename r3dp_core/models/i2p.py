@@ -115,7 +115,8 @@ class LowResolutionViT(nn.Module):
 
 
 class HighResoEncoder(nn.Module):
-    """Shallow full-detail branch: 7x7/2 ``first`` (no activation) → N x (3x3 conv + LeakyReLU 0.01) → 3x3 ``final``.
+    """Shallow full-detail branch: 7x7/2 ``first`` (no activation) → N x (3x3 conv + LeakyReLU 0.01) →
+    3x3 ``final``.
 
     ``conv_layers`` keeps the official Sequential indices (convs at 0, 2, 4, ...).
     """

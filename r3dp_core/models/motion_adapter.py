@@ -91,10 +91,10 @@ class MotionAdapter(nn.Module):
         shape = cond_tgt.shape[1:]
         if len(shape) != 3 or shape[0] != 3 or shape[1] % 32 or shape[2] % 32:
             raise ValueError(f"expected SECC maps [B,3,H,W] with H, W multiples of 32, got {tuple(cond_tgt.shape)}")
-        for name, c in zip(("cond_cano", "cond_src", "cond_tgt"), conds):
-            if c.shape[1:] != shape or c.shape[0] not in (1, batch):
-                raise ValueError(f"{name} has shape {tuple(c.shape)}; all SECC maps must be [B or 1, "
-                                 f"{', '.join(map(str, shape))}] with the same B")
+        if any(c.shape[1:] != shape or c.shape[0] not in (1, batch) for c in conds):
+            names = ("cond_cano", "cond_src", "cond_tgt")
+            shapes = ", ".join(f"{name} {tuple(c.shape)}" for name, c in zip(names, conds))
+            raise ValueError(f"SECC maps must all be [B or 1, {', '.join(map(str, shape))}] with one B; got {shapes}")
         x = torch.cat([c.expand(batch, *shape) for c in conds], dim=1)
         out: dict = {"prenet": self.prenet(x)}
         out["mix_vit"] = self.mix_vit(out["prenet"])
