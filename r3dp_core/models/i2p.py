@@ -73,12 +73,14 @@ class I2PConfig:
 def append_coordinate_channels(img: torch.Tensor) -> torch.Tensor:
     """``[B, 3, H, W]`` → ``[B, 5, H, W]`` with channels (R, G, B, row/H, col/H).
 
-    Both coordinates are divided by H (official quirk; identical for square images).
+    Both coordinates are divided by H (official quirk; identical for square images). They are
+    computed in float32, as the official integer grid divided by H is, and only then cast to the
+    image dtype (bf16 cannot represent row indices above 256 exactly).
     """
     batch, _, height, width = img.shape
-    rows = torch.arange(height, device=img.device, dtype=img.dtype) / height
-    cols = torch.arange(width, device=img.device, dtype=img.dtype) / height
-    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")).expand(batch, 2, height, width)
+    rows = torch.arange(height, device=img.device, dtype=torch.float32) / height
+    cols = torch.arange(width, device=img.device, dtype=torch.float32) / height
+    grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij")).to(img.dtype).expand(batch, 2, height, width)
     return torch.cat([img, grid], dim=1)
 
 
