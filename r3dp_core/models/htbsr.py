@@ -18,12 +18,14 @@ precomputes them once.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ModelFileError
 from .layers.stylegan2 import SynthesisBlock, SynthesisBlockNoUp
 from .torso import TorsoConfig, TorsoReference, WarpBasedTorsoModel
 
@@ -48,6 +50,25 @@ class HTBSRConfig:
     #: head alpha above this is set to 1 in the person mask (``htbsr_head_threshold``).
     head_threshold: float = 0.9
     torso: TorsoConfig = field(default_factory=TorsoConfig)
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping) -> HTBSRConfig:
+        """Config for an official checkpoint's ``config.yaml`` dict.
+
+        Raises ``ModelFileError`` for super-resolution variants this port does not implement.
+        """
+        expected = {"sr_type": "vanilla", "large_sr": False, "weight_fuse": True, "htbsr_head_weight_fuse_mode": "v2",
+                    "torso_model_version": "v2", "torso_inp_mode": "rgb_alpha", "torso_kp_num": 4}
+        for key, value in expected.items():
+            if hparams.get(key, value) != value:
+                raise ModelFileError(f"unsupported checkpoint config: {key}={hparams[key]!r} (only {value!r} is "
+                                     "implemented, as in the released Real3D-Portrait secc2plane_torso model)")
+        output_resolution = int(hparams.get("final_resolution", cls.output_resolution))
+        return cls(feature_channels=int(hparams.get("triplane_hid_dim", cls.feature_channels)),
+                   input_resolution=int(hparams.get("neural_rendering_resolution", cls.input_resolution)),
+                   output_resolution=output_resolution, w_dim=int(hparams.get("w_dim", cls.w_dim)),
+                   head_threshold=float(hparams.get("htbsr_head_threshold", cls.head_threshold)),
+                   torso=TorsoConfig(resolution=output_resolution // 2))
 
     def __post_init__(self):
         if self.torso.resolution != self.output_resolution // 2:
