@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,12 +86,10 @@ def default_models_dir(explicit: str | Path | None = None) -> Path:
         return Path(explicit).expanduser()
     if os.environ.get("R3DP_MODELS"):
         return Path(os.environ["R3DP_MODELS"]).expanduser()
-    try:  # only importable inside a running ComfyUI
-        import folder_paths  # type: ignore[import-not-found]
-
+    # Inside a running ComfyUI its folder_paths module is already loaded; r3dp_core never imports ComfyUI.
+    folder_paths = sys.modules.get("folder_paths")
+    if folder_paths is not None and hasattr(folder_paths, "models_dir"):
         return Path(folder_paths.models_dir) / "real3dportrait"
-    except ImportError:
-        pass
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "r3dp" / "models"
 
 
