@@ -1,0 +1,203 @@
+"""Lazy, chunked frame sources: the streaming spine shared by the CLI and the ComfyUI nodes.
+
+Each stage is a ``FrameSource`` that knows how many frames it has and computes any range of them on
+demand from the stage before it. Nothing is evaluated until a consumer pulls chunks, so a long clip never
+holds every frame's PNCC images, tri-planes or renders at once: per chunk, SECC → Motion Adapter →
+Volume Render → HTB-SR run and the chunk is handed on (to the encoder, or to ComfyUI's IMAGE batch).
+Work that depends only on the portrait (canonical planes, SR reference features) is done once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..render.renderer import RenderNoise, RenderOutput, render_triplanes
+
+log = logging.getLogger(__name__)
+
+
+class FrameSource:
+    """Frames ``0..num_frames-1`` of some stage, computed on demand in ranges."""
+
+    num_frames: int
+
+    def chunk(self, start: int, stop: int) -> Any:
+        raise NotImplementedError
+
+    def _check_range(self, start: int, stop: int) -> None:
+        if not 0 <= start < stop <= self.num_frames:
+            raise IndexError(f"frame range {start}:{stop} outside 0:{self.num_frames}")
+
+
+def iterate_chunks(source: FrameSource, chunk_size: int, *, on_chunk: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], None] | None = None,
+                   min_chunk_size: int = 1) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(start, stop, value)`` over the whole source.
+
+    ``should_stop`` is called between chunks and may raise to interrupt (ComfyUI's interrupt check, or a
+    KeyboardInterrupt); ``on_chunk(done, total)`` reports progress. A GPU out-of-memory error halves the
+    chunk and retries it (logged) until ``min_chunk_size``; only then is it re-raised.
+    """
+    if chunk_size < 1:
+        raise InputError(f"chunk size must be at least 1, got {chunk_size}")
+    start = 0
+    while start < source.num_frames:
+        if should_stop is not None:
+            should_stop()
+        stop = min(start + chunk_size, source.num_frames)
+        try:
+            value = source.chunk(start, stop)
+        except torch.OutOfMemoryError:
+            if chunk_size <= min_chunk_size:
+                raise
+            chunk_size = max(min_chunk_size, chunk_size // 2)
+            log.warning("out of memory at frames %d:%d; retrying with chunks of %d frames", start, stop, chunk_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        yield start, stop, value
+        start = stop
+        if on_chunk is not None:
+            on_chunk(stop, source.num_frames)
+
+
+@dataclass
+class TensorSource(FrameSource):
+    """Frames already in memory ``[T,...]`` (e.g. PNCC images from another node)."""
+
+    frames: torch.Tensor
+
+    def __post_init__(self):
+        self.num_frames = int(self.frames.shape[0])
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        self._check_range(start, stop)
+        return self.frames[start:stop]
+
+
+@dataclass
+class PnccSource(FrameSource):
+    """Driving SECC/PNCC images ``[B,3,512,512]`` in [-1,1], plus the canonical and source SECC (once).
+
+    ``render_secc(exp [B,64]) -> [B,3,512,512]`` renders the identity with the given expressions at zero
+    pose; ``edit_blink(images, amplitude [B]) -> images`` closes the eyes by ``amplitude`` (None: no blinks).
+    """
+
+    render_secc: Callable[[torch.Tensor], torch.Tensor]
+    exp: torch.Tensor                                   # [T,64] driving expressions
+    cano: torch.Tensor                                  # [1,3,512,512] identity with exp = 0
+    src: torch.Tensor                                   # [1,3,512,512] identity with the first driving exp
+    blink: torch.Tensor | None = None                   # [T] eye-closing amplitude in [0,1]
+    edit_blink: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self):
+        self.num_frames = int(self.exp.shape[0])
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        self._check_range(start, stop)
+        images = self.render_secc(self.exp[start:stop])
+        if self.blink is not None and self.edit_blink is not None:
+            amplitude = self.blink[start:stop].to(images.device)
+            if bool((amplitude > 0).any()):
+                images = self.edit_blink(images, amplitude)
+        return images
+
+
+@dataclass
+class PlaneSource(FrameSource):
+    """Animated tri-planes ``[B,3,32,256,256]`` = canonical planes + Motion Adapter(cano, src, driving SECC)."""
+
+    motion_adapter: torch.nn.Module
+    cano_planes: torch.Tensor                           # [1,3,32,256,256]
+    pncc: PnccSource | TensorSource
+    cano_secc: torch.Tensor                             # [1,3,512,512]
+    src_secc: torch.Tensor                              # [1,3,512,512]
+
+    def __post_init__(self):
+        self.num_frames = self.pncc.num_frames
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        self._check_range(start, stop)
+        driving = self.pncc.chunk(start, stop)
+        param = next(self.motion_adapter.parameters())
+        driving = driving.to(param.device, param.dtype)
+        batch = driving.shape[0]
+        residual = self.motion_adapter(self.cano_secc.to(driving).expand(batch, -1, -1, -1),
+                                       self.src_secc.to(driving).expand(batch, -1, -1, -1), driving)
+        return self.cano_planes.to(residual) + residual
+
+
+def frame_noise(frame_ids: range, num_rays: int, coarse: int, fine: int, seed: int) -> RenderNoise:
+    """The renderer's two random draws for the given frames, each frame from its own seeded CPU stream,
+    so a frame renders the same whatever chunk it falls in and on every device."""
+    stratified, importance = [], []
+    for frame in frame_ids:
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + frame)
+        stratified.append(torch.rand(1, num_rays, coarse, 1, generator=generator))
+        importance.append(torch.rand(num_rays, fine, generator=generator))
+    return RenderNoise(torch.cat(stratified), torch.cat(importance))
+
+
+@dataclass
+class RenderSource(FrameSource):
+    """Volume renders of animated tri-planes under per-frame cameras."""
+
+    decoder: torch.nn.Module
+    planes: PlaneSource | TensorSource
+    cameras: torch.Tensor                               # [T,25] (or [1,25]: one camera for every frame)
+    seed: int = 0
+    render_config: Any = None
+    max_rays_per_chunk: int = 16384
+
+    def __post_init__(self):
+        self.num_frames = self.planes.num_frames
+        if self.cameras.ndim != 2 or self.cameras.shape[1] != 25:
+            raise InputError(f"cameras must be [T,25], got {tuple(self.cameras.shape)}")
+        if self.cameras.shape[0] not in (1, self.num_frames):
+            raise InputError(f"{self.cameras.shape[0]} cameras for {self.num_frames} frames; "
+                             "give one camera or one per frame")
+
+    def chunk(self, start: int, stop: int) -> RenderOutput:
+        from ..render.renderer import RenderConfig
+
+        self._check_range(start, stop)
+        config = self.render_config or RenderConfig()
+        planes = self.planes.chunk(start, stop)
+        cameras = self.cameras if self.cameras.shape[0] == 1 else self.cameras[start:stop]
+        cameras = cameras.expand(stop - start, -1)
+        noise = frame_noise(range(start, stop), config.resolution ** 2, config.num_coarse_samples,
+                            config.num_fine_samples, self.seed)
+        return render_triplanes(planes, self.decoder, cameras.to(planes.device, torch.float32), config,
+                                noise=noise, max_rays_per_chunk=self.max_rays_per_chunk)
+
+
+@dataclass
+class CompositeSource(FrameSource):
+    """Final frames: HTB-SR of each render over the torso reference and background.
+
+    ``reference`` is ``superresolution.prepare_reference(...)`` of the portrait, computed once.
+    """
+
+    superresolution: torch.nn.Module
+    reference: Any
+    renders: RenderSource
+    kp_driving: torch.Tensor                            # [T,68,3] xy in [-1,1], z 0
+    head_threshold: float | None = None
+
+    def __post_init__(self):
+        self.num_frames = self.renders.num_frames
+        if self.kp_driving.shape[0] != self.num_frames:
+            raise InputError(f"{self.kp_driving.shape[0]} driving keypoint frames for {self.num_frames} frames")
+
+    def chunk(self, start: int, stop: int):
+        self._check_range(start, stop)
+        render = self.renders.chunk(start, stop)
+        kp = self.kp_driving[start:stop].to(render.feature_image)
+        return self.superresolution.render_frames(render.feature_image, render.weights, kp, self.reference,
+                                                  head_threshold=self.head_threshold)
