@@ -36,8 +36,13 @@ class SpectralNormConv2d(nn.Module):
         self.padding = padding
         self.weight_orig = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.register_buffer("weight_u", F.normalize(torch.randn(out_channels), dim=0))
-        self.register_buffer("weight_v", F.normalize(torch.randn(in_channels * kernel_size ** 2), dim=0))
+        # Checkpoints overwrite u and v; power iterations here only keep a fresh (unloaded) layer well scaled.
+        u, matrix = torch.randn(out_channels), self.weight_orig.detach().flatten(1)
+        for _ in range(10):
+            v = F.normalize(matrix.t() @ u, dim=0)
+            u = F.normalize(matrix @ v, dim=0)
+        self.register_buffer("weight_u", u)
+        self.register_buffer("weight_v", v)
 
     def sigma(self) -> torch.Tensor:
         """Scalar ``u · (W_mat v)`` with ``W_mat = weight_orig.reshape(O, -1)``."""
