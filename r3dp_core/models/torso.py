@@ -141,7 +141,7 @@ class MotionFieldEstimator(nn.Module):
         """Motion for B frames.
 
         Args:
-            compressed: ``[1 or B, c, D, H, W]`` compressed source volume (:meth:`WarpBasedTorsoModel.prepare_reference`).
+            compressed: ``[1 or B, c, D, H, W]`` compressed source volume (``TorsoReference.compressed``).
             kp_source, kp_driving: ``[1 or B, K, 3]`` and ``[B, K, 3]``, xy in [-1, 1], z 0.
             head_rgb: ``[B, 3, R, R]`` rendered head, upsampled, unclamped (~[-1, 1]).
             head_alpha: ``[B, 1, R, R]`` its accumulated ray weights in [0, 1].
