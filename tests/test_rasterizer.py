@@ -172,6 +172,8 @@ def test_render_secc_range_background_chunks_and_face0_quirk():
     assert torch.all(mask[0, 0][face0[0]] == 0) and torch.all(mask[2, 0][face0[2]] == 0)
     assert torch.equal(mask[1, 0].bool(), frags.mask[1])
     assert torch.equal(mask[0, 0].bool(), frags.mask[0] & ~face0[0])
+    shifted = render_secc(clip[1:], mesh, image_size=128, face0_period=2, frame_offset=1)
+    assert torch.equal(shifted, secc[1:])
     unquirked = render_secc(clip, mesh, image_size=128, frames_per_chunk=3, face0_period=None)
     assert torch.equal(unquirked[1], secc[1])
     covered = frags.mask[0]

@@ -98,7 +98,7 @@ def project_to_screen(vertices: torch.Tensor, image_size: int = SECC_IMAGE_SIZE,
 
 def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_IMAGE_SIZE,
                 focal: float | None = None, frames_per_chunk: int = 16,
-                face0_period: int | None = OFFICIAL_FACE0_PERIOD,
+                face0_period: int | None = OFFICIAL_FACE0_PERIOD, frame_offset: int = 0,
                 return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Render SECC images.
 
@@ -110,6 +110,7 @@ def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_I
             besides the output).
         face0_period: frames whose index is a multiple of this draw triangle 0 as background (the official
             quirk); None draws every triangle.
+        frame_offset: sequence index of ``vertices[0]``, for callers that render a clip piecewise.
         return_mask: also return the coverage mask.
 
     Returns:
@@ -128,7 +129,7 @@ def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_I
                                         faces, image_size)
         if face0_period is not None:
             hit_face0 = fragments.face_index == 0
-            quirk_frames = torch.arange(start, stop, device=device) % face0_period == 0
+            quirk_frames = (torch.arange(start, stop, device=device) + frame_offset) % face0_period == 0
             fragments.face_index = torch.where(hit_face0 & quirk_frames[:, None, None], -1, fragments.face_index)
         color = interpolate_vertex_attributes(fragments, faces, colors, background=0.0)
         secc[start:stop] = (color - 0.5) / 0.5
