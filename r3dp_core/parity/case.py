@@ -21,20 +21,13 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import InputError
+from ..pipeline.images import u8_image_to_tensor
 
 _SIBLING_SOURCE = re.compile(r"^(case_[\w.-]+\.safetensors):(\w+)")
 _GENERATOR_SOURCE = re.compile(
     r"(?:(?P<scale>[-\d.]+)\s*\*\s*)?synth_weights\.(?P<fn>smooth_uniform|uniform01|unit_uniform)"
     r"\(\s*\"(?P<key>[^\"]+)\"\s*,\s*\((?P<shape>[\d,\s]+)\)\s*(?:,\s*(?P<cells>\d+))?\s*\)")
 _CONVERTED_SOURCE = re.compile(r"^(\w+) \+ convert")
-
-
-def u8_image_to_tensor(u8_hwc: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[H,W,3]`` (or ``[B,H,W,3]``) → float ``[B,3,H,W]`` in [-1,1], exactly as official inference."""
-    x = (u8_hwc.to(torch.float32) - 127.5) / 127.5
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    return x.permute(0, 3, 1, 2).contiguous()
 
 
 def segmap_to_onehot(idx_hw: torch.Tensor, num_classes: int = 6) -> torch.Tensor:

@@ -85,11 +85,12 @@ class TensorSource(FrameSource):
 class PnccSource(FrameSource):
     """Driving SECC/PNCC images ``[B,3,512,512]`` in [-1,1], plus the canonical and source SECC (once).
 
-    ``render_secc(exp [B,64]) -> [B,3,512,512]`` renders the identity with the given expressions at zero
-    pose; ``edit_blink(images, amplitude [B]) -> images`` closes the eyes by ``amplitude`` (None: no blinks).
+    ``render_secc(exp [B,64], first_frame) -> [B,3,512,512]`` renders the identity with the given expressions
+    at zero pose (``first_frame`` is the sequence index of ``exp[0]``); ``edit_blink(images, amplitude [B])``
+    closes the eyes by ``amplitude`` (None: no blinks).
     """
 
-    render_secc: Callable[[torch.Tensor], torch.Tensor]
+    render_secc: Callable[[torch.Tensor, int], torch.Tensor]
     exp: torch.Tensor                                   # [T,64] driving expressions
     cano: torch.Tensor                                  # [1,3,512,512] identity with exp = 0
     src: torch.Tensor                                   # [1,3,512,512] identity with the first driving exp
@@ -101,7 +102,7 @@ class PnccSource(FrameSource):
 
     def chunk(self, start: int, stop: int) -> torch.Tensor:
         self._check_range(start, stop)
-        images = self.render_secc(self.exp[start:stop])
+        images = self.render_secc(self.exp[start:stop], start)
         if self.blink is not None and self.edit_blink is not None:
             amplitude = self.blink[start:stop].to(images.device)
             if bool((amplitude > 0).any()):

@@ -1,0 +1,142 @@
+"""The non-streaming stages of a talking-portrait job, shared by the CLI and the ComfyUI nodes.
+
+``prepare_source`` (crop, landmarks, 3DMM fit, segmentation, torso/background plates) and
+``make_avatar`` (canonical tri-plane) run once per portrait; ``talking_frames`` wires a motion, a head
+pose and an avatar into the lazy ``CompositeSource`` of ``stream.py``, which produces frames chunk by chunk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from ..geometry.bfm import FaceModel3DMM, to_camera
+from ..geometry.camera import HeadPose, driving_pose, static_pose
+from ..geometry.crop import prepare_source_image
+from ..geometry.fitting import fit_image
+from ..geometry.inpaint import extract_background, inpaint_torso, resize_background
+from ..geometry.keypoints import smooth_torso_keypoints, torso_keypoints
+from ..geometry.landmarks import detect_landmarks_image
+from ..geometry.secc import SECCMesh, render_secc
+from ..geometry.secc_edit import blink_secc
+from ..geometry.segmentation import head_mask, keep_region, one_hot_segmap, segment_selfie_multiclass
+from .images import u8_image_to_tensor
+from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
+from .types import Avatar, Motion
+
+
+@dataclass
+class FaceKit:
+    """The non-neural models: the 3DMM, the SECC mesh and the MediaPipe model files."""
+
+    bfm: FaceModel3DMM
+    secc_mesh: SECCMesh
+    landmarker_path: Path
+    segmenter_path: Path | None = None
+
+
+def with_z(keypoints: torch.Tensor) -> torch.Tensor:
+    """``[B,68,2]`` → ``[B,68,3]`` with z = 0, the torso model's keypoint format."""
+    return torch.cat([keypoints, keypoints.new_zeros(*keypoints.shape[:-1], 1)], dim=-1)
+
+
+def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch.Tensor | None = None,
+                   background: np.ndarray | torch.Tensor | None = None, min_face_area: float = 0.2,
+                   face: str | int = "largest") -> Avatar:
+    """Everything about one portrait except its tri-plane (official ``prepare_batch_from_inp``, source part).
+
+    Args:
+        image: ``[H,W,3]`` RGB uint8 (or float in [0,1]) at any resolution.
+        kit: the face models.
+        labels: optional ``[512,512]`` 6-class label map from another segmenter; default: MediaPipe's.
+        background: optional ``[h,w,3]`` background image; default: the KNN-filled background of the photo.
+        min_face_area: crop so the face covers at least this fraction of the frame (official 0.2).
+
+    Returns:
+        ``Avatar`` without ``planes`` (see ``make_avatar``).
+    """
+    source = prepare_source_image(image, kit.landmarker_path, min_face_area, face=face)
+    image_512 = source.image_512.cpu()
+    points = detect_landmarks_image(source.image.cpu(), kit.landmarker_path, face=face).points
+    fit = fit_image(kit.bfm, points.reshape(-1, 478, 2)[0].float(), float(source.image.shape[0]))
+    if labels is None:
+        if kit.segmenter_path is None:
+            raise InputError("No segmentation given and no segmenter model loaded: load "
+                             "selfie_multiclass_256x256.tflite or pass a head mask.")
+        labels = segment_selfie_multiclass(image_512, kit.segmenter_path)[0]
+    labels = labels.reshape(image_512.shape[:2]).cpu().long()
+    picture = u8_image_to_tensor(image_512)
+    if not bool(head_mask(labels[None]).any()):
+        raise InputError("The segmentation found no head in the portrait; use a photo where the head is clearly "
+                         "visible, or connect a head mask.")
+    torso = u8_image_to_tensor(inpaint_torso(image_512, labels))
+    plate = resize_background(background) if background is not None else extract_background(image_512, labels)
+    return Avatar(image=picture, id=fit.id, exp=fit.exp, euler=fit.euler, trans=fit.trans,
+                  head_image=keep_region(picture, head_mask(labels[None])), torso_image=torso,
+                  background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]))
+
+
+def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:
+    """Add the canonical tri-plane (Image→Triplane of the head-only image) to a prepared portrait."""
+    param = next(model.parameters())
+    planes = model.canonical_planes(avatar.head_image.to(param.device, param.dtype))
+    return Avatar(**{**avatar.__dict__, "planes": planes})
+
+
+def secc_images(kit: FaceKit, identity: torch.Tensor, exp: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
+    """SECC/PNCC images ``[B,3,512,512]`` in [-1,1] of ``identity [1,80]`` with ``exp [B,64]`` at zero pose."""
+    device = kit.bfm.mean_shape.device
+    vertices = to_camera(kit.bfm.compute_shape(identity.to(device), exp.to(device)))
+    return render_secc(vertices, kit.secc_mesh, frame_offset=frame_offset)
+
+
+def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion) -> PnccSource:
+    """Lazy driving SECC of a motion for the avatar's identity, with the canonical and source SECC."""
+    identity = avatar.id[:1]
+    zero = motion.exp.new_zeros(1, 64)
+
+    def render(exp: torch.Tensor, first_frame: int) -> torch.Tensor:
+        # The sequence index drives the official triangle-0 quirk (every 50th frame and single renders).
+        return secc_images(kit, identity, exp, frame_offset=first_frame)
+
+    return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
+                      blink=motion.blink, edit_blink=blink_secc if motion.blink is not None else None)
+
+
+def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:
+    """``static`` (source pose held), ``driving`` (the motion's own pose mapped onto the source), or ``auto``."""
+    if mode == "auto":
+        mode = "driving" if motion.euler is not None else "static"
+    if mode == "static":
+        return static_pose(avatar.euler[:1], avatar.trans[:1], motion.num_frames)
+    if mode == "driving":
+        if motion.euler is None or motion.trans is None:
+            raise InputError("This motion carries no head pose (audio-driven); use the static pose or a pose video.")
+        return driving_pose(motion.euler, motion.trans, motion.num_frames, avatar.euler[:1], avatar.trans[:1])
+    raise InputError(f"Unknown head-pose mode {mode!r}: use static, driving or auto.")
+
+
+def talking_frames(model: torch.nn.Module, kit: FaceKit, avatar: Avatar, motion: Motion, pose: HeadPose,
+                   seed: int = 0, head_threshold: float | None = None) -> CompositeSource:
+    """The lazy frame source of a whole clip: chunks of HTB-SR outputs (frames + masks)."""
+    if len(pose) != motion.num_frames:
+        raise InputError(f"The head pose has {len(pose)} frames but the motion {motion.num_frames}.")
+    param = next(model.parameters())
+    if avatar.planes is None:
+        avatar = make_avatar(model, avatar)
+    pncc = pncc_source(kit, avatar, motion)
+    planes = PlaneSource(model.secc_img2plane_backbone, avatar.planes.to(param.device, param.dtype), pncc,
+                         pncc.cano.to(param.device, param.dtype), pncc.src.to(param.device, param.dtype))
+    renders = RenderSource(model.decoder, planes, pose.cameras().float(), seed=seed,
+                           render_config=model.config.render)
+    identity = avatar.id[:1].to(kit.bfm.mean_shape.device)
+    kp_source = with_z(torso_keypoints(kit.bfm, identity, avatar.exp[:1], avatar.euler[:1], avatar.trans[:1]))
+    kp_driving = torso_keypoints(kit.bfm, identity, motion.exp.to(identity.device), pose.euler, pose.trans)
+    kp_driving = with_z(smooth_torso_keypoints(kp_driving))
+    reference = model.prepare_reference(*(t.to(param.device, param.dtype) for t in (
+        avatar.torso_image, avatar.background, avatar.segmap, kp_source)))
+    return CompositeSource(model.superresolution, reference, renders, kp_driving, head_threshold=head_threshold)
