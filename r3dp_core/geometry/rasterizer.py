@@ -52,31 +52,33 @@ class Fragments:
         return self.face_index >= 0
 
 
-def _screen_barycentrics(px: torch.Tensor, py: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
-    """Screen-space barycentrics of pixel centres (px, py) [N] in triangles tri [N,3,2] → [N,3].
-
-    Measured from vertex 0 so the products stay small (pixel offsets, not absolute coordinates), which keeps
-    float32 accurate for sub-pixel triangles.
+def _edge_planes(tris: torch.Tensor, col0: torch.Tensor, row0: torch.Tensor) -> torch.Tensor:
+    """Per-triangle affine coefficients [N,9] of the screen barycentrics in the pixel offset (i, k) from the
+    first pixel centre of its bounding box: ``l1 = c1 + a1·i + b1·k``, ``l2 = c2 + a2·i + b2·k``, then the
+    inverse vertex depths. Measuring from the box keeps every product small, so float32 stays accurate at
+    sub-pixel scale on large images.
     """
-    dx = px + 0.5 - tri[:, 0, 0]
-    dy = py + 0.5 - tri[:, 0, 1]
-    e1x, e1y = tri[:, 1, 0] - tri[:, 0, 0], tri[:, 1, 1] - tri[:, 0, 1]
-    e2x, e2y = tri[:, 2, 0] - tri[:, 0, 0], tri[:, 2, 1] - tri[:, 0, 1]
+    e1x, e1y = tris[:, 1, 0] - tris[:, 0, 0], tris[:, 1, 1] - tris[:, 0, 1]
+    e2x, e2y = tris[:, 2, 0] - tris[:, 0, 0], tris[:, 2, 1] - tris[:, 0, 1]
     inv_area = 1.0 / (e1x * e2y - e1y * e2x)
-    l1 = (dx * e2y - dy * e2x) * inv_area
-    l2 = (e1x * dy - e1y * dx) * inv_area
-    return torch.stack([1.0 - l1 - l2, l1, l2], dim=-1)
+    ox = col0 + 0.5 - tris[:, 0, 0]
+    oy = row0 + 0.5 - tris[:, 0, 1]
+    return torch.stack([(ox * e2y - oy * e2x) * inv_area, e2y * inv_area, -e2x * inv_area,
+                        (e1x * oy - e1y * ox) * inv_area, -e1y * inv_area, e1x * inv_area,
+                        1.0 / tris[:, 0, 2], 1.0 / tris[:, 1, 2], 1.0 / tris[:, 2, 2]], dim=-1)
 
 
-def _perspective_correct(bary_screen: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Screen barycentrics [N,3] and vertex depths [N,3] → (perspective-correct weights [N,3], depth [N])."""
-    w = bary_screen / depths
-    inv_depth = w.sum(-1)
-    return w / inv_depth[:, None], 1.0 / inv_depth
+def _evaluate(planes: torch.Tensor, i: torch.Tensor, k: torch.Tensor):
+    """Screen barycentrics (l0, l1, l2) and inverse depth at offsets (i, k) [N] for planes [N,9]."""
+    l1 = planes[:, 0] + planes[:, 1] * i + planes[:, 2] * k
+    l2 = planes[:, 3] + planes[:, 4] * i + planes[:, 5] * k
+    l0 = 1.0 - l1 - l2
+    inv_depth = l0 * planes[:, 6] + l1 * planes[:, 7] + l2 * planes[:, 8]
+    return l0, l1, l2, inv_depth
 
 
 def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
-                        near: float = 1e-6, max_candidates: int = 1 << 22) -> Fragments:
+                        near: float = 1e-6, max_candidates: int = 1 << 21) -> Fragments:
     """Rasterise a batch of meshes that share one triangle list.
 
     Args:
@@ -85,7 +87,7 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
         image_size: ``S`` or ``(H, W)``.
         near: triangles with any vertex depth <= near are not drawn.
         max_candidates: (triangle, pixel) pairs examined per chunk; bounds the working memory
-            (about 60 bytes per pair).
+            (about 120 bytes each at the peak).
 
     Returns:
         :class:`Fragments` with [B,H,W] maps on ``vertices.device``; barycentrics/depth in float32.
@@ -97,27 +99,31 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     device = vertices.device
     batch, num_faces = vertices.shape[0], faces.shape[0]
+    if batch * num_faces >= 2 ** 31:
+        raise ValueError("too many triangles in one call; rasterise fewer images at a time")
     faces = faces.to(device=device, dtype=torch.long)
     # float32 is needed for the depth-bit key; half precision would also be too coarse for sub-pixel edges
-    tris = vertices.float()[:, faces]                                      # [B,F,3,3]
+    tris = vertices.float()[:, faces].reshape(-1, 3, 3)                    # [B*F,3,3]
 
-    xy_min, xy_max = tris[..., :2].amin(2), tris[..., :2].amax(2)          # [B,F,2]
-    col0 = torch.ceil(xy_min[..., 0] - 0.5).clamp(0, width)
-    col1 = torch.floor(xy_max[..., 0] - 0.5).clamp(-1, width - 1)
-    row0 = torch.ceil(xy_min[..., 1] - 0.5).clamp(0, height)
-    row1 = torch.floor(xy_max[..., 1] - 0.5).clamp(-1, height - 1)
-    e1 = tris[..., 1, :2] - tris[..., 0, :2]
-    e2 = tris[..., 2, :2] - tris[..., 0, :2]
+    xy_min, xy_max = tris[..., :2].amin(1), tris[..., :2].amax(1)          # [B*F,2]
+    col0 = torch.ceil(xy_min[:, 0] - 0.5).clamp(0, width)
+    col1 = torch.floor(xy_max[:, 0] - 0.5).clamp(-1, width - 1)
+    row0 = torch.ceil(xy_min[:, 1] - 0.5).clamp(0, height)
+    row1 = torch.floor(xy_max[:, 1] - 0.5).clamp(-1, height - 1)
+    e1 = tris[:, 1, :2] - tris[:, 0, :2]
+    e2 = tris[:, 2, :2] - tris[:, 0, :2]
     drawable = ((tris[..., 2] > near).all(-1) & torch.isfinite(tris).all(-1).all(-1)
-                & ((e1[..., 0] * e2[..., 1] - e1[..., 1] * e2[..., 0]) != 0))
+                & ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) != 0))
     ncols = (col1 - col0 + 1).clamp(min=0).long()
-    nrows = (row1 - row0 + 1).clamp(min=0).long()
-    counts = torch.where(drawable, ncols * nrows, 0).flatten()            # [B*F]
+    counts = torch.where(drawable, ncols * (row1 - row0 + 1).clamp(min=0).long(), 0)
 
-    tri_ids = counts.nonzero().squeeze(1)                                  # flat ids b*F + f
-    counts = counts[tri_ids]
-    col0, row0, ncols = col0.flatten()[tri_ids].long(), row0.flatten()[tri_ids].long(), ncols.flatten()[tri_ids]
-    tris_flat = tris.reshape(-1, 3, 3)
+    # from here on only triangles with candidate pixels ("compact" ids, in flat b*F + f order)
+    tri_ids = counts.nonzero().squeeze(1)
+    counts, ncols = counts[tri_ids], ncols[tri_ids]
+    col0, row0 = col0[tri_ids], row0[tri_ids]
+    planes = _edge_planes(tris[tri_ids], col0, row0)
+    col0, row0 = col0.long(), row0.long()
+    image_of = torch.div(tri_ids, num_faces, rounding_mode="floor")
     ends = counts.cumsum(0)
     starts = ends - counts
     total = int(ends[-1]) if ends.numel() else 0
@@ -126,42 +132,36 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
     cuts = torch.searchsorted(ends, targets, right=True)
     bounds = [0] + sorted(set(cuts.tolist()) - {0}) + [tri_ids.numel()]
 
+    # per pixel: (depth bits << 32) | compact id; compact ids follow face order within an image
     keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         if hi <= lo:
             continue
-        chunk_counts = counts[lo:hi]
-        owner = torch.repeat_interleave(torch.arange(lo, hi, device=device), chunk_counts)
+        owner = torch.repeat_interleave(torch.arange(lo, hi, device=device), counts[lo:hi])
         offset = torch.arange(int(ends[hi - 1] - starts[lo]), device=device) - (starts[owner] - starts[lo])
-        px = col0[owner] + offset % ncols[owner]
-        py = row0[owner] + torch.div(offset, ncols[owner], rounding_mode="floor")
-        tri = tris_flat[tri_ids[owner]]                                    # [N,3,3]
-        bary = _screen_barycentrics(px.float(), py.float(), tri[..., :2])
-        inside = (bary >= 0).all(-1)
-        _, depth = _perspective_correct(bary, tri[..., 2])
-        inside &= depth > near
-        flat_tri = tri_ids[owner][inside]
-        image = torch.div(flat_tri, num_faces, rounding_mode="floor")
-        pixel = (image * height + py[inside]) * width + px[inside]
-        key = (depth[inside].view(torch.int32).long() << 32) | (flat_tri - image * num_faces)
-        keys.scatter_reduce_(0, pixel, key, reduce="amin")
+        k = torch.div(offset, ncols[owner], rounding_mode="floor")
+        i = offset - k * ncols[owner]
+        l0, l1, l2, inv_depth = _evaluate(planes[owner], i.float(), k.float())
+        depth = 1.0 / inv_depth
+        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (depth > near)
+        owner, i, k = owner[inside], i[inside], k[inside]
+        pixel = (image_of[owner] * height + row0[owner] + k) * width + col0[owner] + i
+        keys.scatter_reduce_(0, pixel, (depth[inside].view(torch.int32).long() << 32) | owner, reduce="amin")
 
     hit = keys != _NO_HIT
-    face_index = torch.where(hit, keys & _LOW_32_BITS, -1).view(batch, height, width)
-    bary = torch.zeros(batch * height * width, 3, device=device)
-    depth = torch.full((batch * height * width,), float("inf"), device=device)
     pixels = hit.nonzero().squeeze(1)
-    if pixels.numel():
-        image = torch.div(pixels, height * width, rounding_mode="floor")
-        rest = pixels - image * (height * width)
-        py = torch.div(rest, width, rounding_mode="floor")
-        px = rest - py * width
-        tri = tris[image, face_index.flatten()[pixels]]
-        bary_hit, depth_hit = _perspective_correct(_screen_barycentrics(px.float(), py.float(), tri[..., :2]),
-                                                   tri[..., 2])
-        bary[pixels] = bary_hit
-        depth[pixels] = depth_hit
-    return Fragments(face_index, bary.view(batch, height, width, 3), depth.view(batch, height, width))
+    compact = keys[pixels] & _LOW_32_BITS
+    face_index = torch.full((batch * height * width,), -1, dtype=torch.int64, device=device)
+    face_index[pixels] = tri_ids[compact] - image_of[compact] * num_faces
+    rest = pixels % (height * width)
+    l0, l1, l2, inv_depth = _evaluate(planes[compact], (rest % width - col0[compact]).float(),
+                                      (torch.div(rest, width, rounding_mode="floor") - row0[compact]).float())
+    bary = torch.zeros(batch * height * width, 3, device=device)
+    bary[pixels] = torch.stack([l0, l1, l2], -1) * planes[compact, 6:] / inv_depth[:, None]
+    depth = torch.full((batch * height * width,), float("inf"), device=device)
+    depth[pixels] = 1.0 / inv_depth
+    return Fragments(face_index.view(batch, height, width), bary.view(batch, height, width, 3),
+                     depth.view(batch, height, width))
 
 
 def interpolate_vertex_attributes(fragments: Fragments, faces: torch.Tensor, attributes: torch.Tensor,

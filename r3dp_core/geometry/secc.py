@@ -97,7 +97,7 @@ def project_to_screen(vertices: torch.Tensor, image_size: int = SECC_IMAGE_SIZE,
 
 
 def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_IMAGE_SIZE,
-                focal: float | None = None, frames_per_chunk: int = 16,
+                focal: float | None = None, frames_per_chunk: int = 8,
                 face0_period: int | None = OFFICIAL_FACE0_PERIOD, frame_offset: int = 0,
                 return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Render SECC images.
@@ -106,8 +106,8 @@ def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_I
         vertices: [T,V,3] camera-space BFM vertices (see :func:`project_to_screen`); at inference the official
             pipeline uses zero pose, i.e. ``S(id, exp)`` with z ← 10 − z.
         mesh: :class:`SECCMesh` (moved to the vertices' device as needed).
-        frames_per_chunk: frames rasterised together; bounds the working memory (~100 MB per frame at 512²
-            besides the output).
+        frames_per_chunk: frames rasterised together; bounds the working memory (about 60 MB per frame of a
+            chunk at 512² for a BFM-sized mesh, besides the 3 MB per frame of output).
         face0_period: frames whose index is a multiple of this draw triangle 0 as background (the official
             quirk); None draws every triangle.
         frame_offset: sequence index of ``vertices[0]``, for callers that render a clip piecewise.
