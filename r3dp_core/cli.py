@@ -43,6 +43,108 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from . import model_files
+
+    models_dir = model_files.default_models_dir(args.models_dir)
+    if args.action == "fetch":
+        return _fetch_models(models_dir)
+    print(f"models folder: {models_dir}")
+    missing = 0
+    for spec, found in model_files.status(models_dir):
+        state = f"present  {found}" if found else "MISSING  " + str(models_dir / spec.relpath)
+        print(f"  {spec.key:<20} {state}")
+        missing += found is None
+    if missing:
+        print(f"{missing} file(s) missing: `r3dp models fetch` downloads what can be downloaded and explains "
+              "the rest.")
+    return 0
+
+
+def _fetch_models(models_dir: Path) -> int:
+    from . import model_files
+
+    manual = []
+    for spec, found in model_files.status(models_dir):
+        if found is not None:
+            print(f"  {spec.key:<20} present")
+        elif spec.url:
+            print(f"  {spec.key:<20} downloading {spec.url}")
+            model_files.download(spec, models_dir)
+            print(f"  {spec.key:<20} saved to {models_dir / spec.relpath}")
+        else:
+            manual.append(spec)
+    for spec in manual:
+        print(f"  {spec.key:<20} manual step: {spec.source}\n  {'':<20} then place it at {models_dir / spec.relpath}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from . import model_files
+    from .device import resolve_device
+
+    print(f"python      {platform.python_version()} ({sys.executable})")
+    print(f"torch       {torch.__version__}; cuda available: {torch.cuda.is_available()}; "
+          f"mps available: {torch.backends.mps.is_available()}")
+    print(f"device      auto -> {resolve_device('auto')}")
+    problems = 0
+    for module in ("mediapipe", "av", "librosa", "transformers", "safetensors", "cv2", "scipy"):
+        try:
+            imported = __import__(module)
+            print(f"{module:<11} {getattr(imported, '__version__', 'ok')}")
+        except ImportError as exc:
+            problems += 1
+            print(f"{module:<11} MISSING ({exc}); install with: pip install -r requirements.txt")
+    models_dir = model_files.default_models_dir(args.models_dir)
+    missing = [spec.key for spec, found in model_files.status(models_dir) if found is None]
+    print(f"models      {models_dir}: " + (f"missing {', '.join(missing)} (see `r3dp models`)" if missing
+                                             else "all present"))
+    if args.selftest:
+        from .pipeline.selftest import run_selftest
+
+        result = run_selftest(device=args.device, frames=args.frames)
+        print(f"selftest    {result.frames} frames at {result.size}x{result.size} -> {result.path} "
+              f"({result.fps:.2f} fps on {result.device})")
+    return 1 if problems else 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import model_files
+    from .pipeline.generate import GenerateRequest, describe, generate, validate
+
+    request = GenerateRequest(
+        image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,
+        pose_video=Path(args.pose_video) if args.pose_video else None,
+        expression_video=Path(args.expression_video) if args.expression_video else None,
+        bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp, blink=args.blink,
+        temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
+        chunk_size=args.chunk_size,
+        models_dir=Path(args.models_dir) if args.models_dir else None)
+    if args.dry_run:
+        models_dir = model_files.default_models_dir(request.models_dir)
+        print(describe(request, validate(request, models_dir)))
+        print("dry run: inputs are valid; nothing was rendered")
+        return 0
+
+    def progress(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total
+        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames", end="", file=sys.stderr,
+              flush=True)
+        if done == total:
+            print(file=sys.stderr)
+
+    summary = generate(request, progress=progress, log=lambda msg: print(msg, file=sys.stderr))
+    vram = f", peak VRAM {summary.peak_vram_mb:.0f} MB" if summary.peak_vram_mb is not None else ""
+    print(f"wrote {summary.path}: {summary.frames} frames, {summary.fps:.2f} fps, "
+          f"peak RSS {summary.peak_rss_mb:.0f} MB{vram}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -53,10 +155,47 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("input", help="official checkpoint (.ckpt/.pt/.pth/.safetensors)")
     convert.add_argument("output", help="where to write the .safetensors file")
     convert.set_defaults(func=cmd_convert)
+
+    gen = sub.add_parser("generate", help="photo + voice clip (or driving video) -> talking mp4",
+                         description="Render a talking-portrait video. Inputs are validated before any model "
+                                     "is loaded; the mp4 is written only when complete.")
+    gen.add_argument("--image", required=True, help="portrait photo")
+    gen.add_argument("--audio", help="speech clip (wav/flac/ogg/mp3, 8-48 kHz)")
+    gen.add_argument("--out", required=True, help="output .mp4")
+    gen.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
+    gen.add_argument("--pose-video", help="video whose head pose drives the camera")
+    gen.add_argument("--expression-video", help="video whose expressions drive the face (instead of audio)")
+    gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
+    gen.add_argument("--camera", default="auto", choices=["auto", "static", "driving", "orbit"],
+                     help="head pose: auto (pose video if given, else static), static, driving, orbit")
+    gen.add_argument("--mouth-amp", type=float, default=0.45, help="mouth amplitude (official 0.45)")
+    gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=True, help="periodic blinks")
+    gen.add_argument("--temperature", type=float, default=0.2, help="audio-to-motion sampling temperature")
+    gen.add_argument("--seed", type=int, default=42, help="random seed (latent noise, blinks, renderer)")
+    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    gen.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (low precision on GPUs only)")
+    gen.add_argument("--chunk-size", type=int, default=4, help="frames rendered together (memory vs speed)")
+    gen.add_argument("--dry-run", action="store_true",
+                     help="validate every input and report what would be done, without loading any other model")
+    gen.set_defaults(func=cmd_generate)
+
+    models = sub.add_parser("models", help="list present and missing model files, or fetch them")
+    models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    models.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
+    models.set_defaults(func=cmd_models)
+
+    doctor = sub.add_parser("doctor", help="check the environment; --selftest renders a clip on synthetic weights")
+    doctor.add_argument("--models-dir", help="models folder to check")
+    doctor.add_argument("--selftest", action="store_true",
+                        help="build synthetic weights in a temporary folder and render a short clip end to end")
+    doctor.add_argument("--device", default="auto", help="device for the self-test (auto, cpu, cuda, mps)")
+    doctor.add_argument("--frames", type=int, default=8, help="frames rendered by the self-test")
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging would drown the CLI's output
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
