@@ -1,0 +1,159 @@
+"""Audio input: any clip ComfyUI or the CLI hands over, converted to 16 kHz the way the official code does.
+
+The official pipeline runs ``ffmpeg -i <audio> -f wav -ar 16000`` (channels kept, 16-bit PCM) and then reads
+that wav twice: HuBERT gets **channel 0** (soundfile), the pitch tracker the **channel mean** (librosa).
+``load_audio`` reproduces the conversion with FFmpeg's own resampler (libswresample through PyAV, default
+settings, as the ffmpeg command uses) and keeps the 16-bit result, so both readings are exact.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+SAMPLE_RATE = 16000
+MIN_SAMPLES = 400            # HuBERT's receptive field: shorter clips give no feature frame
+_DECODE_BLOCK_S = 1.0        # seconds of an in-memory waveform handed to the resampler at a time
+
+
+@dataclass(frozen=True)
+class Audio16k:
+    """A clip after the official 16 kHz conversion.
+
+    Attributes:
+        pcm: ``[C,N]`` int16 samples at 16 kHz, every channel of the source kept.
+        source_rate: the sample rate the clip came in at.
+    """
+
+    pcm: np.ndarray
+    source_rate: int
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.pcm.shape[1])
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.pcm.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / SAMPLE_RATE
+
+    def hubert_channel(self) -> np.ndarray:
+        """``[N]`` float32 in [-1,1): channel 0, which is all the official HuBERT extractor reads."""
+        return self.pcm[0].astype(np.float32) / 32768
+
+    def pitch_mono(self) -> np.ndarray:
+        """``[N]`` float32: the channel mean, bit-identical to ``librosa.load(wav16k, sr=16000)``."""
+        if self.num_channels == 1:
+            return self.pcm[0].astype(np.float32) / 32768
+        total = self.pcm.sum(axis=0, dtype=np.int32).astype(np.float32) / 32768
+        return total / np.float32(self.num_channels)
+
+    def to_comfy(self) -> dict:
+        """The 16 kHz clip as a ComfyUI ``AUDIO`` dict (``waveform [1,C,N]`` float32)."""
+        return {"waveform": torch.from_numpy(self.pcm.astype(np.float32) / 32768)[None],
+                "sample_rate": SAMPLE_RATE}
+
+
+def load_audio(source: str | os.PathLike | Mapping | Audio16k) -> Audio16k:
+    """Decode and convert ``source`` to 16 kHz 16-bit PCM, keeping its channels.
+
+    Args:
+        source: a file path (anything FFmpeg reads: wav, flac, ogg, mp3, m4a, video files with sound, ...), a
+            ComfyUI ``AUDIO`` dict ``{"waveform": [B,C,T] float in [-1,1], "sample_rate": int}`` with B = 1, or
+            an ``Audio16k`` (returned as is).
+    Raises:
+        InputError: missing/unreadable file, no audio stream, empty clip, NaN/inf samples, batch > 1, bad
+            sample rate, or a clip shorter than 25 ms (no HuBERT frame).
+    """
+    if isinstance(source, Audio16k):
+        clip = source
+    elif isinstance(source, Mapping):
+        clip = _from_waveform(source)
+    elif isinstance(source, (str, os.PathLike)):
+        clip = _from_file(Path(source))
+    else:
+        raise InputError(f"Cannot use {type(source).__name__} as audio: give a file path or a ComfyUI AUDIO dict "
+                         "({'waveform': [1,C,T] tensor, 'sample_rate': int}).")
+    if clip.num_samples < MIN_SAMPLES:
+        raise InputError(f"The audio is {1000 * clip.num_samples / SAMPLE_RATE:.1f} ms long after conversion to "
+                         f"16 kHz; at least {1000 * MIN_SAMPLES / SAMPLE_RATE:.0f} ms are needed for one motion frame.")
+    return clip
+
+
+def _resample(frames: Iterator, label: str) -> np.ndarray:
+    import av
+
+    resampler = av.AudioResampler(format="s16p", rate=SAMPLE_RATE)
+    blocks = []
+    try:
+        for frame in frames:
+            blocks.extend(out.to_ndarray() for out in resampler.resample(frame))
+        blocks.extend(out.to_ndarray() for out in resampler.resample(None))
+    except InputError:
+        raise
+    except (av.FFmpegError, ValueError) as exc:  # ValueError: the stream changed its layout or rate midway
+        raise InputError(f"{label} could not be decoded as audio ({exc}).") from None
+    if not blocks:
+        raise InputError(f"{label} contains no audio samples.")
+    return np.concatenate(blocks, axis=1)
+
+
+def _from_file(path: Path) -> Audio16k:
+    import av
+
+    if not path.is_file():
+        raise InputError(f"Audio file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"{path.name} is not a readable audio file ({exc}).") from None
+    with container:
+        if not container.streams.audio:
+            raise InputError(f"{path.name} has no audio stream.")
+        stream = container.streams.audio[0]
+        rate = stream.rate or stream.codec_context.sample_rate
+        pcm = _resample(container.decode(stream), path.name)
+    return Audio16k(pcm, int(rate))
+
+
+def _from_waveform(audio: Mapping) -> Audio16k:
+    import av
+
+    if "waveform" not in audio or "sample_rate" not in audio:
+        raise InputError("An AUDIO input must be a dict with 'waveform' [B,C,T] and 'sample_rate'.")
+    waveform = torch.as_tensor(audio["waveform"])
+    rate = audio["sample_rate"]
+    if waveform.ndim == 2:
+        waveform = waveform[None]
+    if waveform.ndim != 3:
+        raise InputError(f"AUDIO waveform must be [B,C,T], got shape {tuple(waveform.shape)}.")
+    if waveform.shape[0] != 1:
+        raise InputError(f"AUDIO holds a batch of {waveform.shape[0]} clips; give one clip (batch size 1).")
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
+        raise InputError(f"AUDIO sample_rate must be a positive integer, got {rate!r}.")
+    if waveform.shape[1] == 0 or waveform.shape[2] == 0:
+        raise InputError("The AUDIO input is empty (no channels or no samples).")
+    samples = waveform[0].detach().to("cpu", torch.float32)
+    if not torch.isfinite(samples).all():
+        raise InputError("The AUDIO input contains NaN or infinite samples.")
+    layout = f"{samples.shape[0]}c"
+    block = max(1, int(_DECODE_BLOCK_S * rate))
+
+    def frames():
+        for start in range(0, samples.shape[1], block):
+            chunk = np.ascontiguousarray(samples[:, start:start + block].numpy())
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout=layout)
+            frame.sample_rate = int(rate)
+            yield frame
+
+    return Audio16k(_resample(frames(), "The AUDIO input"), int(rate))
