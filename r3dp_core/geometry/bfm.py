@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.io
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -97,6 +97,10 @@ def _read_mat(mat: Path) -> dict[str, np.ndarray]:
             f"{mat} could not be read as a MATLAB .mat file ({type(exc).__name__}: {exc}). It is probably "
             f"truncated or corrupt: download {BFM_FILENAME} again. {_WHERE_FROM}") from exc
     missing = [f for f in _REQUIRED_FIELDS if f not in listing]
+    if missing and len(missing) < len(_REQUIRED_FIELDS):  # scipy lists the variables before the cut
+        raise ModelFileError(
+            f"{mat} is damaged or incomplete (probably a truncated download): the field(s) {', '.join(missing)} "
+            f"are missing. Download {BFM_FILENAME} again. {_WHERE_FROM}")
     if missing:
         hint = (" This looks like the raw 01_MorphableModel.mat, not the converted front model."
                 if "shapePC" in listing else "")
@@ -114,16 +118,22 @@ def _read_mat(mat: Path) -> dict[str, np.ndarray]:
 
 def _check_shapes(mat: Path, f: dict[str, np.ndarray]) -> int:
     n3 = f["meanshape"].size
-    expected = {"idBase": (n3, N_ID), "exBase": (n3, N_EXP), "keypoints": (68,)}
-    problems = [f"{k} has shape {tuple(f[k].shape)}, expected {shape}" for k, shape in expected.items()
-                if tuple(f[k].shape if k != "keypoints" else f[k].reshape(-1).shape) != shape]
+    n_vertices = n3 // 3
+    f["keypoints"] = f["keypoints"].reshape(-1)
+    problems = [f"{k} has shape {tuple(f[k].shape)}, expected {shape}"
+                for k, shape in {"idBase": (n3, N_ID), "exBase": (n3, N_EXP), "keypoints": (68,)}.items()
+                if f[k].shape != shape]
     if n3 % 3 or f["tri"].ndim != 2 or f["tri"].shape[1] != 3:
         problems.append(f"meanshape {tuple(f['meanshape'].shape)} / tri {tuple(f['tri'].shape)} are not "
                         "xyz-interleaved vertices and triangles")
+    # 1-based ids; keypoints must stay valid with the torso helper's off-by-one (id k read as vertex k)
+    for name, ids, hi in (("tri", f["tri"], n_vertices), ("keypoints", f["keypoints"], n_vertices - 1)):
+        if ids.size and (ids.min() < 1 or ids.max() > hi):
+            problems.append(f"{name} holds vertex ids outside 1..{hi}")
     if problems:
         raise ModelFileError(f"{mat} is not the Deep3DFaceRecon {BFM_FILENAME} r3dp expects: "
                              f"{'; '.join(problems)}. {_WHERE_FROM}")
-    return n3 // 3
+    return n_vertices
 
 
 def _read_index(index: Path, n_vertices: int) -> np.ndarray:
@@ -150,7 +160,7 @@ def _fields_from_sources(mat: Path, index: Path) -> dict[str, torch.Tensor]:
         "id_base": torch.from_numpy(f["idBase"].astype(np.float32)),
         "exp_base": torch.from_numpy(f["exBase"].astype(np.float32)),
         "triangles": torch.from_numpy(f["tri"].astype(np.int64) - 1),
-        "keypoints68": torch.from_numpy(f["keypoints"].reshape(-1).astype(np.int64)),
+        "keypoints68": torch.from_numpy(f["keypoints"].astype(np.int64)),
         "mp468_index": torch.from_numpy(_read_index(index, n_vertices)),
     }
 
@@ -165,7 +175,6 @@ def _read_cache(path: Path, metadata: dict[str, str]) -> dict[str, torch.Tensor]
     if not path.is_file():
         return None
     try:
-        from safetensors import safe_open
         with safe_open(str(path), framework="pt") as fh:
             if fh.metadata() != metadata or set(fh.keys()) != set(_CACHED_FIELDS):
                 return None
@@ -292,23 +301,25 @@ def normalized_coordinate_code(mean_shape: torch.Tensor) -> torch.Tensor:
     return (mean_shape - lo) / (hi - lo)
 
 
-class KeypointBasis(NamedTuple):
-    """The 3DMM restricted to K vertices: ``mean [K,3]``, ``id_base [3K,80]``, ``exp_base [3K,64]``."""
+class ShapeBasis(NamedTuple):
+    """The 3DMM over K vertices (all, or a keypoint subset): ``mean [K,3]``, ``id_base [3K,80]``,
+    ``exp_base [3K,64]`` (rows xyz-interleaved per vertex)."""
 
     mean: torch.Tensor
     id_base: torch.Tensor
     exp_base: torch.Tensor
 
 
-def shape_from_basis(basis: KeypointBasis, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
+def shape_from_basis(basis: ShapeBasis, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
     """``mean + id_base·id + exp_base·exp`` → ``[B,K,3]`` (official summation order: (id + exp) + mean)."""
     flat = id_coeff @ basis.id_base.T + exp_coeff @ basis.exp_base.T + basis.mean.reshape(1, -1)
     return flat.reshape(flat.shape[0], -1, 3)
 
 
-def keypoints_cam(basis: KeypointBasis, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor,
+def posed_vertices_cam(basis: ShapeBasis, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor,
                   trans: torch.Tensor) -> torch.Tensor:
-    """The basis' vertices posed (``v @ rot + t``) and in camera space (``z ← 10 − z``): ``[B,K,3]``."""
+    """The basis' vertices posed (``v @ rot + t``, official ``compute_face_vertex`` order) and in camera space
+    (``z ← 10 − z``): ``[B,K,3]``."""
     return to_camera(transform_points(shape_from_basis(basis, id_coeff, exp_coeff), compute_rotation(euler), trans))
 
 
@@ -342,40 +353,47 @@ class FaceModel3DMM(nn.Module):
     def n_vertices(self) -> int:
         return self.mean_shape.shape[0]
 
+    @property
+    def basis(self) -> ShapeBasis:
+        """The whole model as a :class:`ShapeBasis`."""
+        return ShapeBasis(self.mean_shape, self.id_base, self.exp_base)
+
     def compute_shape(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
         """Canonical (unposed) shape: ``id [B,80]``, ``exp [B,64]`` → ``[B,N,3]`` decimetres."""
-        return shape_from_basis(KeypointBasis(self.mean_shape, self.id_base, self.exp_base), id_coeff, exp_coeff)
+        return shape_from_basis(self.basis, id_coeff, exp_coeff)
 
-    def keypoint_basis(self, vertex_ids: torch.Tensor) -> KeypointBasis:
+    def keypoint_basis(self, vertex_ids: torch.Tensor) -> ShapeBasis:
         """The model restricted to ``vertex_ids [K]`` (the official ``key_*`` tensors), for repeated evaluation."""
         vertex_ids = vertex_ids.to(self.mean_shape.device)
         rows = (vertex_ids[:, None] * 3 + torch.arange(3, device=vertex_ids.device)).reshape(-1)
-        return KeypointBasis(self.mean_shape[vertex_ids], self.id_base[rows], self.exp_base[rows])
+        return ShapeBasis(self.mean_shape[vertex_ids], self.id_base[rows], self.exp_base[rows])
 
     compute_rotation = staticmethod(compute_rotation)
 
     def vertices_cam(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor,
                      trans: torch.Tensor) -> torch.Tensor:
         """All vertices posed and in camera space (official ``compute_face_vertex``): ``[B,N,3]``."""
-        shape = self.compute_shape(id_coeff, exp_coeff)
-        return to_camera(transform_points(shape, compute_rotation(euler), trans))
+        return posed_vertices_cam(self.basis, id_coeff, exp_coeff, euler, trans)
 
     def lm468(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor, trans: torch.Tensor
               ) -> torch.Tensor:
-        """MediaPipe-468 landmarks in fit space (224 px, y up): ``[B,468,2]`` (official ``compute_for_landmark_fit``)."""
-        return project_to_fit_space(keypoints_cam(self.keypoint_basis(self.mp468_ids), id_coeff, exp_coeff,
+        """MediaPipe-468 landmarks in fit space (224 px, y up): ``[B,468,2]``.
+
+        The official ``compute_for_landmark_fit``; unmatched landmarks sit on vertex 0.
+        """
+        return project_to_fit_space(posed_vertices_cam(self.keypoint_basis(self.mp468_ids), id_coeff, exp_coeff,
                                                   euler, trans))
 
     def lm68(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor, trans: torch.Tensor
              ) -> torch.Tensor:
         """The 68 landmarks (correct vertex ids) in fit space (224 px, y up): ``[B,68,2]``."""
-        return project_to_fit_space(keypoints_cam(self.keypoint_basis(self.lm68_ids), id_coeff, exp_coeff,
+        return project_to_fit_space(posed_vertices_cam(self.keypoint_basis(self.lm68_ids), id_coeff, exp_coeff,
                                                   euler, trans))
 
     def lm68_helper_3d(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor,
                        trans: torch.Tensor) -> torch.Tensor:
-        """Torso-keypoint vertices (off-by-one ids) in camera space: ``[B,68,3]`` (``Face3DHelper.reconstruct_lm3d``)."""
-        return keypoints_cam(self.keypoint_basis(self.lm68_helper_ids), id_coeff, exp_coeff, euler, trans)
+        """Torso-keypoint vertices (off-by-one ids) in camera space: ``[B,68,3]`` (``reconstruct_lm3d``)."""
+        return posed_vertices_cam(self.keypoint_basis(self.lm68_helper_ids), id_coeff, exp_coeff, euler, trans)
 
     def lm68_helper_2d(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor, euler: torch.Tensor,
                        trans: torch.Tensor) -> torch.Tensor:
@@ -389,9 +407,8 @@ class FaceModel3DMM(nn.Module):
 
 
 __all__ = [
-    "BFM_FILENAME", "MP468_INDEX_FILENAME", "MP468_UNMATCHED", "N_ID", "N_EXP", "FaceModel3DMM", "KeypointBasis",
-    "cache_path_for", "compute_rotation", "fit_space_to_pixels", "keypoints_cam", "load_bfm_fields", "normalized_coordinate_code",
-    "pixels_to_fit_space", "project_to_fit_space", "resolve_bfm_paths", "rotation_to_euler", "shape_from_basis",
-    "to_camera",
-    "transform_points",
+    "BFM_FILENAME", "MP468_INDEX_FILENAME", "MP468_UNMATCHED", "N_EXP", "N_ID", "FaceModel3DMM", "ShapeBasis",
+    "cache_path_for", "compute_rotation", "fit_space_to_pixels", "load_bfm_fields", "normalized_coordinate_code",
+    "pixels_to_fit_space", "posed_vertices_cam", "project_to_fit_space", "resolve_bfm_paths", "rotation_to_euler",
+    "shape_from_basis", "to_camera", "transform_points",
 ]

@@ -14,13 +14,23 @@ batch (no per-frame loop); runs are bit-deterministic on a given device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .bfm import (MP468_UNMATCHED, N_EXP, N_ID, N_MP468, FaceModel3DMM, keypoints_cam, pixels_to_fit_space,
-                  project_to_fit_space)
+from .bfm import (
+    MP468_UNMATCHED,
+    N_EXP,
+    N_ID,
+    N_MP468,
+    FaceModel3DMM,
+    pixels_to_fit_space,
+    posed_vertices_cam,
+    project_to_fit_space,
+)
 
 #: MediaPipe landmark groups that the landmark loss weights (``face_landmarker.py`` of the official code).
 EYE_IDS = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7,
@@ -95,6 +105,29 @@ def _prepare_landmarks(landmarks: torch.Tensor, image_height: float) -> torch.Te
     return pixels_to_fit_space(landmarks[:, :N_MP468].detach().float().clone(), float(image_height))
 
 
+#: up to this many frames a CPU fit runs on one intra-op thread (see ``_few_threads_for_small_fits``)
+SMALL_FIT_FRAMES = 64
+
+
+@contextmanager
+def _few_threads_for_small_fits(target: torch.Tensor) -> Iterator[None]:
+    """One CPU thread while fitting few frames.
+
+    A fit is ~40 tiny kernels × 400 steps; with several intra-op threads each kernel pays a fork/join, and
+    when other processes share the cores (oversubscription) every barrier waits for a descheduled thread,
+    which made a one-image fit 20–100x slower (25 s instead of 0.3 s) in measurements.
+    """
+    previous = torch.get_num_threads()
+    if target.device.type != "cpu" or target.shape[0] > SMALL_FIT_FRAMES or previous == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def _fit(model: FaceModel3DMM, target: torch.Tensor, config: FitConfig, shared_id: bool) -> FittedCoeffs:
     """Run the two-stage schedule on fit-space landmarks ``target [T,468,2]``.
 
@@ -111,7 +144,7 @@ def _fit(model: FaceModel3DMM, target: torch.Tensor, config: FitConfig, shared_i
 
     def loss_fn(with_regularisers: bool) -> torch.Tensor:
         ids = id_param.expand(n, N_ID) if shared_id else id_param
-        proj = project_to_fit_space(keypoints_cam(basis, ids, exp_param, euler, trans))
+        proj = project_to_fit_space(posed_vertices_cam(basis, ids, exp_param, euler, trans))
         if shared_id:
             loss = landmark_loss(proj, target, weights)
         else:  # per-image mean, summed: independent fits whose Adam updates equal single-image runs
@@ -121,7 +154,8 @@ def _fit(model: FaceModel3DMM, target: torch.Tensor, config: FitConfig, shared_i
         if shared_id:
             loss = loss + config.id_reg * id_param.pow(2).mean() + config.exp_reg * exp_param.pow(2).mean()
         else:
-            loss = loss + config.id_reg * id_param.pow(2).mean(1).sum() + config.exp_reg * exp_param.pow(2).mean(1).sum()
+            loss = (loss + config.id_reg * id_param.pow(2).mean(1).sum()
+                    + config.exp_reg * exp_param.pow(2).mean(1).sum())
         if config.lap_weight:
             # the Laplacian of a shared identity is identically zero, so only exp and the pose carry one
             loss = loss + config.lap_weight * (
@@ -160,7 +194,9 @@ def fit_image(model: FaceModel3DMM, landmarks: torch.Tensor, image_height: float
     """
     batch = landmarks if landmarks.ndim == 3 else landmarks.unsqueeze(0)
     with torch.inference_mode(False), torch.enable_grad():
-        return _fit(model, _prepare_landmarks(batch, image_height), config, shared_id=False)
+        target = _prepare_landmarks(batch, image_height)
+        with _few_threads_for_small_fits(target):
+            return _fit(model, target, config, shared_id=False)
 
 
 def fit_video(model: FaceModel3DMM, landmarks: torch.Tensor, image_height: float,
@@ -175,7 +211,9 @@ def fit_video(model: FaceModel3DMM, landmarks: torch.Tensor, image_height: float
         ``FittedCoeffs`` with ``id [1,80]``, ``exp [T,64]``, ``euler [T,3]``, ``trans [T,3]``.
     """
     with torch.inference_mode(False), torch.enable_grad():
-        return _fit(model, _prepare_landmarks(landmarks, image_height), config, shared_id=True)
+        target = _prepare_landmarks(landmarks, image_height)
+        with _few_threads_for_small_fits(target):
+            return _fit(model, target, config, shared_id=True)
 
 
 __all__ = [
