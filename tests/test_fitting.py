@@ -127,3 +127,13 @@ def test_temporal_laplacian_replicates_the_edges():
 def test_landmark_shape_is_checked(model):
     with pytest.raises(ValueError, match=r"\[T, 468 or 478, 2\]"):
         fit_video(model, torch.zeros(4, 400, 2), 512)
+
+
+def test_fits_run_under_inference_mode(model):
+    # ComfyUI executes nodes under torch.inference_mode(); the fit needs autograd internally
+    short = dataclasses.replace(IMAGE_FIT, pose_steps=5, joint_steps=5)
+    lms = landmarks_px(model, torch.zeros(1, 80), torch.zeros(1, 64), EULER, TRANS)
+    expected = fit_image(model, lms, 512, short)
+    with torch.inference_mode():
+        got = fit_image(model, lms.clone(), 512, short)
+    assert torch.equal(got.euler, expected.euler) and torch.equal(got.id, expected.id)
