@@ -85,13 +85,14 @@ def test_perspective_correct_interpolation_hits_the_surface():
     assert torch.allclose((xyz[:, rows, cols].T - v[0]) @ normal, torch.zeros(rows.numel()), atol=1e-4)
 
 
+@pytest.mark.parametrize("depth_test", ["packed", "two_pass"])
 @pytest.mark.parametrize("order", [[0, 1], [1, 0]])
-def test_nearer_triangle_wins_whatever_the_order(order):
+def test_nearer_triangle_wins_whatever_the_order(order, depth_test):
     far = [[0.0, 0.0, 5.0], [16.0, 0.0, 5.0], [0.0, 16.0, 5.0]]
     near = [[2.0, 2.0, 3.0], [14.0, 2.0, 3.0], [2.0, 14.0, 3.0]]
     vertices = torch.tensor([far + near])
     faces = torch.tensor([[0, 1, 2], [3, 4, 5]])[order]
-    frags = rasterize_triangles(vertices, faces, 16)
+    frags = rasterize_triangles(vertices, faces, 16, depth_test=depth_test)
     near_id = order.index(1)
     assert frags.face_index[0, 4, 4] == near_id and float(frags.depth[0, 4, 4]) == pytest.approx(3.0, rel=1e-6)
     assert frags.face_index[0, 0, 0] == 1 - near_id and float(frags.depth[0, 0, 0]) == pytest.approx(5.0, rel=1e-6)
@@ -110,8 +111,10 @@ def test_matches_slow_reference_on_random_meshes():
     faces = torch.arange(90).reshape(30, 3)
     colors = torch.rand(batch, 90, 4, generator=generator)
     frags = rasterize_triangles(vertices, faces, (height, width), max_candidates=64)
-    chunked_once = rasterize_triangles(vertices, faces, (height, width))
-    assert torch.equal(frags.face_index, chunked_once.face_index)
+    for other in (rasterize_triangles(vertices, faces, (height, width)),
+                  rasterize_triangles(vertices, faces, (height, width), max_candidates=64, depth_test="two_pass")):
+        assert torch.equal(frags.face_index, other.face_index)
+        assert torch.equal(frags.bary, other.bary) and torch.equal(frags.depth, other.depth)
     image = interpolate_vertex_attributes(frags, faces, colors, background=0.25)
     checked = 0
     for b in range(batch):
@@ -129,6 +132,17 @@ def test_matches_slow_reference_on_random_meshes():
         assert (ambiguous.mean() < 0.1) and covered.sum() > 200
         checked += int(clear.sum())
     assert checked > 0.9 * batch * height * width
+
+
+@pytest.mark.parametrize("depth_test", ["packed", "two_pass"])
+def test_equal_depth_goes_to_the_lower_triangle_index(depth_test):
+    square = [[0.0, 0.0, 4.0], [8.0, 0.0, 4.0], [0.0, 8.0, 4.0]]
+    vertices = torch.tensor([square * 3])
+    faces = torch.tensor([[3, 4, 5], [0, 1, 2], [6, 7, 8]])           # three identical triangles
+    frags = rasterize_triangles(vertices, faces, 8, depth_test=depth_test)
+    assert frags.mask[0].sum() == 36 and torch.all(frags.face_index[0][frags.mask[0]] == 0)
+    with pytest.raises(ValueError, match="depth_test"):
+        rasterize_triangles(vertices, faces, 8, depth_test="sorted")
 
 
 def test_skips_degenerate_behind_camera_and_offscreen_triangles():

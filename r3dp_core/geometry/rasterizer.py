@@ -18,7 +18,8 @@ pairs (a chunk is a run of consecutive triangles, so one chunk holds at most ``m
 Each candidate that passes the inside test is reduced into a per-pixel int64 key
 ``(float32 depth bits << 32) | triangle index`` with ``scatter_reduce(amin)``: for positive floats the bit
 pattern is monotonic, so one reduction does the depth test and the tie-break together and chunks compose
-without a second pass. Working memory is O(B·H·W + max_candidates) regardless of the triangle count; the
+without a second pass. (MPS lacks int64 min-reductions; there the chunks are visited twice with float
+reductions, depth first, then the lowest triangle id at that depth.) Working memory is O(B·H·W + max_candidates) regardless of the triangle count; the
 loop is over chunks only, everything inside a chunk is vectorised. Small triangles (a BFM face at 512² covers
 about 1-2 px per triangle) make the candidate count a small multiple of the covered area.
 """
@@ -78,7 +79,8 @@ def _evaluate(planes: torch.Tensor, i: torch.Tensor, k: torch.Tensor):
 
 
 def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size: int | tuple[int, int],
-                        near: float = 1e-6, max_candidates: int = 1 << 21) -> Fragments:
+                        near: float = 1e-6, max_candidates: int = 1 << 21, depth_test: str | None = None
+                        ) -> Fragments:
     """Rasterise a batch of meshes that share one triangle list.
 
     Args:
@@ -88,6 +90,9 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
         near: triangles with any vertex depth <= near are not drawn.
         max_candidates: (triangle, pixel) pairs examined per chunk; bounds the working memory
             (about 120 bytes each at the peak).
+        depth_test: ``'packed'`` (one int64 ``amin`` per chunk) or ``'two_pass'`` (float ``amin`` only, every chunk
+            visited twice); None picks two_pass on MPS, which lacks int64 min-reductions, else packed. Both give
+            identical fragments.
 
     Returns:
         :class:`Fragments` with [B,H,W] maps on ``vertices.device``; barycentrics/depth in float32.
@@ -132,33 +137,55 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
     cuts = torch.searchsorted(ends, targets, right=True)
     bounds = [0] + sorted(set(cuts.tolist()) - {0}) + [tri_ids.numel()]
 
-    # per pixel: (depth bits << 32) | compact id; compact ids follow face order within an image
-    keys = torch.full((batch * height * width,), _NO_HIT, dtype=torch.int64, device=device)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        if hi <= lo:
-            continue
-        owner = torch.repeat_interleave(torch.arange(lo, hi, device=device), counts[lo:hi])
-        offset = torch.arange(int(ends[hi - 1] - starts[lo]), device=device) - (starts[owner] - starts[lo])
-        k = torch.div(offset, ncols[owner], rounding_mode="floor")
-        i = offset - k * ncols[owner]
-        l0, l1, l2, inv_depth = _evaluate(planes[owner], i.float(), k.float())
-        depth = 1.0 / inv_depth
-        inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (depth > near)
-        owner, i, k = owner[inside], i[inside], k[inside]
-        pixel = (image_of[owner] * height + row0[owner] + k) * width + col0[owner] + i
-        keys.scatter_reduce_(0, pixel, (depth[inside].view(torch.int32).long() << 32) | owner, reduce="amin")
+    def visible_candidates():
+        """Per chunk: (compact triangle id, flat pixel index, depth) of the candidates that pass the inside test."""
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            if hi <= lo:
+                continue
+            owner = torch.repeat_interleave(torch.arange(lo, hi, device=device), counts[lo:hi])
+            offset = torch.arange(int(ends[hi - 1] - starts[lo]), device=device) - (starts[owner] - starts[lo])
+            k = torch.div(offset, ncols[owner], rounding_mode="floor")
+            i = offset - k * ncols[owner]
+            l0, l1, l2, inv_depth = _evaluate(planes[owner], i.float(), k.float())
+            depth = 1.0 / inv_depth
+            inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (depth > near)
+            owner, i, k = owner[inside], i[inside], k[inside]
+            yield owner, (image_of[owner] * height + row0[owner] + k) * width + col0[owner] + i, depth[inside]
 
-    hit = keys != _NO_HIT
-    pixels = hit.nonzero().squeeze(1)
-    compact = keys[pixels] & _LOW_32_BITS
-    face_index = torch.full((batch * height * width,), -1, dtype=torch.int64, device=device)
+    num_pixels = batch * height * width
+    if depth_test is None:
+        depth_test = "two_pass" if device.type == "mps" else "packed"
+    if depth_test == "packed":
+        # one reduction of (depth bits << 32) | compact id; compact ids follow face order within an image
+        keys = torch.full((num_pixels,), _NO_HIT, dtype=torch.int64, device=device)
+        for owner, pixel, depth in visible_candidates():
+            keys.scatter_reduce_(0, pixel, (depth.view(torch.int32).long() << 32) | owner, reduce="amin")
+        pixels = (keys != _NO_HIT).nonzero().squeeze(1)
+        compact = keys[pixels] & _LOW_32_BITS
+    elif depth_test == "two_pass":
+        # float reductions only (MPS has no int64 min): nearest depth first, then the lowest id at that depth;
+        # ids are exact in float32 below 2^24
+        if tri_ids.numel() >= 2 ** 24:
+            raise ValueError("too many triangles in one call for the two-pass depth test; rasterise fewer images")
+        zbuf = torch.full((num_pixels,), float("inf"), device=device)
+        for _, pixel, depth in visible_candidates():
+            zbuf.scatter_reduce_(0, pixel, depth, reduce="amin")
+        winner = torch.full((num_pixels,), float("inf"), device=device)
+        for owner, pixel, depth in visible_candidates():
+            front = depth == zbuf[pixel]
+            winner.scatter_reduce_(0, pixel[front], owner[front].float(), reduce="amin")
+        pixels = torch.isfinite(winner).nonzero().squeeze(1)
+        compact = winner[pixels].long()
+    else:
+        raise ValueError(f"depth_test must be 'packed', 'two_pass' or None, got {depth_test!r}")
+    face_index = torch.full((num_pixels,), -1, dtype=torch.int64, device=device)
     face_index[pixels] = tri_ids[compact] - image_of[compact] * num_faces
     rest = pixels % (height * width)
     l0, l1, l2, inv_depth = _evaluate(planes[compact], (rest % width - col0[compact]).float(),
                                       (torch.div(rest, width, rounding_mode="floor") - row0[compact]).float())
-    bary = torch.zeros(batch * height * width, 3, device=device)
+    bary = torch.zeros(num_pixels, 3, device=device)
     bary[pixels] = torch.stack([l0, l1, l2], -1) * planes[compact, 6:] / inv_depth[:, None]
-    depth = torch.full((batch * height * width,), float("inf"), device=device)
+    depth = torch.full((num_pixels,), float("inf"), device=device)
     depth[pixels] = 1.0 / inv_depth
     return Fragments(face_index.view(batch, height, width), bary.view(batch, height, width, 3),
                      depth.view(batch, height, width))
