@@ -86,7 +86,8 @@ def main() -> None:
         cpu_times.append(time.process_time() - cpu_start)
     best = min(times)
     result = {
-        "device": str(device), "mesh": source, "vertices": int(vertices.shape[0]), "triangles": int(mesh.faces.shape[0]),
+        "device": str(device), "mesh": source, "vertices": int(vertices.shape[0]),
+        "triangles": int(mesh.faces.shape[0]),
         "frames": args.frames, "chunk": args.chunk, "ms_per_frame": round(1000 * best / args.frames, 2),
         # process CPU time (all threads) is less sensitive than wall time to other jobs on a shared machine
         "cpu_ms_per_frame": round(1000 * min(cpu_times) / args.frames, 2),

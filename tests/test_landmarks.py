@@ -8,8 +8,14 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError, ModelFileError
-from r3dp_core.geometry.landmarks import (EYE_IDS, IMAGE_MODE_IDS, INNER_LIP_IDS, OUTER_LIP_IDS,
-                                          detect_landmarks_image, detect_landmarks_video)
+from r3dp_core.geometry.landmarks import (
+    EYE_IDS,
+    IMAGE_MODE_IDS,
+    INNER_LIP_IDS,
+    OUTER_LIP_IDS,
+    detect_landmarks_image,
+    detect_landmarks_video,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 if not SHARED.is_dir():
@@ -17,7 +23,8 @@ if not SHARED.is_dir():
 MODEL = SHARED / "models" / "face_landmarker.task"
 PORTRAIT = SHARED / "testdata" / "astronaut_512.png"
 
-pytestmark = pytest.mark.skipif(not (MODEL.is_file() and PORTRAIT.is_file()), reason="landmarker model or portrait missing")
+pytestmark = pytest.mark.skipif(not (MODEL.is_file() and PORTRAIT.is_file()),
+                                reason="landmarker model or portrait missing")
 
 
 @pytest.fixture(scope="module")

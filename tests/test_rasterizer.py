@@ -7,10 +7,16 @@ import pytest
 import torch
 
 from r3dp_core.errors import ModelFileError
-from r3dp_core.geometry.rasterizer import interpolate_vertex_attributes, rasterize_triangles
 from r3dp_core.geometry.bfm import FaceModel3DMM
-from r3dp_core.geometry.secc import (SECCMesh, load_secc_mesh, project_to_screen, remove_triangles, render_secc,
-                                     render_secc_for_expressions)
+from r3dp_core.geometry.rasterizer import interpolate_vertex_attributes, rasterize_triangles
+from r3dp_core.geometry.secc import (
+    SECCMesh,
+    load_secc_mesh,
+    project_to_screen,
+    remove_triangles,
+    render_secc,
+    render_secc_for_expressions,
+)
 
 OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "official_data"
 if not OFFICIAL_DATA.is_dir():
@@ -127,7 +133,8 @@ def test_matches_slow_reference_on_random_meshes():
         assert torch.allclose(frags.depth[b][covered].double(), torch.from_numpy(ref_depth)[covered], rtol=1e-6)
         ref_image = np.full((height, width, 4), 0.25)
         hit = ref_face >= 0
-        ref_image[hit] = np.einsum("nk,nkc->nc", ref_bary[hit], colors[b].double().numpy()[faces.numpy()[ref_face[hit]]])
+        corners = colors[b].double().numpy()[faces.numpy()[ref_face[hit]]]
+        ref_image[hit] = np.einsum("nk,nkc->nc", ref_bary[hit], corners)
         assert torch.allclose(image[b].permute(1, 2, 0)[clear].double(), torch.from_numpy(ref_image)[clear], atol=1e-5)
         assert (ambiguous.mean() < 0.1) and covered.sum() > 200
         checked += int(clear.sum())

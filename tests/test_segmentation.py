@@ -7,10 +7,24 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError, ModelFileError
-from r3dp_core.geometry.segmentation import (BACKGROUND, BODY_SKIN, CLOTHES, FACE_SKIN, HAIR, OTHERS, background_mask,
-                                             check_label_map, class_mask, head_mask, keep_region,
-                                             label_map_from_masks, one_hot_segmap, person_mask,
-                                             segment_selfie_multiclass, torso_mask)
+from r3dp_core.geometry.segmentation import (
+    BACKGROUND,
+    BODY_SKIN,
+    CLOTHES,
+    FACE_SKIN,
+    HAIR,
+    OTHERS,
+    background_mask,
+    check_label_map,
+    class_mask,
+    head_mask,
+    keep_region,
+    label_map_from_masks,
+    one_hot_segmap,
+    person_mask,
+    segment_selfie_multiclass,
+    torso_mask,
+)
 
 
 @pytest.fixture()

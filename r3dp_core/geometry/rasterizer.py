@@ -19,8 +19,9 @@ Each candidate that passes the inside test is reduced into a per-pixel int64 key
 ``(float32 depth bits << 32) | triangle index`` with ``scatter_reduce(amin)``: for positive floats the bit
 pattern is monotonic, so one reduction does the depth test and the tie-break together and chunks compose
 without a second pass. (MPS lacks int64 min-reductions; there the chunks are visited twice with float
-reductions, depth first, then the lowest triangle id at that depth.) Working memory is O(B·H·W + max_candidates) regardless of the triangle count; the
-loop is over chunks only, everything inside a chunk is vectorised. Small triangles (a BFM face at 512² covers
+reductions, depth first, then the lowest triangle id at that depth.) Working memory is
+O(B·H·W + max_candidates) regardless of the triangle count; the loop is over chunks only, everything inside a
+chunk is vectorised. Small triangles (a BFM face at 512² covers
 about 1-2 px per triangle) make the candidate count a small multiple of the covered area.
 """
 

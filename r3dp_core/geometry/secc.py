@@ -43,7 +43,7 @@ class SECCMesh:
     faces: torch.Tensor
     colors: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "SECCMesh":
+    def to(self, device: torch.device | str) -> SECCMesh:
         return SECCMesh(self.faces.to(device), self.colors.to(device))
 
 

@@ -56,7 +56,8 @@ def blink_secc(secc: torch.Tensor, amplitude: torch.Tensor, edited: torch.Tensor
     amplitude = amplitude.to(device)
     edited = (amplitude > 0) if edited is None else edited.to(device=device, dtype=torch.bool)
     if amplitude.shape != (frames,) or edited.shape != (frames,):
-        raise ValueError(f"amplitude and edited must be [{frames}], got {tuple(amplitude.shape)}, {tuple(edited.shape)}")
+        raise ValueError(f"amplitude and edited must be [{frames}], got {tuple(amplitude.shape)} and "
+                         f"{tuple(edited.shape)}")
     out = secc.float().clone()
     index = edited.nonzero().squeeze(1)
     if index.numel() == 0:
