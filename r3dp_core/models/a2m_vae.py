@@ -110,9 +110,11 @@ class WeightNormConv1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0):
         super().__init__()
         self.padding = padding
-        self.weight_g = nn.Parameter(torch.ones(out_channels, 1, 1))
-        self.weight_v = nn.Parameter(torch.zeros(out_channels, in_channels, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
+        # initialised like weight_norm(Conv1d(...)): v = the conv's default init, g = its per-filter norm
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size)
+        self.weight_g = nn.Parameter(conv.weight.detach().flatten(1).norm(dim=1).view(-1, 1, 1))
+        self.weight_v = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # the kernel legacy ``weight_norm`` calls: g · v / ‖v‖ with the norm over every dim but 0
