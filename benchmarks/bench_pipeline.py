@@ -1,0 +1,473 @@
+"""Per-stage speed and peak memory of the talking-portrait pipeline (MA → renderer → HTB-SR), fast vs reference.
+
+The *fast* path is the streaming spine of ``r3dp_core.pipeline.stream`` (PlaneSource → RenderSource →
+CompositeSource, frames batched ``--batch`` at a time; canonical planes and super-resolution reference once)
+on a model prepared by ``r3dp_core.performance.optimize_for_inference`` (folded styles, channels-last on
+accelerators, ``--dtype`` autocast, optional ``--compile``). The *reference* is the straightforward float32
+frame-by-frame path through the same modules, as the official inference loop runs it: one frame per call,
+the canonical planes cached, everything else — super-resolution reference features and modulated weights
+included — recomputed for every frame.
+
+Weights are synthetic: the parity suite's deterministic weights for ``--model full`` (the official 512²
+architecture; needs the shared parity folder), seeded random ones for ``--model small`` (a reduced
+configuration of the same code, for CI). Inputs are the parity case's images and camera (full) or random ones.
+
+Reported per configuration: ms per frame of each stage (ma: motion adapter + plane sum; render: noise draw +
+volume rendering; sr: HTB-SR; output: frames to host as uint8), frames per second, time to the first frame
+of a new portrait (I2P + SR reference + first chunk, kernels already warm), peak accelerator memory
+(``torch.accelerator.max_memory_allocated``) and peak host RSS (Linux VmHWM, reset per configuration; else
+the process peak), and the speed-up over the reference.
+
+    python benchmarks/bench_pipeline.py --model small --frames 2 --batch 2 --dtype fp32,bf16 --json
+    python benchmarks/bench_pipeline.py --device cuda --dtype bf16 --batch 1,8,32 --frames 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from r3dp_core.device import resolve_device  # noqa: E402
+from r3dp_core.models.htbsr import HTBSRConfig  # noqa: E402
+from r3dp_core.models.i2p import I2PConfig  # noqa: E402
+from r3dp_core.models.motion_adapter import MotionAdapterConfig  # noqa: E402
+from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig  # noqa: E402
+from r3dp_core.models.torso import TorsoConfig  # noqa: E402
+from r3dp_core.performance import optimize_for_inference  # noqa: E402
+from r3dp_core.pipeline.stream import (  # noqa: E402
+    CompositeSource,
+    FrameSource,
+    PlaneSource,
+    RenderSource,
+    TensorSource,
+    frame_noise,
+    iterate_chunks,
+)
+from r3dp_core.render import OSGDecoderConfig, RenderConfig  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+STAGES = ("ma", "render", "sr", "output")
+
+#: A reduced configuration of the same architecture (64² output), fast enough for CI on two CPU cores.
+SMALL_CONFIG = Secc2PlaneTorsoConfig(
+    i2p=I2PConfig(triplane_channels=4, encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 8, 16, 16),
+                  aspp_channels=16, aspp_rates=(2, 3, 4), vit_dim=32, vit_heads=2, low_reso_vit_depth=1,
+                  low_reso_vit_conv_channels=8, branch_channels=6, high_reso_channels=(8, 6), high_reso_num_convs=1,
+                  predictor_conv_channels=(8, 8), predictor_after_cat_channels=(8, 8, 8)),
+    motion_adapter=MotionAdapterConfig(triplane_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
+                                       depths=(1, 1, 1, 1), head_channels=16, plane_cnn_channels=8),
+    decoder=OSGDecoderConfig(in_features=4, hidden_features=8, out_features=8),
+    render=RenderConfig(resolution=16, num_coarse_samples=6, num_fine_samples=6),
+    superresolution=HTBSRConfig(
+        feature_channels=8, input_resolution=16, output_resolution=64, w_dim=16, channels=12, final_channels=8,
+        encoder_channels=6,
+        torso=TorsoConfig(resolution=32, appearance_channels=(8, 8, 16), num_appearance_res_blocks=1,
+                          feature_channels=4, feature_depth=4, compressed_channels=2, hourglass_channels=(8, 8, 8),
+                          hourglass_out_channels=4, head_channels=4, num_head_res_blocks=1, fuser_channels=4,
+                          generator_channels=8, num_generator_res_blocks=1, generator_up_channels=(8, 6),
+                          occlusion_hidden_channels=4)))
+
+
+@dataclass
+class Clip:
+    """One portrait and T driving frames, on the benchmark device; images ``[*,3,S,S]`` in [-1,1]."""
+
+    head: torch.Tensor            # [1,3,S,S] I2P input
+    cano_secc: torch.Tensor       # [1,3,S,S]
+    src_secc: torch.Tensor        # [1,3,S,S]
+    secc: torch.Tensor            # [T,3,S,S] driving SECC
+    cameras: torch.Tensor         # [T,25]
+    torso: torch.Tensor           # [1,3,S,S]
+    background: torch.Tensor      # [1,3,S,S]
+    segmap: torch.Tensor          # [1,6,S,S] one-hot
+    kp_source: torch.Tensor       # [1,68,3]
+    kp_driving: torch.Tensor      # [T,68,3]
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.secc.shape[0])
+
+    def to(self, device: torch.device) -> Clip:
+        return Clip(**{name: value.to(device) for name, value in self.__dict__.items()})
+
+
+# ----------------------------------------------------------------------------------------------- models, inputs
+
+def shared_parity_dir(shared: str | None) -> Path | None:
+    root = Path(shared or os.environ.get("R3DP_SHARED", REPO_ROOT.parent / "shared"))
+    return root / "parity" if (root / "parity" / "manifest_secc2plane_torso.json").is_file() else None
+
+
+def model_factory(kind: str, parity_dir: Path | None) -> Callable[[torch.device], Secc2PlaneTorso]:
+    """A function building a fresh float32 eval model with the same synthetic weights on a device."""
+    if kind == "small":
+        torch.manual_seed(0)
+        weights = Secc2PlaneTorso(SMALL_CONFIG).state_dict()
+        config = SMALL_CONFIG
+    else:
+        if parity_dir is None:
+            raise SystemExit("--model full needs the shared parity folder (synthetic weights); pass --shared")
+        from r3dp_core.parity.case import synth_state_dict
+
+        config = Secc2PlaneTorsoConfig.from_hparams(json.loads((parity_dir / "config_secc2plane_torso.json")
+                                                               .read_text()))
+        weights = synth_state_dict(parity_dir, "secc2plane_torso")
+
+    def build(device: torch.device) -> Secc2PlaneTorso:
+        model = Secc2PlaneTorso(config)
+        model.load_state_dict(weights, strict=True)
+        return model.to(device).eval()
+
+    return build
+
+
+def synthetic_clip(kind: str, frames: int, parity_dir: Path | None, seed: int = 0) -> Clip:
+    """The parity case's portrait, SECC maps and camera (full), or random images (small); T varied frames."""
+    gen = torch.Generator().manual_seed(seed)
+    size = SMALL_CONFIG.superresolution.output_resolution if kind == "small" else 512
+    camera = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0.006, 0, 0, -1, 2.861, 0, 0, 0, 1,
+                           4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1])
+    if kind == "full" and parity_dir is not None:
+        from r3dp_core.parity.case import ParityCase, segmap_to_onehot
+
+        case = ParityCase.load(parity_dir / "case_full_forward.safetensors")
+        head, cano, src, tgt = (case.image(n) for n in ("ref_head_u8", "secc_cano_u8", "secc_src_u8", "secc_tgt_u8"))
+        torso, background = case.image("ref_torso_u8"), case.image("bg_u8")
+        segmap = segmap_to_onehot(case.tensor("segmap_idx"))
+        kp_source, kp_target = case.tensor("kp_s"), case.tensor("kp_d")
+        camera = case.tensor("camera")[0]
+    else:
+        def image() -> torch.Tensor:
+            return torch.rand(1, 3, size, size, generator=gen) * 2 - 1
+
+        head, cano, src, tgt, torso, background = (image() for _ in range(6))
+        labels = torch.randint(0, 6, (1, size, size), generator=gen)
+        labels[:, size * 5 // 8:, size // 5: size * 4 // 5] = 4
+        segmap = F.one_hot(labels, 6).permute(0, 3, 1, 2).float()
+        kp_source = torch.cat([torch.rand(1, 68, 2, generator=gen) * 1.6 - 0.8, torch.zeros(1, 68, 1)], -1)
+        kp_target = kp_source
+    # Frames move between the source and driving SECC, the keypoints jitter and the camera slides sideways.
+    mix = torch.linspace(0, 1, frames).view(-1, 1, 1, 1)
+    secc = src + mix * (tgt - src)
+    kp_driving = kp_target + 0.02 * torch.randn(frames, 68, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.0])
+    cameras = camera.repeat(frames, 1)
+    cameras[:, 3] += torch.linspace(-0.05, 0.05, frames)
+    return Clip(head, cano, src, secc, cameras, torso, background, segmap, kp_source, kp_driving)
+
+
+# ----------------------------------------------------------------------------------------------- measurement
+
+def synchronize(device: torch.device) -> None:
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
+class HostPeak:
+    """Peak resident memory of this process in MiB; Linux's VmHWM can be reset, elsewhere it is the process
+    peak since start (``ru_maxrss``)."""
+
+    def reset(self) -> None:
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+    def peak_mb(self) -> float:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def reset_device_peak(device: torch.device) -> None:
+    if device.type != "cpu":
+        torch.accelerator.reset_peak_memory_stats(device)
+
+
+def device_peak_mb(device: torch.device) -> float | None:
+    if device.type == "cpu":
+        return None
+    return torch.accelerator.max_memory_allocated(device) / 2**20
+
+
+@dataclass
+class TimedSource(FrameSource):
+    """Wraps a frame source and adds up the wall time of its chunks (inclusive of the sources it pulls from)."""
+
+    source: FrameSource
+    device: torch.device
+    sync: bool = True
+    seconds: float = 0.0
+
+    def __post_init__(self):
+        self.num_frames = self.source.num_frames
+
+    def chunk(self, start: int, stop: int):
+        if self.sync:
+            synchronize(self.device)
+        begin = time.perf_counter()
+        value = self.source.chunk(start, stop)
+        if self.sync:
+            synchronize(self.device)
+        self.seconds += time.perf_counter() - begin
+        return value
+
+
+@dataclass
+class Result:
+    path: str
+    dtype: str
+    batch: int
+    frames: int
+    stage_seconds: dict[str, float]
+    wall_seconds: float
+    ttff_seconds: float | None = None
+    peak_vram_mb: float | None = None
+    peak_rss_mb: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ms_per_frame(self) -> dict[str, float]:
+        ms = {k: 1000 * v / self.frames for k, v in self.stage_seconds.items()}
+        ms["total"] = 1000 * self.wall_seconds / self.frames
+        return ms
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall_seconds
+
+
+def to_host_uint8(image: torch.Tensor) -> torch.Tensor:
+    """Frames leave the device as uint8 ``[B,H,W,3]`` (what an encoder or a ComfyUI IMAGE batch gets next)."""
+    return ((image.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+
+def run_fast(model: Secc2PlaneTorso, clip: Clip, batch: int, device: torch.device, seed: int,
+             stage_sync: bool = True) -> Result:
+    """Frames of ``clip`` through the streaming sources, ``batch`` at a time, portrait work once.
+
+    With ``stage_sync`` the device is synchronised around every stage, so the stage times are exact but
+    host and device never overlap; without it only the totals are measured.
+    """
+    with torch.inference_mode():
+        synchronize(device)
+        begin = time.perf_counter()
+        cano_planes = model.canonical_planes(clip.head)
+        reference = model.prepare_reference(clip.torso, clip.background, clip.segmap, clip.kp_source)
+        secc = TimedSource(TensorSource(clip.secc), device, stage_sync)
+        planes = TimedSource(PlaneSource(model.secc_img2plane_backbone, cano_planes, secc, clip.cano_secc,
+                                         clip.src_secc), device, stage_sync)
+        renders = TimedSource(RenderSource(model.decoder, planes, clip.cameras, seed=seed,
+                                           render_config=model.config.render), device, stage_sync)
+        frames = TimedSource(CompositeSource(model.superresolution, reference, renders, clip.kp_driving),
+                             device, stage_sync)
+        synchronize(device)
+        stream_begin = time.perf_counter()
+        output_seconds, ttff = 0.0, None
+        for _, _, out in iterate_chunks(frames, batch):
+            t = time.perf_counter()
+            to_host_uint8(out.image)      # copies to the host: also a synchronisation point
+            now = time.perf_counter()
+            output_seconds += now - t
+            ttff = now - begin if ttff is None else ttff
+        stream_seconds = time.perf_counter() - stream_begin
+    stages = {"ma": planes.seconds - secc.seconds, "render": renders.seconds - planes.seconds,
+              "sr": frames.seconds - renders.seconds, "output": output_seconds} if stage_sync else {}
+    return Result("fast", "", batch, clip.num_frames, stages, stream_seconds, ttff_seconds=ttff,
+                  extra={"prepare_s": stream_begin - begin})
+
+
+def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed: int) -> Result:
+    """The straightforward float32 path: ``model.forward``'s stages one frame per call, the canonical planes
+    cached (as the official loop does), the SR reference and style weights recomputed every frame."""
+    config = model.config.render
+    seconds = dict.fromkeys(STAGES, 0.0)
+
+    def timed(stage: str, fn: Callable, *args, **kwargs):
+        synchronize(device)
+        t = time.perf_counter()
+        value = fn(*args, **kwargs)
+        synchronize(device)
+        seconds[stage] += time.perf_counter() - t
+        return value
+
+    def super_resolve_from_scratch(render, kp_driving: torch.Tensor):
+        reference = model.prepare_reference(clip.torso, clip.background, clip.segmap, clip.kp_source)
+        return model.super_resolve(render, kp_driving, reference)
+
+    with torch.inference_mode():
+        cano_planes = model.canonical_planes(clip.head)
+        begin = time.perf_counter()
+        for i in range(clip.num_frames):
+            planes = timed("ma", model.animated_planes, cano_planes, clip.cano_secc, clip.src_secc,
+                           clip.secc[i:i + 1])
+            noise = frame_noise(range(i, i + 1), config.resolution ** 2, config.num_coarse_samples,
+                                config.num_fine_samples, seed)
+            render = timed("render", model.render, planes, clip.cameras[i:i + 1], noise=noise)
+            out = timed("sr", super_resolve_from_scratch, render, clip.kp_driving[i:i + 1])
+            timed("output", to_host_uint8, out.image)
+        wall = time.perf_counter() - begin
+    return Result("reference", "fp32", 1, clip.num_frames, seconds, wall)
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device: torch.device, dtype: str,
+            batch: int, seed: int, channels_last: bool | None, compile_mode: str | None, warmup: int) -> Result:
+    """One fast configuration: fresh model, warm-up chunks, then the timed clip (and on accelerators an
+    unsynchronised pass for the throughput)."""
+    model = optimize_for_inference(build(device), DTYPES[dtype], channels_last=channels_last,
+                                   compile_mode=compile_mode)
+    warm = Clip(**{**clip.__dict__, "secc": clip.secc[:batch], "cameras": clip.cameras[:batch],
+                   "kp_driving": clip.kp_driving[:batch]})
+    for _ in range(warmup):
+        run_fast(model, warm, batch, device, seed)
+    host = HostPeak()
+    gc.collect()
+    host.reset()
+    reset_device_peak(device)
+    result = run_fast(model, clip, batch, device, seed)
+    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), device_peak_mb(device)
+    if device.type != "cpu":
+        overlapped = run_fast(model, clip, batch, device, seed, stage_sync=False)
+        result.wall_seconds, result.ttff_seconds = overlapped.wall_seconds, overlapped.ttff_seconds
+    result.dtype = dtype
+    result.extra["channels_last"] = channels_last if channels_last is not None else device.type != "cpu"
+    result.extra["compile"] = compile_mode
+    return result
+
+
+def measure_reference(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device: torch.device,
+                      seed: int, warmup: int) -> Result:
+    model = build(device)
+    for _ in range(warmup):
+        run_reference(model, Clip(**{**clip.__dict__, "secc": clip.secc[:1]}), device, seed)
+    host = HostPeak()
+    gc.collect()
+    host.reset()
+    reset_device_peak(device)
+    result = run_reference(model, clip, device, seed)
+    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), device_peak_mb(device)
+    return result
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def record(result: Result, device: torch.device, model: str, reference: Result | None) -> dict:
+    ms = result.ms_per_frame
+    return {
+        "path": result.path, "device": str(device), "device_name": device_name(device), "model": model,
+        "dtype": result.dtype, "batch": result.batch, "frames": result.frames,
+        "fps": round(result.fps, 4),
+        "ms_per_frame": {k: round(v, 3) for k, v in ms.items()},
+        "ttff_s": None if result.ttff_seconds is None else round(result.ttff_seconds, 3),
+        "peak_vram_mb": None if result.peak_vram_mb is None else round(result.peak_vram_mb, 1),
+        "peak_rss_mb": None if result.peak_rss_mb is None else round(result.peak_rss_mb, 1),
+        "speedup_vs_reference": (round(reference.ms_per_frame["total"] / ms["total"], 3)
+                                 if reference is not None else None),
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in result.extra.items()},
+        "torch": torch.__version__,
+        # Other processes share the CPU on small machines: the 1-minute load average says how much.
+        "load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cell(value: float | None, width: int, decimals: int) -> str:
+    return f"{value:>{width}.{decimals}f}" if value is not None else f"{'-':>{width}}"
+
+
+def print_table(rows: list[dict]) -> None:
+    print(f"{'path':<9} {'device':<6} {'dtype':<5} {'batch':>5} {'fps':>8} "
+          + " ".join(f"{s + ' ms':>10}" for s in (*STAGES, "total"))
+          + f" {'TTFF s':>7} {'VRAM MB':>8} {'RSS MB':>8} {'speedup':>7}")
+    for r in rows:
+        ms = r["ms_per_frame"]
+        print(f"{r['path']:<9} {r['device']:<6} {r['dtype']:<5} {r['batch']:>5} {r['fps']:>8.3f} "
+              + " ".join(_cell(ms.get(s), 10, 1) for s in (*STAGES, "total"))
+              + f" {_cell(r['ttff_s'], 7, 2)} {_cell(r['peak_vram_mb'], 8, 0)} {_cell(r['peak_rss_mb'], 8, 0)}"
+              + f" {_cell(r['speedup_vs_reference'], 7, 2)}")
+    if rows:
+        print(f"device: {rows[0]['device_name']}, model: {rows[0]['model']}, frames: {rows[0]['frames']}, "
+              f"torch {rows[0]['torch']}, load average {rows[0]['load_avg']}")
+
+
+def parse_list(text: str, kind: type) -> list:
+    return [kind(x) for x in text.split(",") if x]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("--dtype", default="fp32", help="comma list of fp32, bf16, fp16 (autocast of the networks)")
+    parser.add_argument("--batch", default="1", help="comma list of frames per chunk")
+    parser.add_argument("--frames", type=int, default=8, help="clip length")
+    parser.add_argument("--model", choices=("full", "small"), default="full",
+                        help="full: official architecture, parity synthetic weights; small: reduced config (CI)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the frame-by-frame fp32 reference")
+    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--compile", default=None, metavar="MODE",
+                        help="torch.compile mode for the networks (default, reduce-overhead, max-autotune)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up chunks before timing")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shared", default=None, help="the shared folder holding parity/ (default ../shared)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per configuration")
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True     # fixed shapes per chunk size: let cuDNN pick its kernels
+    dtypes, batches = parse_list(args.dtype, str), parse_list(args.batch, int)
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if unknown:
+        parser.error(f"unknown dtype(s) {unknown}; use fp32, bf16, fp16")
+    parity_dir = shared_parity_dir(args.shared)
+    build = model_factory(args.model, parity_dir)
+    clip = synthetic_clip(args.model, args.frames, parity_dir, args.seed).to(device)
+    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+
+    rows, reference = [], None
+    if not args.no_reference:
+        reference = measure_reference(build, clip, device, args.seed, args.warmup)
+        rows.append(record(reference, device, args.model, reference))
+    for dtype in dtypes:
+        for batch in batches:
+            result = measure(build, clip, device, dtype, batch, args.seed, channels_last, args.compile, args.warmup)
+            rows.append(record(result, device, args.model, reference))
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""Inference speed-ups for the video model that keep the plain float32 results (or stay within 40 dB of them).
+
+:func:`optimize_for_inference` prepares a loaded :class:`~r3dp_core.models.secc2plane_torso.Secc2PlaneTorso`
+in place for the streaming path of :mod:`r3dp_core.pipeline.stream` (which already batches frames and computes
+the portrait's canonical planes and super-resolution reference once):
+
+* the super-resolution's constant-style convolution weights are folded once (exact);
+* convolution weights are stored channels-last, the layout tensor cores want (exact up to summation order);
+* optionally, the per-frame networks run under autocast in bfloat16 or float16. Only the convolution-heavy
+  stages are switched (:data:`LOW_PRECISION_STAGES`); each returns float32, so the tri-plane sum, the volume
+  renderer (whose importance sampling is ill-conditioned) and the head/torso/background compositing between
+  the super-resolution blocks stay in float32;
+* optionally, ``torch.compile`` of the same stages (``mode="reduce-overhead"`` adds CUDA graphs).
+
+The state dict is unchanged, so a model can still be saved; load new weights into a fresh model, not into an
+optimized one (the folded weights would be dropped, the wrappers kept).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from .device import Precision
+from .errors import R3DPError
+
+#: Sub-modules of the video model that run under autocast in low precision: the convolution-heavy networks.
+#: ``superresolution.bg_encoder`` runs once per portrait; the rest per frame.
+LOW_PRECISION_STAGES = (
+    "secc_img2plane_backbone",
+    "superresolution.block0",
+    "superresolution.torso_model",
+    "superresolution.torso_encoder",
+    "superresolution.fuse_head_torso_convs",
+    "superresolution.head_torso_block",
+    "superresolution.fuse_fg_bg_convs",
+    "superresolution.block1",
+    "superresolution.bg_encoder",
+)
+#: Networks worth compiling: the low-precision stages and the renderer's decoder MLP.
+COMPILED_STAGES = (*LOW_PRECISION_STAGES, "decoder")
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype | None = None, *,
+                           channels_last: bool | None = None, compile_mode: str | None = None) -> nn.Module:
+    """Prepare ``model`` (a loaded ``Secc2PlaneTorso``) for fast inference, in place; returns it.
+
+    Args:
+        model: the video model on its target device, weights loaded, float32.
+        precision: ``Precision`` or dtype of the per-frame networks: float32 (or None) keeps full precision,
+            bfloat16 / float16 run :data:`LOW_PRECISION_STAGES` under autocast on the model's device type.
+            bfloat16 is accepted on the CPU too (autocast there is how the tests check it).
+        channels_last: store convolution weights channels-last; default on for accelerators, off on the CPU
+            (where it measured no faster).
+        compile_mode: ``torch.compile`` mode for :data:`COMPILED_STAGES` (``"default"``, ``"reduce-overhead"``
+            for CUDA graphs, ``"max-autotune"``), or None. The first frames then take extra time to compile.
+
+    Raises:
+        R3DPError: the model was optimized before, or the dtype is not float32/bfloat16/float16.
+    """
+    dtype = precision.dtype if isinstance(precision, Precision) else (precision or torch.float32)
+    if dtype not in (torch.float32, *_LOW_PRECISION):
+        raise R3DPError(f"optimize_for_inference runs float32, bfloat16 or float16, not {dtype}.")
+    if getattr(model, "_r3dp_optimized", False):
+        raise R3DPError("This model was already optimized for inference; build a fresh model to change settings.")
+    device = next(model.parameters()).device
+    model.eval().requires_grad_(False)
+    model.superresolution.fold_constant_styles()
+    if channels_last if channels_last is not None else device.type != "cpu":
+        convert_to_channels_last(model)
+    if dtype in _LOW_PRECISION:
+        if not torch.amp.is_autocast_available(device.type):
+            raise R3DPError(f"{dtype} autocast is not available on {device.type}; use float32 there.")
+        for name in LOW_PRECISION_STAGES:
+            run_in_low_precision(model.get_submodule(name), device.type, dtype)
+    if compile_mode is not None:
+        for name in COMPILED_STAGES:
+            model.get_submodule(name).compile(mode=compile_mode)
+    model._r3dp_optimized = True
+    return model
+
+
+def convert_to_channels_last(module: nn.Module) -> None:
+    """Store every 4-D parameter/buffer (2-D conv weights, incl. folded ones) channels-last and every 5-D one
+    (3-D conv weights) channels-last-3d. Convolutions then produce channels-last activations."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    with torch.no_grad():
+        for param in module.parameters():
+            if param.ndim in formats:
+                param.data = param.data.contiguous(memory_format=formats[param.ndim])
+        for owner in module.modules():
+            for name, buffer in owner._buffers.items():
+                if buffer is not None and buffer.ndim in formats:
+                    owner._buffers[name] = buffer.contiguous(memory_format=formats[buffer.ndim])
+
+
+def run_in_low_precision(module: nn.Module, device_type: str, dtype: torch.dtype) -> None:
+    """Make ``module``'s forward run under ``torch.autocast(device_type, dtype)`` and return float32 tensors.
+
+    Parameters stay float32 (autocast casts them per call), so normalisations, softmaxes and reductions keep
+    autocast's float32 policy. Tensors in the result (also inside tuples, NamedTuples, lists, dicts and
+    dataclasses) that come out in ``dtype`` are cast to float32 for the float32 code around the stage.
+    """
+    forward = module.forward
+
+    @functools.wraps(forward)
+    def low_precision_forward(*args, **kwargs):
+        with torch.autocast(device_type, dtype=dtype):
+            out = forward(*args, **kwargs)
+        return to_float32(out, dtype)
+
+    module.forward = low_precision_forward
+
+
+def to_float32(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` with every tensor of ``dtype`` cast to float32, through tuples, lists, dicts and dataclasses."""
+    if isinstance(value, torch.Tensor):
+        return value.float() if value.dtype == dtype else value
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(to_float32(v, dtype) for v in value))
+    if isinstance(value, (tuple, list)):
+        return type(value)(to_float32(v, dtype) for v in value)
+    if isinstance(value, dict):
+        return {k: to_float32(v, dtype) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: to_float32(getattr(value, f.name), dtype)
+                                             for f in dataclasses.fields(value) if f.init})
+    return value
+
+
+def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2, i.e. the usual PSNR of [0, 1]
+    images); ``inf`` when identical."""
+    mse = (image.double() - reference.double()).square().mean().item()
+    return math.inf if mse == 0 else 10 * math.log10(4 / mse)

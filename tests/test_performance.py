@@ -1,0 +1,178 @@
+"""The fast inference path (folded styles, cached portrait work, batched frames, channels-last, autocast) against
+the straightforward float32 frame-by-frame path, and the pipeline benchmark's JSON."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+from r3dp_core.errors import R3DPError
+from r3dp_core.models.htbsr import HTBSRReference
+from r3dp_core.models.torso import TorsoReference
+from r3dp_core.parity.case import ParityCase
+from r3dp_core.performance import LOW_PRECISION_STAGES, optimize_for_inference, psnr, to_float32
+from r3dp_core.pipeline.stream import (
+    CompositeSource,
+    PlaneSource,
+    RenderSource,
+    TensorSource,
+    frame_noise,
+    iterate_chunks,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCHMARK = REPO_ROOT / "benchmarks" / "bench_pipeline.py"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module      # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load_benchmark()
+
+
+def stream_images(model, clip, batch: int, cano_planes: torch.Tensor | None = None) -> torch.Tensor:
+    """Every frame of ``clip`` through the streaming sources, ``batch`` frames per chunk."""
+    with torch.inference_mode():
+        if cano_planes is None:
+            cano_planes = model.canonical_planes(clip.head)
+        reference = model.prepare_reference(clip.torso, clip.background, clip.segmap, clip.kp_source)
+        planes = PlaneSource(model.secc_img2plane_backbone, cano_planes, TensorSource(clip.secc), clip.cano_secc,
+                             clip.src_secc)
+        renders = RenderSource(model.decoder, planes, clip.cameras, seed=7, render_config=model.config.render)
+        frames = CompositeSource(model.superresolution, reference, renders, clip.kp_driving)
+        return torch.cat([out.image for _, _, out in iterate_chunks(frames, batch)])
+
+
+def frame_by_frame_images(model, clip) -> torch.Tensor:
+    """The official loop: ``model.forward`` per frame, canonical planes cached, everything else recomputed."""
+    config = model.config.render
+    images = []
+    with torch.inference_mode():
+        cano_planes = model.canonical_planes(clip.head)
+        for i in range(clip.num_frames):
+            noise = frame_noise(range(i, i + 1), config.resolution ** 2, config.num_coarse_samples,
+                                config.num_fine_samples, seed=7)
+            out = model(clip.head, clip.cameras[i:i + 1], clip.cano_secc, clip.src_secc, clip.secc[i:i + 1],
+                        clip.torso, clip.background, clip.segmap, clip.kp_source, clip.kp_driving[i:i + 1],
+                        cano_planes=cano_planes, noise=noise)
+            images.append(out.image)
+    return torch.cat(images)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fast_float32_stream_equals_the_frame_by_frame_reference(channels_last):
+    build = bench.model_factory("small", None)
+    clip = bench.synthetic_clip("small", 3, None)
+    reference = frame_by_frame_images(build(torch.device("cpu")), clip)
+    model = optimize_for_inference(build(torch.device("cpu")), torch.float32, channels_last=channels_last)
+    # Folded styles, SR reference computed once, frames in chunks of 2 (one full chunk, one partial).
+    fast = stream_images(model, clip, batch=2)
+    assert fast.shape == reference.shape == (3, 3, 64, 64)
+    assert fast.dtype == torch.float32
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
+    if channels_last:
+        weight = model.superresolution.fuse_head_torso_convs[0].weight
+        assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+        conv3d = model.superresolution.torso_model.motion_field_estimator.tgt_head_fuser.weight
+        assert conv3d.is_contiguous(memory_format=torch.channels_last_3d) and not conv3d.is_contiguous()
+
+
+def test_optimize_keeps_the_state_dict_folds_styles_and_refuses_a_second_pass():
+    build = bench.model_factory("small", None)
+    plain = build(torch.device("cpu"))
+    model = optimize_for_inference(build(torch.device("cpu")), torch.bfloat16, channels_last=True)
+    before, after = plain.state_dict(), model.state_dict()
+    assert list(before) == list(after)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert model.superresolution.block1.conv1.folded_weight is not None
+    assert not any(p.requires_grad for p in model.parameters()) and not model.training
+    with pytest.raises(R3DPError, match="already optimized"):
+        optimize_for_inference(model, torch.bfloat16)
+    with pytest.raises(R3DPError, match="float32, bfloat16 or float16"):
+        optimize_for_inference(build(torch.device("cpu")), torch.float64)
+
+
+def test_low_precision_stages_compute_in_bfloat16_and_hand_on_float32():
+    build = bench.model_factory("small", None)
+    clip = bench.synthetic_clip("small", 2, None)
+    model = optimize_for_inference(build(torch.device("cpu")), torch.bfloat16)
+    seen = {}
+
+    def record(name):
+        return lambda _module, _inputs, out: seen.__setitem__(name, out.dtype)
+
+    # Hooks on modules inside the stages see the autocast dtype; the stages themselves return float32.
+    model.secc_img2plane_backbone.to_plane_cnn.register_forward_hook(record("inside"))
+    with torch.inference_mode():
+        residual = model.secc_img2plane_backbone(clip.cano_secc, clip.src_secc, clip.secc)
+    assert seen["inside"] == torch.bfloat16 and residual.dtype == torch.float32
+    # The renderer between MA and SR stays float32: its output is float32 without any cast.
+    images = stream_images(model, clip, batch=2)
+    assert images.dtype == torch.float32
+    assert set(LOW_PRECISION_STAGES) >= {"secc_img2plane_backbone", "superresolution.block1"}
+
+
+def test_to_float32_casts_only_the_low_precision_tensors_in_nested_results():
+    class Pair(NamedTuple):
+        a: torch.Tensor
+        b: torch.Tensor
+
+    half, index = torch.ones(2, dtype=torch.bfloat16), torch.arange(3)
+    reference = HTBSRReference(TorsoReference(half, half, torch.zeros(1, 4, 3)), half, half)
+    out = to_float32({"pair": Pair(half, index), "list": [half], "ref": reference}, torch.bfloat16)
+    assert isinstance(out["pair"], Pair) and out["pair"].a.dtype == torch.float32
+    assert out["pair"].b.dtype == torch.int64 and out["list"][0].dtype == torch.float32
+    assert isinstance(out["ref"], HTBSRReference) and out["ref"].torso.features.dtype == torch.float32
+    assert out["ref"].torso.keypoints.dtype == torch.float32 and out["ref"].bg_features.dtype == torch.float32
+
+
+def test_psnr_of_images_in_minus_one_to_one():
+    image = torch.zeros(1, 3, 4, 4)
+    assert psnr(image, image) == math.inf
+    # An error of 0.02 everywhere in [-1,1] is 0.01 in [0,1]: 40 dB.
+    assert psnr(image + 0.02, image) == pytest.approx(40.0)
+
+
+def test_bfloat16_fast_path_stays_above_40_db_of_float32_on_the_parity_frame(parity_dir, synth_state_dict):
+    """The full-size model on the parity frame (MA → render → HTB-SR, canonical planes from the volume-render
+    case): CPU bfloat16 autocast against float32."""
+    synth_state_dict("secc2plane_torso")                    # the session's cached weights
+    build = bench.model_factory("full", parity_dir)
+    clip = bench.synthetic_clip("full", 1, parity_dir)
+    cano_planes = ParityCase.load(parity_dir / "case_volume_render.safetensors").tensor("planes")
+    full = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.float32), clip, 1, cano_planes)
+    fast = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.bfloat16), clip, 1, cano_planes)
+    assert fast.shape == (1, 3, 512, 512) and fast.dtype == torch.float32
+    value = psnr(fast, full)
+    assert 40 <= value < 90, f"bf16 vs fp32 PSNR {value:.1f} dB"    # < 90: bf16 really ran
+
+
+def test_benchmark_prints_one_json_object_per_configuration():
+    result = subprocess.run([sys.executable, str(BENCHMARK), "--model", "small", "--frames", "2", "--batch", "2",
+                             "--dtype", "fp32,bf16", "--threads", "2", "--json"],
+                            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["path"], r["dtype"], r["batch"]) for r in rows] == [("reference", "fp32", 1), ("fast", "fp32", 2),
+                                                                 ("fast", "bf16", 2)]
+    for row in rows:
+        assert row["device"] == "cpu" and row["frames"] == 2 and row["fps"] > 0
+        assert set(row["ms_per_frame"]) == {"ma", "render", "sr", "output", "total"}
+        assert row["ms_per_frame"]["total"] == pytest.approx(1000 / row["fps"], rel=1e-2)
+        assert row["peak_vram_mb"] is None and row["peak_rss_mb"] > 0
+        assert row["speedup_vs_reference"] > 0
+    assert rows[0]["speedup_vs_reference"] == 1.0
+    assert all(row["ttff_s"] > 0 for row in rows[1:])
