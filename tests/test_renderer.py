@@ -299,3 +299,14 @@ def test_wrong_noise_and_plane_shapes_are_rejected(decoder):
     with torch.no_grad():
         out = render_triplanes(planes, decoder, camera, fewer, resolution=8, generator=torch.Generator())
     assert out.feature_image.shape == (1, 32, 8, 8) and out.weights.max() <= 1
+
+
+def test_half_precision_planes_render_in_float32(decoder):
+    camera = make_camera(0.1)
+    planes = smooth_planes(10).half()
+    noise = RenderNoise.draw(1, 8 * 8, SMALL, torch.Generator().manual_seed(13))
+    with torch.no_grad():
+        half = render_triplanes(planes, decoder, camera, SMALL, resolution=8, noise=noise)
+        full = render_triplanes(planes.float(), decoder, camera, SMALL, resolution=8, noise=noise)
+    assert half.feature_image.dtype == torch.float32
+    assert_same_render(half, full)

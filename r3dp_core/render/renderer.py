@@ -182,7 +182,8 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
     """Render N frames of tri-planes; frame i uses ``camera[i]`` and ``planes[i]`` (or the shared plane).
 
     Args:
-        planes: ``[N,3,32,H,W]`` or ``[1,3,32,H,W]`` (official: 256x256) in the decoder's dtype.
+        planes: ``[N,3,32,H,W]`` or ``[1,3,32,H,W]`` (official: 256x256); float16/bfloat16 planes are
+            rendered in float32, float64 planes in float64.
         decoder: ``OSGDecoder`` (or any module with its call signature).
         camera: ``[N,25]`` EG3D camera (cam2world 4x4 + normalized intrinsics 3x3).
         config: rendering settings, official defaults when None.
@@ -199,6 +200,8 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
     resolution = resolution or config.resolution
     if planes.ndim != 5 or planes.shape[1] != 3:
         raise InputError(f"planes must be [N,3,C,H,W], got {tuple(planes.shape)}")
+    # Reduced-precision planes are rendered in float32, as the official renderer pins float32 throughout.
+    planes = planes.to(torch.promote_types(planes.dtype, torch.float32))
     cam2world, intrinsics = split_camera(camera.to(device=planes.device, dtype=planes.dtype))
     n_frames, n_rays = camera.shape[0], resolution * resolution
     if planes.shape[0] not in (1, n_frames):
