@@ -1,0 +1,139 @@
+"""ComfyUI runtime services for the nodes: device placement, progress with previews, interrupts, temp files.
+
+Everything that touches ``comfy.*`` lives here so the node modules stay declarative adapters. Models are
+kept on ComfyUI's offload device between runs and moved to the compute device only while a node (or the
+terminal node pulling a lazy chain) uses them, after asking ComfyUI to free that much memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+
+import torch
+
+IMAGE_SIZE = 512
+
+
+def compute_device() -> torch.device:
+    import comfy.model_management as mm
+
+    return mm.get_torch_device()
+
+
+def offload_device() -> torch.device:
+    import comfy.model_management as mm
+
+    return mm.unet_offload_device()
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel (called between chunks)."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+def module_bytes(modules: Iterable[torch.nn.Module]) -> int:
+    total = 0
+    for module in modules:
+        total += sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    return total
+
+
+@contextlib.contextmanager
+def on_compute_device(*modules: torch.nn.Module | None, working_bytes: int = 0) -> Iterator[torch.device]:
+    """Move ``modules`` to the compute device for the duration of the block, then back to the offload device.
+
+    ComfyUI is first asked to evict other packs' models until the weights plus ``working_bytes`` fit.
+    """
+    import comfy.model_management as mm
+
+    device = compute_device()
+    present = [m for m in modules if m is not None]
+    if device.type != "cpu":
+        mm.free_memory(module_bytes(present) + working_bytes, device)
+    for module in present:
+        module.to(device)
+    try:
+        yield device
+    finally:
+        parking = offload_device()
+        for module in present:
+            module.to(parking)
+        if device.type != "cpu":
+            mm.soft_empty_cache()
+
+
+def frame_to_pil(frame: torch.Tensor):
+    """``[3,H,W]`` in [-1,1] or ``[H,W,3]`` in [0,1] → a PIL RGB image (for previews)."""
+    from PIL import Image
+
+    frame = frame.detach().float().cpu()
+    if frame.shape[0] == 3 and frame.shape[-1] != 3:
+        frame = (frame.clamp(-1, 1) + 1) / 2
+        frame = frame.permute(1, 2, 0)
+    array = (frame.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return Image.fromarray(array)
+
+
+class Progress:
+    """A ComfyUI progress bar over ``total`` frames that can show the latest frame in the node."""
+
+    def __init__(self, total: int, node_id: str | None = None):
+        import comfy.utils
+
+        self._bar = comfy.utils.ProgressBar(total, node_id=node_id)
+        self.total = total
+
+    def update(self, done: int, preview: torch.Tensor | None = None) -> None:
+        image = ("JPEG", frame_to_pil(preview), IMAGE_SIZE) if preview is not None else None
+        self._bar.update_absolute(done, self.total, image)
+
+
+def to_comfy_image(frames: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` in [-1,1] (any device/dtype) → ComfyUI IMAGE ``[B,H,W,3]`` float32 in [0,1] on the CPU."""
+    return ((frames.detach().float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().cpu()
+
+
+def from_comfy_image(image: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE ``[B,H,W,C]`` in [0,1] → ``[B,3,H,W]`` in [-1,1] (alpha dropped, grey expanded)."""
+    if image.ndim == 3:
+        image = image[None]
+    channels = image.shape[-1]
+    if channels == 1:
+        image = image.expand(-1, -1, -1, 3)
+    elif channels == 4:
+        image = image[..., :3]
+    return image.permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def temp_file(suffix: str) -> tuple[str, str, str]:
+    """A fresh path in ComfyUI's temp folder → ``(full_path, filename, subfolder)``."""
+    import folder_paths
+
+    subfolder = "r3dp"
+    directory = os.path.join(folder_paths.get_temp_directory(), subfolder)
+    os.makedirs(directory, exist_ok=True)
+    filename = f"r3dp_{uuid.uuid4().hex[:12]}{suffix}"
+    return os.path.join(directory, filename), filename, subfolder
+
+
+def write_preview_video(frames: torch.Tensor, fps: float, audio: dict | None) -> dict:
+    """Encode IMAGE frames ``[T,H,W,3]`` (+ audio) to an H.264/AAC mp4 in the temp folder for the in-node player.
+
+    Returns the ``{"filename", "subfolder", "type"}`` entry the web extension fetches through ``/view``.
+    """
+    from r3dp_core.video_io import VideoWriter
+
+    path, filename, subfolder = temp_file(".mp4")
+    height, width = frames.shape[1:3]
+    even = frames[:, : height - height % 2, : width - width % 2]
+    with VideoWriter(path, fps=fps, audio=audio, crf=23) as writer:
+        for start in range(0, even.shape[0], 32):
+            chunk = (even[start:start + 32].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            writer.write(chunk)
+    return {"filename": filename, "subfolder": subfolder, "type": "temp", "format": "video/mp4",
+            "frame_rate": float(fps)}

@@ -1,0 +1,29 @@
+"""The pack's socket types. Values travel between nodes in the same process, never serialised.
+
+| socket | Python value |
+|---|---|
+| R3DP_VIDEO_MODEL, R3DP_AUDIO_MODEL, R3DP_HUBERT, R3DP_BFM, ... | loaded models (see ``loaders``) |
+| R3DP_TRIPLANE | ``list[Avatar]``, one per portrait (canonical tri-plane + source fit, crops, segmentation) |
+| R3DP_MOTION | ``Motion`` (expression ``[T,64]``, fps, optional pose, blink schedule and audio) |
+| R3DP_CAMERA | ``CameraPath`` (per-frame cameras or a recipe resolved against each portrait) |
+| R3DP_PNCC, R3DP_PLANES, R3DP_RENDER | ``Stream``: lazy per-portrait frame sources, pulled in chunks downstream |
+"""
+
+from __future__ import annotations
+
+from ._api import comfy_io
+
+VideoModel = comfy_io.Custom("R3DP_VIDEO_MODEL")
+AudioModel = comfy_io.Custom("R3DP_AUDIO_MODEL")
+Hubert = comfy_io.Custom("R3DP_HUBERT")
+Bfm = comfy_io.Custom("R3DP_BFM")
+Landmarker = comfy_io.Custom("R3DP_LANDMARKER")
+Segmenter = comfy_io.Custom("R3DP_SEGMENTER")
+Triplane = comfy_io.Custom("R3DP_TRIPLANE")
+Motion = comfy_io.Custom("R3DP_MOTION")
+Camera = comfy_io.Custom("R3DP_CAMERA")
+Pncc = comfy_io.Custom("R3DP_PNCC")
+Planes = comfy_io.Custom("R3DP_PLANES")
+Render = comfy_io.Custom("R3DP_RENDER")
+
+CATEGORY = "Real3DPortrait"

@@ -1,0 +1,117 @@
+"""Image→Triplane: from a photo (or a batch of photos, one avatar each) to an animatable tri-plane avatar."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from r3dp_core.errors import InputError
+from r3dp_core.pipeline.types import Avatar
+
+from . import _types as t
+from ._api import comfy_io
+from .loaders import FaceModel, MaskSegmentation, Segmenter, VideoModel
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """One ComfyUI IMAGE ``[H,W,C]`` in [0,1] → RGB uint8 ``[H,W,3]`` (alpha dropped, grey expanded)."""
+    if image.shape[-1] == 1:
+        image = image.expand(-1, -1, 3)
+    return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def masks_to_source_labels(u8: np.ndarray, masks: MaskSegmentation, index: int, landmarker, min_face_area: float,
+                           face) -> torch.Tensor:
+    """External masks (in the photo's coordinates) → a ``[512,512]`` label map in the coordinates of the source
+    crop, by applying the same squash-and-crop as the photo (``prepare_source_image``)."""
+    import cv2
+
+    from r3dp_core.geometry.crop import face_area_fraction, face_crop_box, resize_square
+    from r3dp_core.geometry.landmarks import detect_image_points, raise_if_missing
+    from r3dp_core.geometry.segmentation import label_map_from_masks
+
+    height, width = u8.shape[:2]
+    squashed = resize_square(u8)
+    points, found = detect_image_points(squashed[None], landmarker, face=face)
+    raise_if_missing(found, face)
+    box = None if face_area_fraction(points[0]) >= min_face_area else face_crop_box(points[0], min_face_area)
+
+    def into_source(mask: torch.Tensor) -> torch.Tensor:
+        plane = mask[min(index, mask.shape[0] - 1)].float().cpu().numpy()
+        if plane.shape != (height, width):
+            plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
+        plane = resize_square(plane)
+        if box is not None:
+            row0, row1, col0, col1 = box
+            plane = resize_square(np.ascontiguousarray(plane[row0:row1, col0:col1]))
+        return torch.from_numpy(plane)
+
+    body = into_source(masks.body) if masks.body is not None else None
+    return label_map_from_masks(into_source(masks.head), body, masks.threshold)[0]
+
+
+class ImageToTriplane(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_ImageToTriplane",
+            display_name="Image → Triplane",
+            category=f"{t.CATEGORY}/avatar",
+            description="Prepares each portrait once: crop so the face is large enough, 3DMM fit from MediaPipe "
+                        "landmarks, head/torso/background segmentation, torso in-painting, background plate, and the "
+                        "canonical tri-plane of the head. An IMAGE batch gives one avatar per photo.",
+            inputs=[
+                comfy_io.Image.Input("image", tooltip="The portrait(s): a photo with one clearly visible face; a "
+                                                      "batch animates several portraits with the same motion."),
+                t.VideoModel.Input("video_model", tooltip="From Load Video Model."),
+                t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM (for the 3DMM fit)."),
+                t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
+                t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
+                comfy_io.Float.Input("min_face_area", default=0.2, min=0.05, max=0.8, step=0.01,
+                                     tooltip="Crop the photo so the face covers at least this fraction of the frame "
+                                             "(official 0.2; 0.15-0.5 are sensible)."),
+                comfy_io.Combo.Input("face", options=["largest", "0", "1", "2", "3"], default="largest",
+                                     tooltip="Which face to use when the photo shows several: the largest, or "
+                                             "MediaPipe's n-th detection."),
+            ],
+            outputs=[t.Triplane.Output(display_name="avatar"),
+                     comfy_io.Image.Output(display_name="source_crop"),
+                     comfy_io.Image.Output(display_name="head_image"),
+                     comfy_io.Mask.Output(display_name="head_mask")],
+            hidden=[comfy_io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceModel, landmarker, segmenter: Segmenter,
+                min_face_area: float, face: str):
+        from r3dp_core.geometry.segmentation import HEAD_CLASSES
+        from r3dp_core.pipeline.stages import FaceKit, make_avatar, prepare_source
+
+        from ._runtime import Progress, check_interrupt, on_compute_device, to_comfy_image
+
+        if image.ndim != 4 or image.shape[0] == 0:
+            raise InputError(f"Image→Triplane needs an IMAGE batch [N,H,W,C], got {tuple(image.shape)}.")
+        face_choice = face if face == "largest" else int(face)
+        kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=landmarker, segmenter_path=segmenter.path)
+        progress = Progress(image.shape[0] * 2, cls.hidden.unique_id)
+        avatars = []
+        for index in range(image.shape[0]):
+            check_interrupt()
+            u8 = to_uint8(image[index])
+            labels = None
+            if segmenter.masks is not None:
+                labels = masks_to_source_labels(u8, segmenter.masks, index, landmarker, min_face_area, face_choice)
+            prepared = prepare_source(u8, kit, labels=labels, min_face_area=min_face_area, face=face_choice)
+            progress.update(2 * index + 1)
+            with on_compute_device(video_model.module) as device, video_model.autocast(device), torch.inference_mode():
+                avatar = make_avatar(video_model.module, prepared)
+            avatar = Avatar(**{**avatar.to("cpu").__dict__, "planes": avatar.planes.detach().float().cpu()})
+            avatars.append(avatar)
+            progress.update(2 * index + 2, preview=avatar.image[0])
+        crops = torch.cat([to_comfy_image(a.image) for a in avatars])
+        heads = torch.cat([to_comfy_image(a.head_image) for a in avatars])
+        masks = torch.cat([a.segmap[:, list(HEAD_CLASSES)].sum(1) for a in avatars]).clamp(0, 1).float()
+        return comfy_io.NodeOutput(avatars, crops, heads, masks)
+
+
+NODES = [ImageToTriplane]

@@ -1,0 +1,233 @@
+"""File nodes: an audio loader that needs nothing from core, and Save/Load for motions and avatars.
+
+Motions and avatars are ``.safetensors`` files with JSON metadata (see ``r3dp_core.pipeline.types``), small and
+safe to share: a motion extracted once (from a voice clip or a driving video) drives any portrait later, on
+any machine; an avatar skips the source preparation (crop, segmentation, 3DMM fit, Image→Triplane).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from r3dp_core.errors import InputError
+from r3dp_core.pipeline.types import Avatar, Motion
+
+from . import _paths
+from . import _types as t
+from ._api import comfy_io, comfy_ui
+
+
+def decode_audio(path: str | os.PathLike) -> dict:
+    """Any audio (or video-with-audio) file PyAV can read → ComfyUI AUDIO ``{"waveform": [1,C,S], "sample_rate"}``."""
+    import av
+    import numpy as np
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(f"Cannot open audio file {Path(path).name}: {exc}.") from None
+    with container:
+        if not container.streams.audio:
+            raise InputError(f"{Path(path).name} has no audio track.")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate
+        blocks = []
+        for frame in container.decode(audio=0):
+            samples = frame.to_ndarray()
+            if frame.format.is_packed:  # interleaved [1, S*C] → [C, S]
+                samples = samples.reshape(-1, len(frame.layout.channels)).T
+            if samples.dtype.kind in "iu":
+                samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+            blocks.append(samples.astype(np.float32, copy=False))
+    if not blocks:
+        raise InputError(f"{Path(path).name} contains no audio samples.")
+    waveform = torch.from_numpy(np.concatenate(blocks, axis=1))
+    return {"waveform": waveform[None].contiguous(), "sample_rate": int(rate)}
+
+
+def _input_media_files() -> list[str]:
+    import folder_paths
+
+    directory = folder_paths.get_input_directory()
+    files = [f for f in os.listdir(directory) if os.path.isfile(os.path.join(directory, f))]
+    return sorted(folder_paths.filter_files_content_types(files, ["audio", "video"]))
+
+
+def _file_hash(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class LoadAudio(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_LoadAudio",
+            display_name="Load Audio (r3dp)",
+            category=f"{t.CATEGORY}/io",
+            description="Loads a voice clip (wav, mp3, flac, ogg, m4a, or the audio track of a video) from ComfyUI's "
+                        "input folder as AUDIO, decoded with PyAV (no ffmpeg binary, no core audio nodes needed).",
+            inputs=[
+                comfy_io.Combo.Input("audio", options=_input_media_files(), upload=comfy_io.UploadType.audio,
+                                     tooltip="A file in ComfyUI's input folder; use the upload button to add one."),
+                comfy_io.Float.Input("start_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
+                                     tooltip="Skip this many seconds at the start of the clip."),
+                comfy_io.Float.Input("duration_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
+                                     tooltip="Keep at most this many seconds after the start (0 = to the end)."),
+            ],
+            outputs=[comfy_io.Audio.Output(display_name="audio"),
+                     comfy_io.Float.Output(display_name="seconds")],
+        )
+
+    @classmethod
+    def execute(cls, audio: str, start_seconds: float = 0.0, duration_seconds: float = 0.0):
+        import folder_paths
+
+        loaded = decode_audio(folder_paths.get_annotated_filepath(audio))
+        rate = loaded["sample_rate"]
+        first = int(round(start_seconds * rate))
+        last = loaded["waveform"].shape[-1] if duration_seconds <= 0 else first + int(round(duration_seconds * rate))
+        waveform = loaded["waveform"][..., first:last]
+        if waveform.shape[-1] == 0:
+            raise InputError(f"{audio} is shorter than start_seconds={start_seconds}; lower it.")
+        clip = {"waveform": waveform, "sample_rate": rate}
+        return comfy_io.NodeOutput(clip, waveform.shape[-1] / rate, ui=comfy_ui.PreviewAudio(clip, cls=cls))
+
+    @classmethod
+    def fingerprint_inputs(cls, audio: str, **_):
+        import folder_paths
+
+        return _file_hash(folder_paths.get_annotated_filepath(audio))
+
+    @classmethod
+    def validate_inputs(cls, audio: str):  # no **kwargs: that would switch off the min/max checks
+        import folder_paths
+
+        if not folder_paths.exists_annotated_filepath(audio):
+            return f"Audio file '{audio}' is not in ComfyUI's input folder; upload it with the node's button."
+        return True
+
+
+class SaveMotion(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_SaveMotion",
+            display_name="Save Motion",
+            category=f"{t.CATEGORY}/io",
+            description="Saves a motion (expression coefficients, fps, blink schedule, head pose) as a small "
+                        ".safetensors file in output/r3dp/motions, to drive other portraits or workflows later.",
+            inputs=[
+                t.Motion.Input("motion", tooltip="The motion from Audio→3DMM, Video→3DMM or Load Motion."),
+                comfy_io.String.Input("filename_prefix", default="r3dp_motion",
+                                      tooltip="File name prefix; a number is appended. May contain sub-folders."),
+                comfy_io.Boolean.Input("include_audio", default=False,
+                                       tooltip="Also store the audio clip (makes the file larger) so Load Motion "
+                                               "can hand it on for muxing."),
+            ],
+            outputs=[t.Motion.Output(display_name="motion")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, motion: Motion, filename_prefix: str, include_audio: bool = False):
+        stored = motion if include_audio else replace(motion, audio=None)
+        path = stored.save(_paths.save_target(_paths.MOTION_FOLDER, filename_prefix))
+        summary = f"saved {path.name} ({motion.num_frames} frames @ {motion.fps:g} fps)"
+        return comfy_io.NodeOutput(motion, ui=comfy_ui.PreviewText(summary))
+
+
+class LoadMotion(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_LoadMotion",
+            display_name="Load Motion",
+            category=f"{t.CATEGORY}/io",
+            description="Loads a motion saved by Save Motion (from output/r3dp/motions or any folder registered as "
+                        "'r3dp_motions' in extra_model_paths.yaml).",
+            inputs=[
+                comfy_io.Combo.Input("motion_file", options=_paths.saved_file_options(_paths.MOTION_FOLDER),
+                                     tooltip="A saved motion file; press R after saving a new one."),
+            ],
+            outputs=[t.Motion.Output(display_name="motion"),
+                     comfy_io.Float.Output(display_name="fps"),
+                     comfy_io.Int.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, motion_file: str):
+        motion = Motion.load(_paths.resolve_saved_file(_paths.MOTION_FOLDER, motion_file, "Motion"))
+        return comfy_io.NodeOutput(motion, float(motion.fps), motion.num_frames)
+
+    @classmethod
+    def fingerprint_inputs(cls, motion_file: str):
+        path = _paths.resolve_saved_file(_paths.MOTION_FOLDER, motion_file, "Motion")
+        return f"{path}:{path.stat().st_mtime_ns}"
+
+
+class SaveAvatar(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_SaveAvatar",
+            display_name="Save Avatar",
+            category=f"{t.CATEGORY}/io",
+            description="Saves prepared portraits (canonical tri-plane, 3DMM fit, crops, segmentation, background) "
+                        "to output/r3dp/avatars, one file per portrait, so Image→Triplane need not run again.",
+            inputs=[
+                t.Triplane.Input("avatar", tooltip="The output of Image→Triplane or Load Avatar."),
+                comfy_io.String.Input("filename_prefix", default="r3dp_avatar",
+                                      tooltip="File name prefix; a number is appended per portrait."),
+            ],
+            outputs=[t.Triplane.Output(display_name="avatar")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, avatar: list[Avatar], filename_prefix: str):
+        names = [a.save(_paths.save_target(_paths.AVATAR_FOLDER, filename_prefix)).name for a in avatar]
+        return comfy_io.NodeOutput(avatar, ui=comfy_ui.PreviewText("saved " + ", ".join(names)))
+
+
+class LoadAvatar(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_LoadAvatar",
+            display_name="Load Avatar",
+            category=f"{t.CATEGORY}/io",
+            description="Loads a portrait saved by Save Avatar: a ready R3DP_TRIPLANE, plus its 512² source image.",
+            inputs=[
+                comfy_io.Combo.Input("avatar_file", options=_paths.saved_file_options(_paths.AVATAR_FOLDER),
+                                     tooltip="A saved avatar file; press R after saving a new one."),
+            ],
+            outputs=[t.Triplane.Output(display_name="avatar"),
+                     comfy_io.Image.Output(display_name="source_image")],
+        )
+
+    @classmethod
+    def execute(cls, avatar_file: str):
+        from ._runtime import to_comfy_image
+
+        avatar = Avatar.load(_paths.resolve_saved_file(_paths.AVATAR_FOLDER, avatar_file, "Avatar"))
+        if avatar.planes is None:
+            raise InputError(f"{avatar_file} has no tri-plane; save the output of Image→Triplane, not an earlier "
+                             "stage.")
+        return comfy_io.NodeOutput([avatar], to_comfy_image(avatar.image))
+
+    @classmethod
+    def fingerprint_inputs(cls, avatar_file: str):
+        path = _paths.resolve_saved_file(_paths.AVATAR_FOLDER, avatar_file, "Avatar")
+        return f"{path}:{path.stat().st_mtime_ns}"
+
+
+NODES = [LoadAudio, SaveMotion, LoadMotion, SaveAvatar, LoadAvatar]

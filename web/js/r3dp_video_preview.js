@@ -1,0 +1,98 @@
+// In-node player for the talking videos r3dp nodes produce (video + its audio track).
+//
+// A node that wants a player returns `ui = {"r3dp_video": [{filename, subfolder, type, format}]}` (see
+// nodes/_runtime.write_preview_video); the mp4 is served by ComfyUI's /view route. One <video> per node,
+// replaced on every run; several entries (one per portrait) get a selector.
+import { app } from "../../../scripts/app.js";
+import { api } from "../../../scripts/api.js";
+
+const EXTENSION = "r3dp.VideoPreview";
+const WIDGET = "r3dp_video_player";
+
+function viewUrl(entry) {
+  const params = new URLSearchParams({
+    filename: entry.filename,
+    subfolder: entry.subfolder ?? "",
+    type: entry.type ?? "temp",
+    rand: String(Math.random()),
+  });
+  return api.apiURL(`/view?${params.toString()}`);
+}
+
+function ensurePlayer(node) {
+  let widget = node.widgets?.find((w) => w.name === WIDGET);
+  if (widget) return widget;
+
+  const container = document.createElement("div");
+  container.className = "r3dp-video-preview";
+  container.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;";
+  const picker = document.createElement("select");
+  picker.style.cssText = "display:none;font-size:11px;";
+  const video = document.createElement("video");
+  video.controls = true;
+  video.loop = true;
+  video.playsInline = true;
+  video.preload = "metadata";
+  video.style.cssText = "width:100%;flex:1;min-height:0;object-fit:contain;background:#000;border-radius:4px;";
+  video.addEventListener("loadedmetadata", () => {
+    node.setSize([node.size[0], node.computeSize([node.size[0], node.size[1]])[1]]);
+    node.graph?.setDirtyCanvas(true, true);
+  });
+  container.append(picker, video);
+
+  widget = node.addDOMWidget(WIDGET, "r3dp_video", container, {
+    serialize: false,
+    hideOnZoom: false,
+    getMinHeight: () => 200,
+    getMaxHeight: () => 1024,
+  });
+  widget.serialize = false;
+  widget.video = video;
+  widget.picker = picker;
+  picker.addEventListener("change", () => {
+    video.src = picker.value;
+    video.play().catch(() => {});
+  });
+  return widget;
+}
+
+function showVideos(node, entries) {
+  const widget = ensurePlayer(node);
+  const urls = entries.map(viewUrl);
+  widget.picker.replaceChildren(
+    ...urls.map((url, i) => {
+      const option = document.createElement("option");
+      option.value = url;
+      option.textContent = `portrait ${i + 1}`;
+      return option;
+    }),
+  );
+  widget.picker.style.display = urls.length > 1 ? "block" : "none";
+  widget.video.src = urls[0];
+  widget.video.dataset.r3dpFile = entries[0].filename;
+  node.graph?.setDirtyCanvas(true, true);
+}
+
+const extension = {
+  name: EXTENSION,
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData?.name?.startsWith("R3DP_")) return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      const result = onExecuted?.apply(this, arguments);
+      const entries = message?.r3dp_video;
+      if (Array.isArray(entries) && entries.length) showVideos(this, entries);
+      return result;
+    };
+  },
+};
+
+// ComfyUI registers web folders both from WEB_DIRECTORY and from pyproject's [tool.comfy] web; if the pack's
+// folder name differs from its project name this file is loaded twice, and the second registration is a no-op.
+if (!app.extensions?.some?.((e) => e.name === EXTENSION)) {
+  try {
+    app.registerExtension(extension);
+  } catch (error) {
+    console.warn(`[r3dp] ${error.message}`);
+  }
+}
