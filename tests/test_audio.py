@@ -141,6 +141,8 @@ def test_channel_readings_match_the_official_readers():
     assert np.array_equal(clip.hubert_channel(), clip.pcm[0].astype(np.float32) / 32768)   # soundfile, channel 0
     librosa_mono = np.mean(clip.pcm.astype(np.float32) / 32768, axis=0)                   # librosa.load(mono=True)
     assert np.array_equal(clip.pitch_mono(), librosa_mono)
+    # the f0 step reads that mean from the PCM block by block instead of from a full copy
+    assert np.array_equal(official_f0(clip.pcm), official_f0(librosa_mono))
 
 
 def test_unusable_audio_gives_clear_errors(tmp_path):

@@ -52,11 +52,16 @@ class Audio16k:
         return self.pcm[0].astype(np.float32) / 32768
 
     def pitch_mono(self) -> np.ndarray:
-        """``[N]`` float32: the channel mean, bit-identical to ``librosa.load(wav16k, sr=16000)``."""
-        if self.num_channels == 1:
-            return self.pcm[0].astype(np.float32) / 32768
-        total = self.pcm.sum(axis=0, dtype=np.int32).astype(np.float32) / 32768
-        return total / np.float32(self.num_channels)
+        """``[N]`` float32: the channel mean, bit-identical to ``librosa.load(wav16k, sr=16000)``.
+
+        The sum of 16-bit samples is exact in float32, and so is the division by 32768; only the division
+        by the channel count rounds, as in librosa's float32 mean.
+        """
+        mono = self.pcm.sum(axis=0, dtype=np.float32)
+        mono /= 32768
+        if self.num_channels > 1:
+            mono /= np.float32(self.num_channels)
+        return mono
 
     def to_comfy(self) -> dict:
         """The 16 kHz clip as a ComfyUI ``AUDIO`` dict (``waveform [1,C,N]`` float32)."""
@@ -90,22 +95,49 @@ def load_audio(source: str | os.PathLike | Mapping | Audio16k) -> Audio16k:
     return clip
 
 
-def _resample(frames: Iterator, label: str) -> np.ndarray:
+class _PcmBuffer:
+    """Collects int16 blocks ``[C,n]`` into one array, sized from the expected length so that long clips are
+    not held twice (as a list of blocks and their concatenation)."""
+
+    def __init__(self, expected: int | None):
+        self._capacity = expected + SAMPLE_RATE if expected else 0
+        self._data: np.ndarray | None = None
+        self.filled = 0
+
+    def append(self, block: np.ndarray) -> None:
+        n = block.shape[1]
+        if self._data is None:
+            self._data = np.empty((block.shape[0], max(self._capacity, n)), dtype=np.int16)
+        elif self.filled + n > self._data.shape[1]:
+            grown = np.empty((self._data.shape[0], max(2 * self._data.shape[1], self.filled + n)), dtype=np.int16)
+            grown[:, :self.filled] = self._data[:, :self.filled]
+            self._data = grown
+        self._data[:, self.filled:self.filled + n] = block
+        self.filled += n
+
+    def result(self) -> np.ndarray | None:
+        return None if self._data is None else self._data[:, :self.filled]
+
+
+def _resample(frames: Iterator, label: str, expected_samples: int | None) -> np.ndarray:
     import av
 
     resampler = av.AudioResampler(format="s16p", rate=SAMPLE_RATE)
-    blocks = []
+    buffer = _PcmBuffer(expected_samples)
     try:
         for frame in frames:
-            blocks.extend(out.to_ndarray() for out in resampler.resample(frame))
-        blocks.extend(out.to_ndarray() for out in resampler.resample(None))
+            for out in resampler.resample(frame):
+                buffer.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            buffer.append(out.to_ndarray())
     except InputError:
         raise
     except (av.FFmpegError, ValueError) as exc:  # ValueError: the stream changed its layout or rate midway
         raise InputError(f"{label} could not be decoded as audio ({exc}).") from None
-    if not blocks:
+    pcm = buffer.result()
+    if pcm is None or pcm.shape[1] == 0:
         raise InputError(f"{label} contains no audio samples.")
-    return np.concatenate(blocks, axis=1)
+    return pcm
 
 
 def _from_file(path: Path) -> Audio16k:
@@ -122,7 +154,11 @@ def _from_file(path: Path) -> Audio16k:
             raise InputError(f"{path.name} has no audio stream.")
         stream = container.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
-        pcm = _resample(container.decode(stream), path.name)
+        if stream.duration is not None and stream.time_base is not None:
+            seconds = float(stream.duration * stream.time_base)
+        else:
+            seconds = container.duration / 1e6 if container.duration else 0.0
+        pcm = _resample(container.decode(stream), path.name, int(seconds * SAMPLE_RATE) or None)
     return Audio16k(pcm, int(rate))
 
 
@@ -156,4 +192,5 @@ def _from_waveform(audio: Mapping) -> Audio16k:
             frame.sample_rate = int(rate)
             yield frame
 
-    return Audio16k(_resample(frames(), "The AUDIO input"), int(rate))
+    expected = samples.shape[1] * SAMPLE_RATE // int(rate) + 1
+    return Audio16k(_resample(frames(), "The AUDIO input", expected), int(rate))

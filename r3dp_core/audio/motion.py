@@ -70,7 +70,7 @@ def audio_to_motion(audio: str | os.PathLike | Mapping | Audio16k, model: AudioT
     frames = num_frames(clip.num_samples)
     padded = padded_num_frames(frames)
     param = model.vae.decoder.out_proj.weight
-    f0 = (torch.from_numpy(align_frames(official_f0(clip.pitch_mono(), f0_method), padded))[None]
+    f0 = (torch.from_numpy(align_frames(official_f0(clip.pcm, f0_method), padded))[None]
           if model.config.use_pitch else None)
     f0, blink, amp = model.prepare_side_inputs(1, padded, f0, None, mouth_amp)
     if eps is None:

@@ -109,11 +109,42 @@ class _Candidates:
     intensity: np.ndarray   # [F] local peak / global peak, clipped to 1
 
 
-def _take(signal: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """``signal[idx]`` as float64, reading zeros past the end (the implicit zero padding)."""
-    values = signal[np.minimum(idx, signal.shape[0] - 1)].astype(np.float64)
-    values[idx >= signal.shape[0]] = 0.0
-    return values
+class _Samples:
+    """Mono samples read on demand as float64 (Praat works in doubles), zeros past the end.
+
+    Either a float ``[N]`` array, or 16-bit PCM ``[C,N]`` whose channel mean is formed per read with the same
+    float32 steps as ``Audio16k.pitch_mono`` (identical values), so no mono copy of a long clip is made.
+    """
+
+    def __init__(self, samples: np.ndarray):
+        self._x = samples
+        self.length = samples.shape[-1]
+
+    def _mono(self, columns) -> np.ndarray:
+        if self._x.ndim == 1:
+            return self._x[columns]
+        mono = self._x[:, columns].sum(axis=0, dtype=np.float32)
+        mono /= 32768
+        if self._x.shape[0] > 1:
+            mono /= np.float32(self._x.shape[0])
+        return mono
+
+    def take(self, idx: np.ndarray) -> np.ndarray:
+        values = self._mono(np.minimum(idx, self.length - 1)).astype(np.float64)
+        values[idx >= self.length] = 0.0
+        return values
+
+    def stats(self, block: int = 1 << 20) -> tuple[float, float, float]:
+        """Sum (float64), minimum and maximum of the samples, one block at a time."""
+        total, low, high = 0.0, math.inf, -math.inf
+        for start in range(0, self.length, block):
+            values = self._mono(slice(start, start + block)).astype(np.float64)
+            total += float(values.sum())
+            low, high = min(low, float(values.min())), max(high, float(values.max()))
+        return total, low, high
+
+    def mono(self) -> np.ndarray:
+        return self._mono(slice(None)).astype(np.float64)
 
 
 def _sinc_interpolate(rows: np.ndarray, lanes: np.ndarray, x: np.ndarray, depth: int) -> np.ndarray:
@@ -235,14 +266,14 @@ def _place_candidates(strength: np.ndarray, frequency: np.ndarray, s: PraatPitch
     return places
 
 
-def _analyse_frames(signal: np.ndarray, plan: _Plan, s: PraatPitchSettings, frames: np.ndarray,
+def _analyse_frames(signal: _Samples, plan: _Plan, s: PraatPitchSettings, frames: np.ndarray,
                     window: np.ndarray, window_ac: np.ndarray, global_peak: float) -> _Candidates:
     """Candidates of ``frames`` (one block): local autocorrelation, peak picking, sinc/Brent refinement."""
     n = frames.shape[0]
     left = plan.left_samples(frames)
     span = np.arange(2 * plan.nsamp_period)
-    local_mean = _take(signal, (left + 1 - plan.nsamp_period)[:, None] + span).sum(1) / (2 * plan.nsamp_period)
-    frame = (_take(signal, (left + 1 - plan.halfnsamp_window)[:, None] + np.arange(plan.nsamp_window))
+    local_mean = signal.take((left + 1 - plan.nsamp_period)[:, None] + span).sum(1) / (2 * plan.nsamp_period)
+    frame = (signal.take((left + 1 - plan.halfnsamp_window)[:, None] + np.arange(plan.nsamp_window))
              - local_mean[:, None]) * window
     lo = max(0, plan.halfnsamp_window - plan.halfnsamp_period)
     hi = min(plan.nsamp_window, plan.halfnsamp_window + plan.halfnsamp_period)
@@ -334,21 +365,24 @@ def praat_pitch_ac(signal: np.ndarray, sample_rate: float = SAMPLE_RATE,
     """Praat's ``Sound: To Pitch (ac)`` selected path for a mono signal, frame by frame in bounded memory.
 
     Args:
-        signal: ``[N]`` float samples (one channel), read as float64 like Praat does.
+        signal: ``[N]`` float samples (one channel), read as float64 like Praat does; or 16-bit PCM ``[C,N]``,
+            analysed as its channel mean (``Audio16k.pitch_mono``) without making that copy.
         pad_to: analyse the signal as if zero-padded to this many samples (no copy is made).
         block_frames: frames analysed together; bounds the working memory.
     Returns:
         ``[num_frames]`` float64 Hz, 0 = unvoiced; frame i is centred at ``t1 + i·time_step`` with Praat's
         symmetric placement (``t1`` from the padded duration).
     """
-    length = signal.shape[0]
+    signal = _Samples(signal)
+    length = signal.length
     total = max(length, pad_to or 0)
     plan = _Plan.make(total, sample_rate, settings)
     if plan is None:
         return np.zeros(0)
-    mean = float(np.sum(signal, dtype=np.float64)) / total
     if length:
-        peak = max(float(np.max(signal)) - mean, mean - float(np.min(signal)))
+        total_sum, low, high = signal.stats()
+        mean = total_sum / total
+        peak = max(high - mean, mean - low)
         global_peak = max(peak, abs(mean)) if total > length else peak
     else:
         global_peak = 0.0
@@ -374,7 +408,7 @@ def _parselmouth_pitch(signal: np.ndarray, pad_to: int, settings: PraatPitchSett
                         "pip install praat-parselmouth — or use the built-in method 'praat', which "
                         "re-implements the same analysis.") from None
     padded = np.zeros(pad_to, dtype=np.float64)
-    padded[:signal.shape[0]] = signal
+    padded[:signal.shape[-1]] = _Samples(signal).mono()
     pitch = parselmouth.Sound(padded, SAMPLE_RATE).to_pitch_ac(
         time_step=settings.time_step, pitch_floor=settings.pitch_floor,
         max_number_of_candidates=settings.max_candidates,
@@ -384,7 +418,7 @@ def _parselmouth_pitch(signal: np.ndarray, pad_to: int, settings: PraatPitchSett
     return np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
 
 
-def official_f0(mono: np.ndarray, method: str = "praat", settings: PraatPitchSettings = PraatPitchSettings()
+def official_f0(samples: np.ndarray, method: str = "praat", settings: PraatPitchSettings = PraatPitchSettings()
                 ) -> np.ndarray:
     """f0 of a 16 kHz mono clip exactly as the official ``extract_mel_f0`` frames it.
 
@@ -393,19 +427,20 @@ def official_f0(mono: np.ndarray, method: str = "praat", settings: PraatPitchSet
     truncating if long). Callers then cut or zero-pad it to the HuBERT length (``align_frames``).
 
     Args:
-        mono: ``[N]`` float32 samples in [-1,1] at 16 kHz (the channel mean, as ``librosa.load`` gives it).
+        samples: ``[N]`` float32 samples in [-1,1] at 16 kHz (the channel mean, as ``librosa.load`` gives it),
+            or the clip's 16-bit PCM ``[C,N]`` (``Audio16k.pcm``), whose channel mean is read block by block.
         method: ``'praat'`` (built-in re-implementation) or ``'parselmouth'`` (the official library).
     Returns:
         ``[T_mel]`` float32 Hz, 0 = unvoiced.
     """
     if method not in F0_METHODS:
         raise R3DPError(f"Unknown f0 method {method!r}; choose one of {', '.join(F0_METHODS)}.")
-    n = mono.shape[0]
+    n = samples.shape[-1]
     padded = (n // HOP + 1) * HOP
     if method == "parselmouth":
-        f0 = _parselmouth_pitch(mono, padded, settings)
+        f0 = _parselmouth_pitch(samples, padded, settings)
     else:
-        f0 = praat_pitch_ac(mono, SAMPLE_RATE, settings, pad_to=padded)
+        f0 = praat_pitch_ac(samples, SAMPLE_RATE, settings, pad_to=padded)
     num_mel = max(0, 1 + (n - MEL_FFT) // HOP)
     if 0 < f0.shape[0] < num_mel:
         f0 = np.concatenate([f0, np.full(num_mel - f0.shape[0], f0[-1])])
