@@ -25,7 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r3dp_core.render import OSGDecoder, RenderConfig, render_triplanes  # noqa: E402
-from r3dp_core.render.renderer import DEFAULT_MAX_RAYS_PER_CHUNK  # noqa: E402
+from r3dp_core.render.renderer import default_max_rays_per_chunk  # noqa: E402
 
 
 def _cameras(batch: int) -> torch.Tensor:
@@ -93,12 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=128)
-    parser.add_argument("--chunk", type=int, default=DEFAULT_MAX_RAYS_PER_CHUNK, help="max rays per chunk")
+    parser.add_argument("--chunk", type=int, default=None,
+                        help="max rays per chunk (default: the renderer's default for the device)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     args = parser.parse_args(argv)
-    result = run(args.batch, args.resolution, args.chunk, torch.device(args.device), args.repeats)
+    device = torch.device(args.device)
+    chunk = args.chunk or default_max_rays_per_chunk(device)
+    result = run(args.batch, args.resolution, chunk, device, args.repeats)
     if args.json:
         print(json.dumps(result))
     else:

@@ -25,7 +25,16 @@ from .ray_marcher import clamp_depth_per_frame, march_rays
 from .ray_sampler import sample_rays
 from .triplane import sample_triplanes
 
-DEFAULT_MAX_RAYS_PER_CHUNK = 8192
+# Rays per chunk when the caller gives none. On CPU small chunks keep the per-sample tensors in cache
+# (2048 rays: 1.7 s per 128x128 frame single-threaded vs 3.2 s for a whole frame); accelerators prefer
+# large launches, and 8192 rays bound the working set to about half a GiB.
+CPU_MAX_RAYS_PER_CHUNK = 2048
+ACCELERATOR_MAX_RAYS_PER_CHUNK = 8192
+
+
+def default_max_rays_per_chunk(device: torch.device) -> int:
+    """The chunk size used when ``render_triplanes`` gets none: small on CPU, larger on GPUs."""
+    return CPU_MAX_RAYS_PER_CHUNK if device.type == "cpu" else ACCELERATOR_MAX_RAYS_PER_CHUNK
 
 
 @dataclass
@@ -178,7 +187,7 @@ def ray_chunks(num_frames: int, num_rays: int, max_rays: int) -> Iterator[tuple[
 def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Tensor,
                      config: RenderConfig | None = None, *, resolution: int | None = None,
                      noise: RenderNoise | None = None, generator: torch.Generator | None = None,
-                     max_rays_per_chunk: int = DEFAULT_MAX_RAYS_PER_CHUNK) -> RenderOutput:
+                     max_rays_per_chunk: int | None = None) -> RenderOutput:
     """Render N frames of tri-planes; frame i uses ``camera[i]`` and ``planes[i]`` (or the shared plane).
 
     Args:
@@ -190,7 +199,9 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
         resolution: overrides ``config.resolution``.
         noise: the two random draws (see ``RenderNoise``); drawn with ``generator`` when None.
         generator: RNG for the draws when ``noise`` is None (``RenderNoise.draw``).
-        max_rays_per_chunk: rays rendered at once (memory bound); does not change the result.
+        max_rays_per_chunk: rays rendered at once (memory bound, about 100 KiB per ray); the default
+            is ``default_max_rays_per_chunk(planes.device)``. It does not change the result beyond float32
+            kernel noise (SIMD tails of softplus/sigmoid at chunk edges, a few ulp).
 
     Returns:
         ``RenderOutput`` at resolution R: feature_image ``[N,32,R,R]``, depth / weights / is_ray_valid
@@ -215,6 +226,8 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
     jitter = noise.stratified.to(device=planes.device, dtype=planes.dtype)
     importance_u = noise.importance.to(device=planes.device, dtype=planes.dtype).reshape(n_frames, n_rays, -1)
 
+    if max_rays_per_chunk is None:
+        max_rays_per_chunk = default_max_rays_per_chunk(planes.device)
     features = depth = weights = None
     depth_min = torch.full((n_frames,), float("inf"), dtype=planes.dtype, device=planes.device)
     depth_max = torch.full_like(depth_min, float("-inf"))
