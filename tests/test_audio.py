@@ -300,11 +300,16 @@ def test_hubert_is_found_in_the_models_folder_and_the_hf_cache(tmp_path, monkeyp
     (snapshot.parents[1] / "refs" / "main").write_text(hubert_mod.HUBERT_REVISION)
     assert find_hubert(models) == snapshot
 
+    # the real snapshot is a HubertForCTC checkpoint: the encoder loads without its CTC head
+    from transformers import HubertForCTC
+
     local = models / "hubert" / "hubert-large-ls960-ft"
-    tiny_hubert.save_pretrained(local)
+    ctc = HubertForCTC(tiny_hubert_config())
+    ctc.hubert.load_state_dict(tiny_hubert.state_dict())
+    ctc.save_pretrained(local)
     assert find_hubert(models) == local
     loaded = load_hubert(models)
-    assert not loaded.training
+    assert not loaded.training and type(loaded).__name__ == "HubertModel"
     x = torch.randn(1, 4000)
     with torch.inference_mode():
         assert torch.equal(loaded(x).last_hidden_state, tiny_hubert(x).last_hidden_state)

@@ -280,7 +280,7 @@ class AudioToMotionVAE(nn.Module):
             self.pitch_encoder = self._encoder(width, width)
             parts = 4 if c.use_mouth_amp else 3
             self.cond_proj = nn.Linear(parts * width, c.cond_dim)
-        self.mouth_amp_embed = nn.Parameter(torch.zeros(width)) if c.use_mouth_amp else None
+        self.mouth_amp_embed = nn.Parameter(torch.randn(width)) if c.use_mouth_amp else None
         self.vae = FlowVAE(c)
 
     @staticmethod
