@@ -154,7 +154,7 @@ class RenderSource(FrameSource):
     cameras: torch.Tensor                               # [T,25] (or [1,25]: one camera for every frame)
     seed: int = 0
     render_config: Any = None
-    max_rays_per_chunk: int = 16384
+    max_rays_per_chunk: int | None = None  # None: the renderer's device-aware default
 
     def __post_init__(self):
         self.num_frames = self.planes.num_frames
