@@ -43,7 +43,8 @@ class TalkingPortrait(comfy_io.ComfyNode):
             description="Photo + voice clip (or a driving video) → talking video frames, audio and fps, ready for "
                         "Create Video / Save Video or Video Combine. Runs the same stages as the separate nodes.",
             inputs=[
-                comfy_io.Image.Input("image", tooltip="The portrait(s); a batch makes one video per portrait."),
+                comfy_io.Image.Input("image", tooltip="The portrait (one image; for several portraits at once use "
+                                                      "Image→Triplane and the stage nodes)."),
                 comfy_io.Audio.Input("audio", optional=True, tooltip="The voice clip that drives the lips."),
                 comfy_io.Video.Input("driving_video", optional=True,
                                      tooltip="Or a driving video (expression, head pose and its sound)."),
@@ -81,11 +82,13 @@ class TalkingPortrait(comfy_io.ComfyNode):
                 comfy_io.Combo.Input("segmenter", options=_paths.suffix_options("segmenter", (".tflite",)),
                                      tooltip="selfie_multiclass_256x256.tflite (unused when head_mask is given)."),
             ],
+            # Not lists: ComfyUI flattens list outputs of an expanded graph, so this box animates one portrait
+            # (the stage nodes take a batch of several).
             outputs=[
-                comfy_io.Image.Output(display_name="images", is_output_list=True),
-                comfy_io.Audio.Output(display_name="audio", is_output_list=True),
-                comfy_io.Float.Output(display_name="fps", is_output_list=True),
-                comfy_io.Mask.Output(display_name="person_mask", is_output_list=True),
+                comfy_io.Image.Output(display_name="images"),
+                comfy_io.Audio.Output(display_name="audio"),
+                comfy_io.Float.Output(display_name="fps"),
+                comfy_io.Mask.Output(display_name="person_mask"),
             ],
             hidden=[comfy_io.Hidden.unique_id, comfy_io.Hidden.dynprompt],
             enable_expand=True,
@@ -96,6 +99,9 @@ class TalkingPortrait(comfy_io.ComfyNode):
                 chunk_size: int, precision: str, video_model: str, audio_model: str, hubert: str, bfm: str,
                 landmarker: str, segmenter: str, audio=None, driving_video=None, background=None, head_mask=None,
                 body_mask=None):
+        if image.shape[0] != 1:
+            raise InputError(f"Talking Portrait animates one portrait but got a batch of {image.shape[0]}; for several "
+                             "portraits at once use Image→Triplane and the stage nodes (see the example workflows).")
         if audio is None and driving_video is None:
             raise InputError("Talking Portrait needs a voice clip (audio) or a driving video.")
         if head_pose == "driving" and driving_video is None:

@@ -76,8 +76,10 @@ class LoadAudio(comfy_io.ComfyNode):
             description="Loads a voice clip (wav, mp3, flac, ogg, m4a, or the audio track of a video) from ComfyUI's "
                         "input folder as AUDIO, decoded with PyAV (no ffmpeg binary, no core audio nodes needed).",
             inputs=[
-                comfy_io.Combo.Input("audio", options=_input_media_files(), upload=comfy_io.UploadType.audio,
-                                     tooltip="A file in ComfyUI's input folder; use the upload button to add one."),
+                # No core upload widget: the frontend's audio upload only works on core's own audio nodes. The
+                # pack's web extension adds the upload button and player (web/js/r3dp_audio_loader.js).
+                comfy_io.Combo.Input("audio", options=_input_media_files(),
+                                     tooltip="A file in ComfyUI's input folder; the upload button adds one."),
                 comfy_io.Float.Input("start_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
                                      tooltip="Skip this many seconds at the start of the clip."),
                 comfy_io.Float.Input("duration_seconds", default=0.0, min=0.0, max=36000.0, step=0.1,
@@ -99,7 +101,7 @@ class LoadAudio(comfy_io.ComfyNode):
         if waveform.shape[-1] == 0:
             raise InputError(f"{audio} is shorter than start_seconds={start_seconds}; lower it.")
         clip = {"waveform": waveform, "sample_rate": rate}
-        return comfy_io.NodeOutput(clip, waveform.shape[-1] / rate, ui=comfy_ui.PreviewAudio(clip, cls=cls))
+        return comfy_io.NodeOutput(clip, waveform.shape[-1] / rate)
 
     @classmethod
     def fingerprint_inputs(cls, audio: str, **_):

@@ -1,0 +1,208 @@
+"""The example workflows, described compactly; ``build_workflows.py`` turns them into real UI graphs by driving
+ComfyUI's own frontend (so node shapes, widget order and links are exactly what the editor writes).
+
+A spec: ``nodes`` = ``(key, node type, column, widget values, title)``; ``links`` = ``(from key, output slot,
+to key, input name)``; ``notes`` = ``(column, text)`` placed at the top of that column.
+"""
+
+from __future__ import annotations
+
+from .fixtures import BACKGROUND, DRIVING, PORTRAIT, SPEECH
+
+VIDEO_CKPT = "secc2plane_torso/model_ckpt_steps_100000.ckpt"
+AUDIO_CKPT = "audio2secc_vae/model_ckpt_steps_400000.ckpt"
+HUBERT = "hubert/hubert-large-ls960-ft"
+BFM = "BFM/BFM_model_front.mat"
+LANDMARKER = "face_landmarker.task"
+SEGMENTER = "selfie_multiclass_256x256.tflite"
+
+MODELS_NOTE = (
+    "Model files go in ComfyUI/models/real3dportrait/ (or a 'real3dportrait:' entry of extra_model_paths.yaml):\n"
+    f"- {VIDEO_CKPT} + config.yaml, {AUDIO_CKPT} + config.yaml: the official Real3D-Portrait release "
+    "(checkpoints/240210_real3dportrait_orig/)\n"
+    f"- {HUBERT}/: facebook/hubert-large-ls960-ft from Hugging Face\n"
+    f"- {BFM}, BFM/index_mp468_from_mesh35709.npy, BFM/bfm_left_eye_faces.npy, BFM/bfm_right_eye_faces.npy: "
+    "the BFM bundle of the official README\n"
+    f"- {LANDMARKER}, {SEGMENTER}: MediaPipe models (Apache-2.0)\n"
+    "A loader that cannot find its file says which file, where it looked and where to get it."
+)
+
+
+def _loaders(column: int, audio: bool = True) -> list[tuple]:
+    nodes = [
+        ("video_model", "R3DP_LoadVideoModel", column, {"ckpt_name": VIDEO_CKPT, "precision": "auto"}, None),
+        ("bfm", "R3DP_LoadBFM", column, {"bfm_file": BFM}, None),
+        ("landmarker", "R3DP_LoadFaceLandmarker", column, {"model_file": LANDMARKER}, None),
+        ("segmenter", "R3DP_LoadSegmenter", column, {"model_file": SEGMENTER}, None),
+    ]
+    if audio:
+        nodes += [
+            ("audio_model", "R3DP_LoadAudioModel", column, {"ckpt_name": AUDIO_CKPT}, None),
+            ("hubert", "R3DP_LoadHubert", column, {"model_folder": HUBERT, "precision": "auto"}, None),
+        ]
+    return nodes
+
+
+_AVATAR_LINKS = [
+    ("portrait", 0, "avatar", "image"), ("video_model", 0, "avatar", "video_model"), ("bfm", 0, "avatar", "bfm"),
+    ("landmarker", 0, "avatar", "landmarker"), ("segmenter", 0, "avatar", "segmenter"),
+]
+_AUDIO_LINKS = [
+    ("speech", 0, "motion", "audio"), ("audio_model", 0, "motion", "audio_model"), ("hubert", 0, "motion", "hubert"),
+]
+_CHAIN_LINKS = [
+    ("motion", 0, "pncc", "motion"), ("avatar", 0, "pncc", "avatar"), ("bfm", 0, "pncc", "bfm"),
+    ("avatar", 0, "planes", "avatar"), ("pncc", 0, "planes", "pncc"), ("video_model", 0, "planes", "video_model"),
+    ("planes", 0, "render", "planes"), ("camera", 0, "render", "camera"),
+    ("render", 0, "composite", "render"),
+    ("composite", 0, "create_video", "images"), ("composite", 4, "create_video", "audio"),
+    ("composite", 5, "create_video", "fps"), ("create_video", 0, "save_video", "video"),
+]
+_MOTION_WIDGETS = {"mouth_amplitude": 0.45, "temperature": 0.2, "blink": True, "seed": 42,
+                   "control_after_generate": "fixed"}
+
+
+def _chain(column: int, camera: dict, prefix: str) -> list[tuple]:
+    return [
+        ("camera", "R3DP_HeadPose", column, camera, None),
+        ("pncc", "R3DP_PnccBuilder", column + 1, {"blink": True, "preview_chunk": 4}, None),
+        ("planes", "R3DP_MotionAdapter", column + 1, {}, None),
+        ("render", "R3DP_VolumeRender", column + 1, {"seed": 0, "control_after_generate": "fixed",
+                                                     "preview_chunk": 4}, None),
+        ("composite", "R3DP_HtbsrComposite", column + 2, {"head_threshold": 0.9, "chunk_size": 4, "preview": True},
+         None),
+        ("create_video", "CreateVideo", column + 3, {}, None),
+        ("save_video", "SaveVideo", column + 3, {"filename_prefix": f"r3dp/{prefix}"}, None),
+    ]
+
+
+def _static_camera(**changes) -> dict:
+    return {"mode": "static", **changes}
+
+
+WORKFLOWS: dict[str, dict] = {
+    "r3dp_audio_driven": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            *_loaders(1),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, None),
+            ("crop_preview", "PreviewImage", 2, {}, "Source crop"),
+            *_chain(3, _static_camera(), "audio_driven"),
+        ],
+        "links": [*_AVATAR_LINKS, *_AUDIO_LINKS, *_CHAIN_LINKS, ("avatar", 1, "crop_preview", "images")],
+        "notes": [(0, "Audio-driven talking portrait (Real3D-Portrait).\n\nLoad a portrait photo and a voice clip, "
+                      "press Run. The lips follow the speech (Audio → 3DMM), the head keeps the photo's pose (Head "
+                      "Pose: static), torso and background come from the photo. HTB-SR Composite plays the result "
+                      "with its sound inside the node; Create Video + Save Video write the mp4.\n\nTweak: "
+                      "mouth_amplitude (0.45 official), temperature, blink, seed. Only the nodes after a change "
+                      "re-run."),
+                  (1, MODELS_NOTE)],
+    },
+    "r3dp_video_driven": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("driving", "LoadVideo", 0, {"file": DRIVING}, "Driving video"),
+            *_loaders(1, audio=False),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_VideoToMotion", 2, {"face": "largest"}, None),
+            ("save_motion", "R3DP_SaveMotion", 2, {"filename_prefix": "driving_motion", "include_audio": True}, None),
+            *_chain(3, {"mode": "driving", "map_to_source": True}, "video_driven"),
+        ],
+        "links": [*_AVATAR_LINKS, ("driving", 0, "motion", "video"), ("landmarker", 0, "motion", "landmarker"),
+                  ("bfm", 0, "motion", "bfm"), ("motion", 0, "save_motion", "motion"),
+                  ("motion", 0, "camera", "motion"), *_CHAIN_LINKS],
+        "notes": [(0, "Video-driven: a driving video gives the expression AND the head pose (Video → 3DMM fits the "
+                      "3DMM to every frame), Head Pose 'driving' maps that pose onto the photo's pose, and the video's "
+                      "sound is muxed into the result.\n\nSave Motion stores the fitted motion in "
+                      "output/r3dp/motions: Load Motion drives any other portrait with it later, on any machine."),
+                  (1, MODELS_NOTE)],
+    },
+    "r3dp_background_swap": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            ("new_background", "LoadImage", 0, {"image": BACKGROUND}, "New background"),
+            *_loaders(1),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, None),
+            ("background", "R3DP_BackgroundLoader", 2, {"mode": "image"}, None),
+            *_chain(3, {"mode": "keyframes", "keyframes": "0: 0, 0; 0.12: 8, 2; 0.24: -8, -2; 0.32: 0, 0",
+                        "easing": "smooth"}, "background_swap"),
+            ("mask_image", "MaskToImage", 6, {}, None),
+            ("mask_preview", "PreviewImage", 6, {}, "Person mask"),
+        ],
+        "links": [*_AVATAR_LINKS, *_AUDIO_LINKS, *_CHAIN_LINKS, ("new_background", 0, "background", "image"),
+                  ("background", 0, "composite", "background"), ("composite", 3, "mask_image", "mask"),
+                  ("mask_image", 0, "mask_preview", "images")],
+        "notes": [(0, "Background swap: the Background Loader resizes any IMAGE to the 512² plate HTB-SR composites "
+                      "the person over (mode 'color' gives a solid colour, 'source' the photo's own background with "
+                      "the person removed). The composite also outputs head, torso and person MASKs for further "
+                      "compositing.\n\nHead Pose uses 'keyframes': drag the yaw/pitch keys on its canvas; they are "
+                      "stored in the keyframes text, so the path travels with the workflow."),
+                  (1, MODELS_NOTE)],
+    },
+    "r3dp_orbit_novel_view": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            *_loaders(1),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, None),
+            *_chain(3, {"mode": "orbit", "yaw_degrees": 25.0, "pitch_degrees": 8.0, "loops": 1.0},
+                    "orbit_novel_view"),
+            ("raw_preview", "PreviewImage", 4, {}, "Raw 128² render"),
+        ],
+        "links": [*_AVATAR_LINKS, *_AUDIO_LINKS, *_CHAIN_LINKS, ("render", 1, "raw_preview", "images")],
+        "notes": [(0, "Novel views: Real3D-Portrait reconstructs the head in 3D (a tri-plane), so the camera can move. "
+                      "Head Pose 'orbit' sweeps the view left/right (yaw) and up/down (pitch) around the talking "
+                      "head; 'keyframes' follows a path drawn on its canvas.\n\nVolume Render's raw_rgb output shows "
+                      "the 128² neural render before super-resolution (it is computed only when connected)."),
+                  (1, MODELS_NOTE)],
+    },
+    "r3dp_two_portraits_core_mix": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("mirrored", "ImageFlip", 0, {"flip_method": "y-axis: horizontally"}, "Second portrait (mirrored)"),
+            ("both", "ImageBatch", 0, {}, "Both portraits"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            *_loaders(1),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, None),
+            ("save_avatar", "R3DP_SaveAvatar", 2, {"filename_prefix": "two_portraits"}, None),
+            *_chain(3, _static_camera(), "two_portraits"),
+        ],
+        "links": [("portrait", 0, "mirrored", "image"), ("portrait", 0, "both", "image1"),
+                  ("mirrored", 0, "both", "image2"),
+                  *[("both" if src == "portrait" else src, slot, dst, name) for src, slot, dst, name in _AVATAR_LINKS],
+                  *_AUDIO_LINKS, *_CHAIN_LINKS, ("avatar", 0, "save_avatar", "avatar")],
+        "notes": [(0, "Several portraits, one motion: core image nodes (Image Flip, Image Batch) build an IMAGE batch; "
+                      "Image → Triplane makes one avatar per image and every downstream node renders each of them "
+                      "with the same speech. HTB-SR Composite outputs one clip per portrait as a list, so Create "
+                      "Video / Save Video run once per portrait (two mp4 files).\n\nSave Avatar keeps the prepared "
+                      "portraits (output/r3dp/avatars) for Load Avatar in later workflows."),
+                  (1, MODELS_NOTE)],
+    },
+    "r3dp_talking_portrait_all_in_one": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            ("talking", "R3DP_TalkingPortrait", 1, {
+                "head_pose": "static", "mouth_amplitude": 0.45, "temperature": 0.2, "blink": True, "seed": 42,
+                "control_after_generate": "fixed", "chunk_size": 4, "precision": "auto", "video_model": VIDEO_CKPT,
+                "audio_model": AUDIO_CKPT, "hubert": HUBERT, "bfm": BFM, "landmarker": LANDMARKER,
+                "segmenter": SEGMENTER}, None),
+            ("create_video", "CreateVideo", 2, {}, None),
+            ("save_video", "SaveVideo", 2, {"filename_prefix": "r3dp/all_in_one"}, None),
+        ],
+        "links": [("portrait", 0, "talking", "image"), ("speech", 0, "talking", "audio"),
+                  ("talking", 0, "create_video", "images"), ("talking", 1, "create_video", "audio"),
+                  ("talking", 2, "create_video", "fps"), ("create_video", 0, "save_video", "video")],
+        "notes": [(0, "One box: Talking Portrait runs every stage (it expands into the same nodes as the other "
+                      "examples, each cached on its own). Photo + voice clip in; frames, audio and fps out, straight "
+                      "into Create Video / Save Video or VideoHelperSuite's Video Combine.\n\nGive head_mask (any "
+                      "MASK) to skip the selfie segmenter; connect driving_video for video-driven motion."),
+                  (1, MODELS_NOTE)],
+    },
+}
