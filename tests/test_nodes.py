@@ -1,0 +1,753 @@
+"""The ComfyUI node layer without ComfyUI: schemas, folder registration, and that ``execute`` reaches r3dp_core
+with the right tensors. A small stand-in for the parts of ``comfy_api`` / ``folder_paths`` / ``comfy.*`` the nodes
+use is put in ``sys.modules`` (keyword-exact like ComfyUI 0.3.64, so a wrong argument fails here too); the real
+ComfyUI is exercised by ``tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import dataclasses
+import enum
+import importlib
+import inspect
+import math
+import os
+import sys
+import types
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+
+
+# ----------------------------------------------------------------------------------------------- fake ComfyUI
+
+class _Input:
+    io_type = None
+
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, extra_dict=None):
+        self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
+
+
+class _Output:
+    io_type = None
+
+    def __init__(self, id=None, display_name=None, tooltip=None, is_output_list=False):
+        self.id, self.display_name, self.tooltip, self.is_output_list = id, display_name, tooltip, is_output_list
+
+
+def _comfy_type(io_type, input_cls=_Input):
+    return type(f"T_{io_type}", (), {"io_type": io_type, "Input": type("Input", (input_cls,), {"io_type": io_type}),
+                                     "Output": type("Output", (_Output,), {"io_type": io_type})})
+
+
+class _IntInput(_Input):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None,
+                 max=None, step=None, control_after_generate=None, display_mode=None, socketless=None,
+                 force_input=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.default, self.min, self.max = default, min, max
+
+
+class _FloatInput(_Input):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None,
+                 max=None, step=None, round=None, display_mode=None, socketless=None, force_input=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.default, self.min, self.max = default, min, max
+
+
+class _StringInput(_Input):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, multiline=False,
+                 placeholder=None, default=None, dynamic_prompts=None, socketless=None, force_input=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.default = default
+
+
+class _BooleanInput(_Input):
+    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, label_on=None,
+                 label_off=None, socketless=None, force_input=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.default = default
+
+
+class _ComboInput(_Input):
+    def __init__(self, id, options=None, display_name=None, optional=False, tooltip=None, lazy=None, default=None,
+                 control_after_generate=None, upload=None, image_folder=None, remote=None, socketless=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.options, self.default = options, default
+
+
+@dataclasses.dataclass
+class _Schema:
+    node_id: str
+    display_name: str = None
+    category: str = "sd"
+    inputs: list = None
+    outputs: list = None
+    hidden: list = None
+    description: str = ""
+    is_input_list: bool = False
+    is_output_node: bool = False
+    is_deprecated: bool = False
+    is_experimental: bool = False
+    is_api_node: bool = False
+    not_idempotent: bool = False
+    enable_expand: bool = False
+
+
+class _NodeOutput:
+    def __init__(self, *args, ui=None, expand=None, block_execution=None):
+        self.args, self.ui, self.expand = args, ui, expand
+
+
+class _ComfyNode:
+    hidden = None
+
+
+class _Hidden(str, enum.Enum):
+    unique_id = "UNIQUE_ID"
+    prompt = "PROMPT"
+    extra_pnginfo = "EXTRA_PNGINFO"
+    dynprompt = "DYNPROMPT"
+
+
+class _UploadType(str, enum.Enum):
+    image = "image_upload"
+    audio = "audio_upload"
+    video = "video_upload"
+
+
+def _fake_io():
+    module = types.ModuleType("comfy_api.v0_0_2.io")
+    module.ComfyNode, module.Schema, module.NodeOutput = _ComfyNode, _Schema, _NodeOutput
+    module.Hidden, module.UploadType = _Hidden, _UploadType
+    module.Custom = _comfy_type
+    module.Int = _comfy_type("INT", _IntInput)
+    module.Float = _comfy_type("FLOAT", _FloatInput)
+    module.String = _comfy_type("STRING", _StringInput)
+    module.Boolean = _comfy_type("BOOLEAN", _BooleanInput)
+    module.Combo = _comfy_type("COMBO", _ComboInput)
+    for name in ("Image", "Mask", "Audio", "Video"):
+        setattr(module, name, _comfy_type(name.upper()))
+    return module
+
+
+def _fake_ui():
+    module = types.ModuleType("comfy_api.v0_0_2.ui")
+    module.PreviewText = lambda value, **_: {"text": (value,)}
+    return module
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _FolderPaths(types.ModuleType):
+    """The parts of ComfyUI's folder_paths the nodes use, same semantics."""
+
+    def __init__(self, base: Path):
+        super().__init__("folder_paths")
+        self.models_dir = str(base / "models")
+        self.folder_names_and_paths = {}
+        self.base = base
+
+    def add_model_folder_path(self, folder_name, full_folder_path, is_default=False):
+        if folder_name in self.folder_names_and_paths:
+            paths, _ = self.folder_names_and_paths[folder_name]
+            if full_folder_path in paths:
+                if is_default and paths[0] != full_folder_path:
+                    paths.remove(full_folder_path)
+                    paths.insert(0, full_folder_path)
+            elif is_default:
+                paths.insert(0, full_folder_path)
+            else:
+                paths.append(full_folder_path)
+        else:
+            self.folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+    def get_folder_paths(self, name):
+        return self.folder_names_and_paths[name][0][:]
+
+    def get_filename_list(self, name):
+        paths, extensions = self.folder_names_and_paths[name]
+        found = set()
+        for folder in paths:
+            for root, _, files in os.walk(folder):
+                for file in files:
+                    relative = os.path.relpath(os.path.join(root, file), folder)
+                    if not extensions or os.path.splitext(file)[1].lower() in extensions:
+                        found.add(relative)
+        return sorted(found)
+
+    def get_full_path(self, name, filename):
+        for folder in self.folder_names_and_paths.get(name, ([], None))[0]:
+            path = os.path.join(folder, filename)
+            if os.path.isfile(path):
+                return path
+        return None
+
+    def get_input_directory(self):
+        return str(self.base / "input")
+
+    def get_output_directory(self):
+        return str(self.base / "output")
+
+    def get_temp_directory(self):
+        return str(self.base / "temp")
+
+    def get_annotated_filepath(self, name):
+        return os.path.join(self.get_input_directory(), name)
+
+    def exists_annotated_filepath(self, name):
+        return os.path.exists(self.get_annotated_filepath(name))
+
+    def filter_files_content_types(self, files, content_types):
+        media = {".wav": "audio", ".mp3": "audio", ".flac": "audio", ".mp4": "video", ".png": "image"}
+        return [f for f in files if media.get(os.path.splitext(f)[1].lower()) in content_types]
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """Fake ComfyUI modules in sys.modules, the pack's ``nodes`` imported against them, a models folder."""
+    base = tmp_path_factory.mktemp("comfy")
+    for sub in ("input", "output", "temp", "models/real3dportrait", "extra"):
+        (base / sub).mkdir(parents=True)
+    folder_paths = _FolderPaths(base)
+    # a user's extra_model_paths.yaml entry under our key, applied before custom nodes load
+    folder_paths.folder_names_and_paths["real3dportrait"] = ([str(base / "extra")], {".json"})
+    state = SimpleNamespace(progress=[], freed=[], interrupt_after=None, checks=0)
+
+    def throw_if_interrupted():
+        state.checks += 1
+        if state.interrupt_after is not None and state.checks > state.interrupt_after:
+            raise _Interrupted()
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.node_id = node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            state.progress.append((self.node_id, value, total, preview))
+
+    mm = types.ModuleType("comfy.model_management")
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.free_memory = lambda size, device: state.freed.append((size, device))
+    mm.soft_empty_cache = lambda: None
+    mm.should_use_fp16 = lambda device=None: False
+    mm.throw_exception_if_processing_interrupted = throw_if_interrupted
+    utils = types.ModuleType("comfy.utils")
+    utils.ProgressBar = ProgressBar
+    comfy_pkg = types.ModuleType("comfy")
+    comfy_pkg.model_management, comfy_pkg.utils = mm, utils
+    api = types.ModuleType("comfy_api")
+    v002 = types.ModuleType("comfy_api.v0_0_2")
+    v002.io, v002.ui = _fake_io(), _fake_ui()
+    v002.ComfyExtension = type("ComfyExtension", (), {})
+    api.v0_0_2 = v002
+    fakes = {"folder_paths": folder_paths, "comfy": comfy_pkg, "comfy.model_management": mm, "comfy.utils": utils,
+             "comfy_api": api, "comfy_api.v0_0_2": v002}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, module in fakes.items():
+            patch.setitem(sys.modules, name, module)
+        for name in [m for m in sys.modules if m == "nodes" or m.startswith("nodes.")]:
+            patch.delitem(sys.modules, name)
+        patch.syspath_prepend(str(REPO))
+        nodes = importlib.import_module("nodes")
+        yield SimpleNamespace(nodes=nodes, base=base, folder_paths=folder_paths, state=state,
+                              models=base / "models" / "real3dportrait")
+        for name in [m for m in sys.modules if m == "nodes" or m.startswith("nodes.")]:
+            del sys.modules[name]
+
+
+def hidden(unique_id="7", dynprompt=None):
+    return SimpleNamespace(unique_id=unique_id, dynprompt=dynprompt)
+
+
+def bound(node_cls, **hidden_values):
+    """A copy of a node class with its hidden inputs set, as ComfyUI's PREPARE_CLASS_CLONE does."""
+    return type(node_cls.__name__, (node_cls,), {"hidden": hidden(**hidden_values)})
+
+
+# ----------------------------------------------------------------------------------------------- schemas
+
+def test_extension_lists_every_node(comfy):
+    listed = asyncio.run(comfy.nodes.R3DPExtension().get_node_list())
+    assert listed == comfy.nodes.NODE_CLASSES
+    ids = [cls.define_schema().node_id for cls in listed]
+    assert len(ids) == len(set(ids)) == 22
+    assert {"R3DP_ImageToTriplane", "R3DP_AudioToMotion", "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder",
+            "R3DP_MotionAdapter", "R3DP_VolumeRender", "R3DP_HtbsrComposite", "R3DP_BackgroundLoader",
+            "R3DP_SaveMotion", "R3DP_LoadMotion", "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
+            "R3DP_LoadAudio"} <= set(ids)
+
+
+def test_schemas_follow_the_registry_and_ui_rules(comfy):
+    for cls in comfy.nodes.NODE_CLASSES:
+        schema = cls.define_schema()
+        assert cls.__bases__ == (_ComfyNode,), f"{cls.__name__} must subclass ComfyNode directly (Manager scanner)"
+        assert schema.node_id.startswith("R3DP_") and schema.display_name and schema.description
+        assert schema.category.startswith("Real3DPortrait")
+        for names in ([i.id for i in schema.inputs], [o.display_name for o in schema.outputs]):
+            assert len(names) == len(set(names)), schema.node_id
+        for item in schema.inputs:
+            assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
+        for item in [*schema.inputs, *schema.outputs]:
+            assert item.io_type in CORE_TYPES or item.io_type.startswith("R3DP_"), (schema.node_id, item.io_type)
+        user_files = schema.node_id in ("R3DP_LoadAudio", "R3DP_LoadMotion", "R3DP_LoadAvatar")  # may be empty
+        for combo in (i for i in schema.inputs if isinstance(i, _ComboInput)):
+            assert combo.options or user_files, f"{schema.node_id}.{combo.id} has no options"
+            assert combo.default is None or combo.default in combo.options
+        signature = inspect.signature(cls.execute)
+        assert {i.id for i in schema.inputs} == set(signature.parameters), schema.node_id
+        for item in schema.inputs:
+            if item.optional:  # ComfyUI leaves unconnected optional inputs out of the call
+                assert signature.parameters[item.id].default is not inspect.Parameter.empty, (schema.node_id, item.id)
+        if "validate_inputs" in cls.__dict__:
+            # **kwargs would make ComfyUI skip its own min/max and option checks for every input
+            assert inspect.getfullargspec(cls.validate_inputs).varkw is None, schema.node_id
+
+
+def test_node_ids_are_string_literals_for_the_manager_scanner():
+    for path in (REPO / "nodes").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "Schema":
+                node_id = next(k.value for k in node.keywords if k.arg == "node_id")
+                assert isinstance(node_id, ast.Constant) and node_id.value.startswith("R3DP_"), path.name
+
+
+# ----------------------------------------------------------------------------------------------- model folders
+
+def test_model_folder_is_registered_in_front_of_extra_paths_and_merged(comfy):
+    paths, extensions = comfy.folder_paths.folder_names_and_paths["real3dportrait"]
+    assert paths == [os.path.join(comfy.folder_paths.models_dir, "real3dportrait"), str(comfy.base / "extra")]
+    assert {".json", ".ckpt", ".safetensors", ".mat", ".task", ".tflite"} <= extensions
+    motions, _ = comfy.folder_paths.folder_names_and_paths["r3dp_motions"]
+    assert motions[0] == str(comfy.base / "output" / "r3dp" / "motions")
+
+
+def test_dropdowns_offer_the_official_name_first_and_what_is_found(comfy):
+    paths = comfy.nodes._paths
+    (comfy.models / "secc2plane_torso").mkdir()
+    (comfy.models / "secc2plane_torso" / "model_ckpt_steps_100000.ckpt").write_bytes(b"x")
+    (comfy.models / "my_converted.safetensors").write_bytes(b"x")
+    hubert = comfy.base / "extra" / "hubert" / "hubert-large-ls960-ft"
+    hubert.mkdir(parents=True)
+    (hubert / "config.json").write_text("{}")
+    (hubert / "model.safetensors").write_bytes(b"x")
+    video = paths.weight_file_options("video_model")
+    assert video[0] == "secc2plane_torso/model_ckpt_steps_100000.ckpt"
+    assert "my_converted.safetensors" in video and not any(o.startswith("hubert/") for o in video)
+    audio = paths.weight_file_options("audio_model")
+    assert audio[0] == "audio2secc_vae/model_ckpt_steps_400000.ckpt"  # absent, still offered
+    assert paths.folder_options("hubert") == ["hubert/hubert-large-ls960-ft"]
+    assert paths.resolve_model_folder("hubert", "hubert/hubert-large-ls960-ft") == hubert
+    schema = comfy.nodes.loaders.LoadVideoModel.define_schema()
+    assert schema.inputs[0].options == video
+
+
+def test_missing_model_error_names_file_folders_and_source(comfy):
+    from r3dp_core.errors import ModelFileError
+
+    with pytest.raises(ModelFileError) as error:
+        comfy.nodes._paths.resolve_model_file("segmenter", "selfie_multiclass_256x256.tflite")
+    message = str(error.value)
+    assert "'selfie_multiclass_256x256.tflite' was not found" in message
+    assert str(comfy.models) in message and str(comfy.base / "extra") in message
+    assert "https://storage.googleapis.com/mediapipe-models/image_segmenter" in message
+    with pytest.raises(ModelFileError, match="hubert-large-ls960-ft"):
+        comfy.nodes._paths.resolve_model_folder("hubert", "hubert/other")
+
+
+# ----------------------------------------------------------------------------------------------- execute → core
+
+def _avatar(planes=True, size=64):
+    from r3dp_core.pipeline.selftest import synthetic_avatar
+
+    avatar = synthetic_avatar(size)
+    if planes:
+        avatar = dataclasses.replace(avatar, planes=torch.zeros(1, 3, 4, 8, 8))
+    return avatar
+
+
+def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
+    from r3dp_core.pipeline import stages
+
+    nodes = comfy.nodes
+    calls = []
+
+    def prepare_source(image, kit, labels=None, min_face_area=0.2, face="largest"):
+        calls.append(("prepare", image, kit, labels, min_face_area, face))
+        return dataclasses.replace(_avatar(planes=False), id=torch.full((1, 80), float(len(calls))))
+
+    def make_avatar(model, avatar):
+        calls.append(("make", model))
+        return dataclasses.replace(avatar, planes=torch.ones(1, 3, 4, 8, 8, dtype=torch.float16))
+
+    monkeypatch.setattr(stages, "prepare_source", prepare_source)
+    monkeypatch.setattr(stages, "make_avatar", make_avatar)
+    module = torch.nn.Linear(2, 2)
+    video = nodes.loaders.VideoModel(module, torch.float32, "v")
+    face = nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
+    image = torch.rand(2, 48, 40, 4)  # RGBA batch of two portraits
+    out = bound(nodes.avatar.ImageToTriplane).execute(image, video, face, Path("lm.task"),
+                                                      nodes.loaders.Segmenter(path=Path("seg.tflite")), 0.3, "1")
+    prepared = [c for c in calls if c[0] == "prepare"]
+    assert len(prepared) == 2 and [c[0] for c in calls] == ["prepare", "make", "prepare", "make"]
+    for index, (_, u8, kit, labels, area, face_choice) in enumerate(prepared):
+        expected = (image[index, ..., :3] * 255).round().to(torch.uint8).numpy()
+        assert u8.dtype == np.uint8 and np.array_equal(u8, expected)
+        assert kit.landmarker_path == Path("lm.task") and kit.segmenter_path == Path("seg.tflite")
+        assert labels is None and area == 0.3 and face_choice == 1
+    avatars, crops, heads, masks = out.args
+    assert [float(a.id[0, 0]) for a in avatars] == [1.0, 3.0]
+    assert all(a.planes.dtype == torch.float32 for a in avatars)
+    assert crops.shape == (2, 64, 64, 3) and heads.shape == (2, 64, 64, 3) and masks.shape == (2, 64, 64)
+    assert 0 <= float(crops.min()) and float(crops.max()) <= 1
+
+
+def test_masks_replace_the_segmenter_in_source_coordinates(comfy, monkeypatch):
+    import r3dp_core.geometry.landmarks as landmarks
+
+    nodes = comfy.nodes
+    # a face covering most of the squashed 512² frame: no crop, masks are only resized
+    points = np.stack(np.meshgrid(np.linspace(40, 470, 22), np.linspace(40, 470, 22)), -1).reshape(1, -1, 2)
+    monkeypatch.setattr(landmarks, "detect_image_points",
+                        lambda frames, path, face="largest": (points, np.ones(1, bool)))
+    head = torch.zeros(1, 100, 200)
+    head[:, :50, :] = 1
+    body = torch.zeros(1, 100, 200)
+    body[:, 50:, :100] = 1
+    masks = nodes.loaders.SegmenterFromMasks.execute(head, 0.5, body).args[0].masks
+    labels = nodes.avatar.masks_to_source_labels(np.zeros((100, 200, 3), np.uint8), masks, 0, Path("lm"), 0.2,
+                                                 "largest")
+    assert labels.shape == (512, 512)
+    assert (labels[:250] == 3).all() and (labels[260:, :250] == 4).all() and (labels[260:, 260:] == 0).all()
+
+
+def test_audio_to_motion_reaches_core_and_ends_with_the_clip(comfy, monkeypatch):
+    import r3dp_core.audio.motion as motion_module
+
+    nodes = comfy.nodes
+    seen = {}
+
+    def audio_to_motion(audio, model, hubert, *, mouth_amp, temperature, seed, progress=None):
+        seen.update(audio=audio, model=model, hubert=hubert, mouth_amp=mouth_amp, temperature=temperature, seed=seed)
+        progress(4, 8)
+        return torch.arange(16 * 64, dtype=torch.float32).reshape(16, 64)  # padded length, longer than the clip
+
+    monkeypatch.setattr(motion_module, "audio_to_motion", audio_to_motion)
+    rate, seconds = 22050, 0.52
+    waveform = torch.sin(torch.linspace(0, 400, int(rate * seconds)))[None, None].repeat(1, 2, 1) * 0.3
+    a2m = nodes.loaders.AudioModel(torch.nn.Linear(1, 1), "a2m")
+    hubert = nodes.loaders.Hubert(torch.nn.Linear(1, 1), torch.float32, "hubert")
+    out = bound(nodes.motion.AudioToMotion).execute({"waveform": waveform, "sample_rate": rate}, a2m, hubert,
+                                                    0.6, 0.3, True, 7)
+    motion, frames, fps = out.args
+    assert seen["model"] is a2m.module and seen["hubert"] is hubert.module
+    assert (seen["mouth_amp"], seen["temperature"], seen["seed"]) == (0.6, 0.3, 7)
+    assert seen["audio"].source_rate == rate and seen["audio"].num_channels == 2
+    assert frames == motion.num_frames == round(seconds * 25) and fps == 25.0
+    assert torch.equal(motion.exp, torch.arange(16 * 64, dtype=torch.float32).reshape(16, 64)[:frames])
+    assert motion.blink.shape == (frames,) and float(motion.blink.max()) > 0  # first blink starts at frame 0
+    assert motion.audio["sample_rate"] == rate and torch.equal(motion.audio["waveform"], waveform)
+    assert any(p[1] == 50 for p in comfy.state.progress)
+
+
+def test_video_to_motion_resamples_to_25_fps(comfy, monkeypatch):
+    import r3dp_core.geometry.fitting as fitting
+    import r3dp_core.geometry.landmarks as landmarks
+    from r3dp_core.geometry.fitting import FittedCoeffs
+
+    nodes = comfy.nodes
+    frames = torch.rand(10, 32, 48, 3)
+    monkeypatch.setattr(landmarks, "detect_landmarks_video",
+                        lambda video, path, face="largest": SimpleNamespace(points=torch.rand(len(video), 478, 2)))
+    heights = []
+
+    def fit_video(bfm, points, height):
+        heights.append(height)
+        steps = torch.arange(len(points), dtype=torch.float32)[:, None]
+        return FittedCoeffs(torch.zeros(1, 80), steps.repeat(1, 64), steps.repeat(1, 3), -steps.repeat(1, 3))
+
+    monkeypatch.setattr(fitting, "fit_video", fit_video)
+    face = nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
+    out = bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 12.5, "largest", images=frames)
+    motion, audio, count, fps = out.args
+    assert heights == [32.0] and audio is None and fps == 25.0
+    assert count == motion.num_frames == 20  # 10 frames at 12.5 fps = 0.8 s
+    assert torch.equal(motion.exp[:, 0], torch.arange(20) // 2 * 1.0)
+    assert torch.equal(motion.trans[:, 0], -(torch.arange(20) // 2 * 1.0))
+    with pytest.raises(Exception, match="driving video"):
+        bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")
+
+
+# ----------------------------------------------------------------------------------------------- camera
+
+def test_head_pose_recipes_resolve_per_portrait(comfy):
+    from r3dp_core.errors import InputError
+    from r3dp_core.geometry.camera import eg3d_cameras
+    from r3dp_core.pipeline.types import Motion
+
+    camera = comfy.nodes.camera
+    src_euler, src_trans = torch.tensor([[0.1, -0.2, 0.0]]), torch.tensor([[0.0, 0.1, 0.3]])
+    static = camera.HeadPose.execute("static", 20.0, 0.0, 1.0, "", "smooth", True, True).args[0]
+    pose = static.pose(src_euler, src_trans, 6, 25.0)
+    assert torch.equal(pose.euler, src_euler.expand(6, 3)) and static.cameras(pose).shape == (6, 25)
+    keyed = camera.HeadPose.execute("keyframes", 20.0, 0.0, 1.0, "0: 0, 0; 0.2: 10, -4", "linear", False,
+                                    True).args[0]
+    assert keyed.keyframes == ((0.0, 0.0, 0.0), (0.2, 10.0, -4.0))
+    pose = keyed.pose(src_euler, src_trans, 8, 25.0)
+    expected = src_euler[0] + torch.tensor([math.radians(-4), math.radians(10), 0.0])
+    assert torch.allclose(pose.euler[5], expected, atol=1e-5) and torch.allclose(pose.euler[7], expected, atol=1e-5)
+    assert torch.allclose(keyed.cameras(pose), eg3d_cameras(pose.euler, pose.trans))  # unsmoothed when asked
+    orbit = camera.HeadPose.execute("orbit", 20.0, 5.0, 1.0, "", "smooth", True, True).args[0]
+    assert not torch.allclose(orbit.pose(src_euler, src_trans, 8, 25.0).euler[2], src_euler[0])
+    with pytest.raises(InputError, match="Video→3DMM"):
+        camera.HeadPose.execute("driving", 20.0, 0.0, 1.0, "", "smooth", True, True, Motion(exp=torch.zeros(4, 64)))
+    assert "seconds: yaw, pitch" in camera.HeadPose.validate_inputs("0: 0, 0; 1: x")
+    assert camera.HeadPose.validate_inputs("0: 0, 0; 1.5: -10, 3") is True
+
+
+# ----------------------------------------------------------------------------------------------- streams
+
+class _Adapter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.01))
+
+    def forward(self, cano, src, driving):
+        assert cano.shape == src.shape == driving.shape and driving.shape[1:] == (3, 512, 512)
+        return self.scale * driving.mean((1, 2, 3))[:, None, None, None, None].expand(-1, 3, 4, 8, 8)
+
+
+class _SuperResolution(torch.nn.Module):
+    def render_frames(self, feature_image, weights, kp_driving, reference, head_threshold=None):
+        batch = feature_image.shape[0]
+        assert kp_driving.shape == (batch, 68, 3) and reference == "reference" and head_threshold == 0.8
+        image = torch.tanh(feature_image[:, :3]).repeat_interleave(2, -1).repeat_interleave(2, -2)
+        mask = weights.repeat_interleave(2, -1).repeat_interleave(2, -2)
+        return SimpleNamespace(image=image, head_mask=mask, torso_mask=1 - mask, person_mask=torch.ones_like(mask))
+
+
+class _VideoModel(torch.nn.Module):
+    def __init__(self):
+        from r3dp_core.render import OSGDecoder, OSGDecoderConfig, RenderConfig
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.secc_img2plane_backbone = _Adapter()
+        self.decoder = OSGDecoder(OSGDecoderConfig(in_features=4, hidden_features=8, out_features=4))
+        self.superresolution = _SuperResolution()
+        self.config = SimpleNamespace(render=RenderConfig(resolution=8, num_coarse_samples=4, num_fine_samples=4))
+        self.references = []
+
+    def prepare_reference(self, torso, background, segmap, kp_source):
+        self.references.append((torso, background, segmap, kp_source))
+        return "reference"
+
+
+@pytest.fixture()
+def chain(comfy):
+    from r3dp_core.geometry.secc import SECCMesh
+    from r3dp_core.pipeline.selftest import synthetic_face_model
+    from r3dp_core.pipeline.types import Motion
+
+    nodes = comfy.nodes
+    bfm = synthetic_face_model(grid=8)
+    face = nodes.loaders.FaceModel(bfm=bfm, secc_mesh=SECCMesh(bfm.triangles, bfm.ncc_code()), path=Path("bfm"))
+    video = nodes.loaders.VideoModel(_VideoModel(), torch.float32, "synthetic")
+    exp = torch.zeros(5, 64)
+    exp[:, 0] = torch.linspace(-1, 1, 5)
+    audio = {"waveform": torch.zeros(1, 1, 3200), "sample_rate": 16000}
+    motion = Motion(exp=exp, blink=torch.tensor([0.0, 0.5, 1.0, 0.5, 0.0]), audio=audio)
+    avatars = [_avatar(), dataclasses.replace(_avatar(), id=torch.full((1, 80), 0.5))]
+    comfy.state.progress.clear()
+    return SimpleNamespace(nodes=nodes, face=face, video=video, motion=motion, avatars=avatars)
+
+
+UNLINKED = SimpleNamespace(all_node_ids=lambda: ["7", "8"], get_node=lambda i: {"inputs": {"x": ["7", 0]}})
+
+
+def _stages(chain, camera=None, preview_chunk=2, dynprompt=UNLINKED):
+    nodes = chain.nodes
+    pncc, pncc_images = bound(nodes.render.PnccBuilder, dynprompt=dynprompt).execute(
+        chain.motion, chain.avatars, chain.face, True, preview_chunk).args
+    planes = nodes.render.MotionAdapter.execute(chain.avatars, pncc, chain.video).args[0]
+    render, raw = bound(nodes.render.VolumeRender, dynprompt=dynprompt).execute(planes, 3, preview_chunk,
+                                                                               camera).args
+    return pncc, pncc_images, planes, render, raw
+
+
+def test_stage_nodes_only_wire_lazy_sources(comfy, chain):
+    from r3dp_core.pipeline.stream import PlaneSource, PnccSource, RenderSource
+
+    pncc, pncc_images, planes, render, raw = _stages(chain)
+    assert pncc_images is None and raw is None  # previews are computed only when connected
+    assert [type(s) for s in pncc.sources] == [PnccSource, PnccSource]
+    assert [type(s) for s in planes.sources] == [PlaneSource, PlaneSource]
+    assert [type(s) for s in render.sources] == [RenderSource, RenderSource]
+    assert planes.sources[0].pncc is pncc.sources[0] and render.sources[1].planes is planes.sources[1]
+    assert [len(p) for p in render.poses] == [5, 5] and render.video_model is chain.video
+    assert comfy.state.progress == []
+
+
+def test_connected_previews_pull_every_frame(comfy, chain):
+    linked = SimpleNamespace(all_node_ids=lambda: ["9"], get_node=lambda i: {"inputs": {"images": ["7", 1]}})
+    _, pncc_images, _, _, raw = _stages(chain, dynprompt=linked)
+    assert pncc_images.shape == (10, 512, 512, 3) and raw.shape == (10, 8, 8, 3)
+    assert not torch.equal(pncc_images[0], pncc_images[5])  # the two identities differ
+
+
+def test_composite_pulls_in_chunks_with_progress_and_lists_per_portrait(comfy, chain):
+    nodes = chain.nodes
+    *_, render, _ = _stages(chain)
+    comfy.state.progress.clear()
+    background = torch.rand(1, 30, 40, 3)
+    out = bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 2, True, background)
+    images, head, torso, person, audio, fps = out.args
+    assert [tuple(i.shape) for i in images] == [(5, 16, 16, 3)] * 2
+    assert [tuple(m.shape) for m in head] == [(5, 16, 16)] * 2 and len(torso) == len(person) == 2
+    assert audio == [chain.motion.audio] * 2 and fps == [25.0, 25.0]
+    assert [p[1] for p in comfy.state.progress] == [2, 4, 5, 7, 9, 10]  # chunks of 2, portrait after portrait
+    assert all(p[3][0] == "JPEG" for p in comfy.state.progress)
+    references = chain.video.module.references
+    assert len(references) == 2 and references[0][1].shape == (1, 3, 512, 512)  # the given background, resized
+    assert [p["filename"].endswith(".mp4") for p in out.ui["r3dp_video"]] == [True, True]
+    preview = comfy.base / "temp" / out.ui["r3dp_video"][0]["subfolder"] / out.ui["r3dp_video"][0]["filename"]
+    from r3dp_core.video_io import probe_video
+
+    assert probe_video(preview)["frames"] == 5
+    # the same frames whatever the chunk size (per-frame render noise)
+    again = bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 5, False, background).args[0]
+    assert torch.allclose(again[1], images[1], atol=1e-6)
+
+
+def test_cancel_is_honoured_between_chunks(comfy, chain):
+    nodes = chain.nodes
+    *_, render, _ = _stages(chain)
+    comfy.state.checks, comfy.state.interrupt_after = 0, 2
+    try:
+        with pytest.raises(_Interrupted):
+            bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 1, False)
+        assert comfy.state.checks == 3
+    finally:
+        comfy.state.interrupt_after = None
+
+
+def test_mismatched_portraits_are_refused(comfy, chain):
+    from r3dp_core.errors import InputError
+
+    pncc, *_ = _stages(chain)
+    with pytest.raises(InputError, match="built for 2"):
+        chain.nodes.render.MotionAdapter.execute(chain.avatars[:1], pncc, chain.video)
+
+
+# ----------------------------------------------------------------------------------------------- io nodes
+
+def test_motion_and_avatar_round_trip_through_files(comfy):
+    from r3dp_core.pipeline.types import Motion
+
+    io = comfy.nodes.io
+    audio = {"waveform": torch.rand(1, 1, 800), "sample_rate": 16000}
+    motion = Motion(exp=torch.rand(6, 64), euler=torch.rand(6, 3), trans=torch.rand(6, 3), blink=torch.rand(6),
+                    audio=audio)
+    io.SaveMotion.execute(motion, "shared/clip", False)
+    io.SaveMotion.execute(motion, "shared/clip", True)
+    names = comfy.nodes._paths.saved_file_options("r3dp_motions")
+    assert names == ["shared/clip_00001.safetensors", "shared/clip_00002.safetensors"]
+    small, fps, frames = io.LoadMotion.execute(names[0]).args
+    assert torch.equal(small.exp, motion.exp) and torch.equal(small.blink, motion.blink) and small.audio is None
+    assert (fps, frames) == (25.0, 6)
+    assert io.LoadMotion.execute(names[1]).args[0].audio["sample_rate"] == 16000
+    assert io.LoadMotion.fingerprint_inputs(names[0]) != io.LoadMotion.fingerprint_inputs(names[1])
+    avatars = [_avatar(), _avatar()]
+    io.SaveAvatar.execute(avatars, "pair")
+    loaded, image = io.LoadAvatar.execute("pair_00002.safetensors").args
+    assert torch.equal(loaded[0].planes, avatars[1].planes) and image.shape == (1, 64, 64, 3)
+    from r3dp_core.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="Save node"):
+        io.LoadMotion.execute("nope.safetensors")
+
+
+def test_audio_loader_decodes_and_trims(comfy):
+    import av
+
+    from r3dp_core.errors import InputError
+
+    rate = 8000
+    samples = np.sin(np.linspace(0, 300, rate)).astype(np.float32) * 0.5
+    with av.open(str(comfy.base / "input" / "tone.wav"), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((samples * 32767).astype(np.int16)[None], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    io = comfy.nodes.io
+    assert "tone.wav" in io.LoadAudio.define_schema().inputs[0].options
+    clip, seconds = io.LoadAudio.execute("tone.wav", 0.25, 0.5).args
+    assert clip["sample_rate"] == rate and clip["waveform"].shape == (1, 1, 4000) and seconds == 0.5
+    assert np.allclose(clip["waveform"][0, 0, :10].numpy(), samples[2000:2010], atol=1e-3)
+    assert io.LoadAudio.validate_inputs("missing.wav").startswith("Audio file 'missing.wav'")
+    with pytest.raises(InputError, match="shorter than start_seconds"):
+        io.LoadAudio.execute("tone.wav", 5.0, 0.0)
+
+
+def test_background_loader_modes(comfy):
+    from r3dp_core.errors import InputError
+
+    loader = comfy.nodes.composite.BackgroundLoader
+    solid = loader.execute("color", "#ff8000").args[0]
+    assert solid.shape == (1, 512, 512, 3) and torch.allclose(solid[0, 0, 0], torch.tensor([1.0, 128 / 255, 0.0]))
+    resized = loader.execute("image", "#000000", image=torch.rand(2, 40, 30, 3)).args[0]
+    assert resized.shape == (2, 512, 512, 3)
+    source = loader.execute("source", "#000000", avatar=[_avatar(), _avatar()]).args[0]
+    assert source.shape == (2, 64, 64, 3)
+    assert "hex colour" in loader.validate_inputs("color", "blue")
+    with pytest.raises(InputError, match="avatar input"):
+        loader.execute("source", "#000000")
+
+
+# ----------------------------------------------------------------------------------------------- all-in-one
+
+def test_talking_portrait_expands_into_the_stage_nodes(comfy):
+    from r3dp_core.errors import InputError
+
+    links = {"image": ["1", 0], "audio": ["2", 0], "head_mask": ["3", 0]}
+    dynprompt = SimpleNamespace(get_node=lambda node_id: {"inputs": links})
+    node = bound(comfy.nodes.all_in_one.TalkingPortrait, unique_id="9", dynprompt=dynprompt)
+    args = dict(head_pose="orbit", mouth_amplitude=0.5, temperature=0.1, blink=False, seed=3, chunk_size=2,
+                precision="fp16", video_model="v.ckpt", audio_model="a.ckpt", hubert="h", bfm="b.mat",
+                landmarker="l.task", segmenter="s.tflite")
+    out = node.execute(torch.rand(1, 8, 8, 3), audio={"waveform": torch.zeros(1, 1, 10), "sample_rate": 16000},
+                       head_mask=torch.ones(1, 8, 8), **args)
+    graph = out.expand
+    types_ = {node_id.split(".")[-1]: n["class_type"] for node_id, n in graph.items()}
+    assert all(node_id.startswith("9.r3dp.") for node_id in graph)
+    assert types_["segmenter"] == "R3DP_SegmenterFromMasks" and "video_motion" not in types_
+    registered = {cls.define_schema().node_id: cls for cls in comfy.nodes.NODE_CLASSES}
+    for node_id, spec in graph.items():  # every expanded node gets exactly its schema's inputs
+        schema = registered[spec["class_type"]].define_schema()
+        required = {i.id for i in schema.inputs if not i.optional}
+        assert required <= set(spec["inputs"]) <= {i.id for i in schema.inputs}, node_id
+    assert graph["9.r3dp.avatar"]["inputs"]["image"] == ["1", 0]
+    assert graph["9.r3dp.motion"]["inputs"]["audio"] == ["2", 0]
+    assert graph["9.r3dp.motion"]["inputs"]["mouth_amplitude"] == 0.5
+    assert graph["9.r3dp.camera"]["inputs"]["mode"] == "orbit"
+    assert graph["9.r3dp.video_model"]["inputs"]["precision"] == "fp16"
+    assert out.args == (["9.r3dp.composite", 0], ["9.r3dp.composite", 4], ["9.r3dp.composite", 5],
+                        ["9.r3dp.composite", 3])
+    with pytest.raises(InputError, match="one portrait"):
+        node.execute(torch.rand(2, 8, 8, 3), audio={}, **args)
+    with pytest.raises(InputError, match="voice clip"):
+        node.execute(torch.rand(1, 8, 8, 3), **args)
