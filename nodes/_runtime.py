@@ -8,6 +8,7 @@ terminal node pulling a lazy chain) uses them, after asking ComfyUI to free that
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import Iterable, Iterator
@@ -56,15 +57,24 @@ def on_compute_device(*modules: torch.nn.Module | None, working_bytes: int = 0) 
     if device.type != "cpu":
         mm.free_memory(module_bytes(present) + working_bytes, device)
     for module in present:
-        module.to(device)
+        _move(module, device)
     try:
         yield device
     finally:
         parking = offload_device()
         for module in present:
-            module.to(parking)
+            _move(module, parking)
         if device.type != "cpu":
             mm.soft_empty_cache()
+
+
+def _move(module: torch.nn.Module, device: torch.device) -> None:
+    """``module.to(device)`` in the inference mode its tensors were made in: ComfyUI runs nodes in inference mode,
+    and a module moved in the other mode ends up with unusable parameters, or (the BFM, built outside inference
+    mode for the 3DMM fits) with buffers that can no longer take part in autograd."""
+    first = next(itertools.chain(module.parameters(), module.buffers()), None)
+    with torch.inference_mode(first is not None and first.is_inference()):
+        module.to(device)
 
 
 def frame_to_pil(frame: torch.Tensor):

@@ -27,6 +27,8 @@ BUILD_JS = r"""
 async (spec) => {
   const graph = app.graph;
   graph.clear();
+  app.canvas.ds.scale = 1;
+  app.canvas.ds.offset = [0, 0];
   const byKey = {};
   const columns = {};
   const place = (node, column) => {
@@ -63,7 +65,8 @@ async (spec) => {
     if (index < 0) throw new Error(`${target.type} has no input ${input}`);
     if (!source.connect(slot, target, index)) throw new Error(`cannot link ${from}[${slot}] -> ${to}.${input}`);
   }
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // media widgets (LoadImage/LoadVideo previews) appear asynchronously and change node sizes
+  await new Promise((resolve) => setTimeout(resolve, 1500));
   let x = 40;
   for (const column of Object.keys(columns).map(Number).sort((a, b) => a - b)) {
     let y = 60;
@@ -100,8 +103,50 @@ def open_editor(browser: Browser, url: str) -> None:
     browser.wait_for(WAIT_FOR_APP, timeout=180, poll=1.0)
 
 
+# Fit the whole graph into the window and report where the canvas is, for the template thumbnail.
+FIT_JS = r"""
+(() => {
+  const nodes = app.graph._nodes;
+  const x0 = Math.min(...nodes.map((n) => n.pos[0]));
+  const y0 = Math.min(...nodes.map((n) => n.pos[1] - 30));
+  const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+  const y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+  const rect = app.canvas.canvas.getBoundingClientRect();
+  const scale = Math.min(rect.width / (x1 - x0 + 40), rect.height / (y1 - y0 + 40));
+  app.canvas.ds.scale = scale;
+  app.canvas.ds.offset = [20 / scale - x0, 20 / scale - y0];
+  app.graph.setDirtyCanvas(true, true);
+  return {x: rect.left, y: rect.top, width: Math.min(rect.width, (x1 - x0 + 40) * scale),
+          height: Math.min(rect.height, (y1 - y0 + 40) * scale)};
+})()
+"""
+
+
+def declared_inputs_only(prompt: dict, object_info: dict) -> dict:
+    """An API prompt without the frontend-only widget values (e.g. LoadVideo's preview) the server ignores."""
+    clean = {}
+    for node_id, node in prompt.items():
+        schema = object_info[node["class_type"]]["input"]
+        declared = {*schema.get("required", {}), *schema.get("optional", {})}
+        clean[node_id] = {**node, "inputs": {k: v for k, v in node["inputs"].items() if k in declared}}
+    return clean
+
+
+def thumbnail(browser: Browser, path: Path, width: int = 640) -> None:
+    import base64
+    import time
+
+    area = browser.evaluate(FIT_JS)
+    time.sleep(0.5)
+    clip = {**area, "scale": width / area["width"]}
+    data = browser.command("Page.captureScreenshot", {"format": "jpeg", "quality": 80, "clip": clip},
+                           session=True)["data"]
+    path.write_bytes(base64.b64decode(data))
+
+
 def build_all(browser: Browser, url: str, names: list[str] | None = None) -> dict[str, dict]:
     open_editor(browser, url)
+    object_info = browser.evaluate("fetch(api.apiURL('/object_info')).then((r) => r.json())")
     built = {}
     for name, spec in WORKFLOWS.items():
         if names and name not in names:
@@ -109,6 +154,8 @@ def build_all(browser: Browser, url: str, names: list[str] | None = None) -> dic
         payload = json.dumps({"nodes": spec["nodes"], "links": spec["links"], "notes": spec["notes"]})
         result = browser.evaluate(f"({BUILD_JS})({payload})", timeout=120)
         result["workflow"].setdefault("extra", {})["r3dp_example"] = name
+        result["api"] = declared_inputs_only(result["api"], object_info)
+        thumbnail(browser, WORKFLOW_DIR / f"{name}.jpg")
         built[name] = result
     return built
 
