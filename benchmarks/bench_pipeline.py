@@ -2,8 +2,8 @@
 
 The *fast* path is the streaming spine of ``r3dp_core.pipeline.stream`` (PlaneSource → RenderSource →
 CompositeSource, frames batched ``--batch`` at a time; canonical planes and super-resolution reference once)
-on a model prepared by ``r3dp_core.performance.optimize_for_inference`` (folded styles, channels-last on
-accelerators, ``--dtype`` autocast, optional ``--compile``). The *reference* is the straightforward float32
+on a model prepared by ``r3dp_core.performance.optimize_for_inference`` (folded styles, channels-last
+weights, ``--dtype`` autocast, optional ``--compile``). The *reference* is the straightforward float32
 frame-by-frame path through the same modules, as the official inference loop runs it: one frame per call,
 the canonical planes cached, everything else — super-resolution reference features and modulated weights
 included — recomputed for every frame.
@@ -172,9 +172,14 @@ def synthetic_clip(kind: str, frames: int, parity_dir: Path | None, seed: int = 
 
 # ----------------------------------------------------------------------------------------------- measurement
 
+def _device_api(device: torch.device, function: str) -> Callable | None:
+    """``torch.accelerator.<function>`` (torch >= 2.9), else ``torch.<device type>.<function>`` if it exists."""
+    return getattr(torch.accelerator, function, None) or getattr(getattr(torch, device.type, None), function, None)
+
+
 def synchronize(device: torch.device) -> None:
     if device.type != "cpu":
-        torch.accelerator.synchronize(device)
+        _device_api(device, "synchronize")(device)
 
 
 class HostPeak:
@@ -199,14 +204,16 @@ class HostPeak:
 
 
 def reset_device_peak(device: torch.device) -> None:
-    if device.type != "cpu":
-        torch.accelerator.reset_peak_memory_stats(device)
+    reset = _device_api(device, "reset_peak_memory_stats") if device.type != "cpu" else None
+    if reset is not None:
+        reset(device)
 
 
 def device_peak_mb(device: torch.device) -> float | None:
-    if device.type == "cpu":
-        return None
-    return torch.accelerator.max_memory_allocated(device) / 2**20
+    """Peak memory allocated by tensors on the accelerator since the last reset; None on the CPU or where the
+    backend does not track it."""
+    peak = _device_api(device, "max_memory_allocated") if device.type != "cpu" else None
+    return peak(device) / 2**20 if peak is not None else None
 
 
 @dataclass
@@ -332,9 +339,11 @@ def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed
 # ----------------------------------------------------------------------------------------------- driver
 
 def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device: torch.device, dtype: str,
-            batch: int, seed: int, channels_last: bool | None, compile_mode: str | None, warmup: int) -> Result:
+            batch: int, seed: int, channels_last: bool, compile_mode: str | None, warmup: int) -> Result:
     """One fast configuration: fresh model, warm-up chunks, then the timed clip (and on accelerators an
     unsynchronised pass for the throughput)."""
+    if compile_mode is not None:
+        torch._dynamo.reset()   # the previous configuration's compiled graphs would count against recompile limits
     model = optimize_for_inference(build(device), DTYPES[dtype], channels_last=channels_last,
                                    compile_mode=compile_mode)
     warm = Clip(**{**clip.__dict__, "secc": clip.secc[:batch], "cameras": clip.cameras[:batch],
@@ -351,7 +360,7 @@ def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device
         overlapped = run_fast(model, clip, batch, device, seed, stage_sync=False)
         result.wall_seconds, result.ttff_seconds = overlapped.wall_seconds, overlapped.ttff_seconds
     result.dtype = dtype
-    result.extra["channels_last"] = channels_last if channels_last is not None else device.type != "cpu"
+    result.extra["channels_last"] = channels_last
     result.extra["compile"] = compile_mode
     return result
 
@@ -429,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=("full", "small"), default="full",
                         help="full: official architecture, parity synthetic weights; small: reduced config (CI)")
     parser.add_argument("--no-reference", action="store_true", help="skip the frame-by-frame fp32 reference")
-    parser.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    parser.add_argument("--channels-last", choices=("on", "off"), default="on", help="channels-last conv weights")
     parser.add_argument("--compile", default=None, metavar="MODE",
                         help="torch.compile mode for the networks (default, reduce-overhead, max-autotune)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up chunks before timing")
@@ -451,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     parity_dir = shared_parity_dir(args.shared)
     build = model_factory(args.model, parity_dir)
     clip = synthetic_clip(args.model, args.frames, parity_dir, args.seed).to(device)
-    channels_last = {"auto": None, "on": True, "off": False}[args.channels_last]
+    channels_last = args.channels_last == "on"
 
     rows, reference = [], None
     if not args.no_reference:

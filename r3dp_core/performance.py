@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -42,14 +43,15 @@ LOW_PRECISION_STAGES = (
     "superresolution.block1",
     "superresolution.bg_encoder",
 )
-#: Networks worth compiling: the low-precision stages and the renderer's decoder MLP.
-COMPILED_STAGES = (*LOW_PRECISION_STAGES, "decoder")
+#: Networks worth compiling: the per-frame ones (the low-precision stages but the once-per-portrait background
+#: encoder, whose cached output must not live in a CUDA-graph memory pool) and the renderer's decoder MLP.
+COMPILED_STAGES = (*(name for name in LOW_PRECISION_STAGES if name != "superresolution.bg_encoder"), "decoder")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype | None = None, *,
-                           channels_last: bool | None = None, compile_mode: str | None = None) -> nn.Module:
+                           channels_last: bool = True, compile_mode: str | None = None) -> nn.Module:
     """Prepare ``model`` (a loaded ``Secc2PlaneTorso``) for fast inference, in place; returns it.
 
     Args:
@@ -57,13 +59,15 @@ def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype 
         precision: ``Precision`` or dtype of the per-frame networks: float32 (or None) keeps full precision,
             bfloat16 / float16 run :data:`LOW_PRECISION_STAGES` under autocast on the model's device type.
             bfloat16 is accepted on the CPU too (autocast there is how the tests check it).
-        channels_last: store convolution weights channels-last; default on for accelerators, off on the CPU
-            (where it measured no faster).
-        compile_mode: ``torch.compile`` mode for :data:`COMPILED_STAGES` (``"default"``, ``"reduce-overhead"``
-            for CUDA graphs, ``"max-autotune"``), or None. The first frames then take extra time to compile.
+        channels_last: store convolution weights channels-last (tensor-core layout on GPUs; on a 2-core Zen 5 CPU
+            it made the HTB-SR about 20 % faster too).
+        compile_mode: ``torch.compile`` mode for :data:`COMPILED_STAGES` (``"default"``, ``"max-autotune"``,
+            ``"reduce-overhead"`` = with CUDA graphs), or None. The first chunks then take extra time to
+            compile, and each new chunk size compiles again.
 
     Raises:
-        R3DPError: the model was optimized before, or the dtype is not float32/bfloat16/float16.
+        R3DPError: the model was optimized before, or the dtype is not float32/bfloat16/float16, or the device
+            has no autocast for it.
     """
     dtype = precision.dtype if isinstance(precision, Precision) else (precision or torch.float32)
     if dtype not in (torch.float32, *_LOW_PRECISION):
@@ -71,18 +75,24 @@ def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype 
     if getattr(model, "_r3dp_optimized", False):
         raise R3DPError("This model was already optimized for inference; build a fresh model to change settings.")
     device = next(model.parameters()).device
+    low_precision = dtype in _LOW_PRECISION
+    if low_precision and not torch.amp.is_autocast_available(device.type):
+        raise R3DPError(f"{dtype} autocast is not available on {device.type}; use float32 there.")
     model.eval().requires_grad_(False)
     model.superresolution.fold_constant_styles()
-    if channels_last if channels_last is not None else device.type != "cpu":
+    if channels_last:
         convert_to_channels_last(model)
-    if dtype in _LOW_PRECISION:
-        if not torch.amp.is_autocast_available(device.type):
-            raise R3DPError(f"{dtype} autocast is not available on {device.type}; use float32 there.")
-        for name in LOW_PRECISION_STAGES:
-            run_in_low_precision(model.get_submodule(name), device.type, dtype)
-    if compile_mode is not None:
-        for name in COMPILED_STAGES:
-            model.get_submodule(name).compile(mode=compile_mode)
+    # CUDA graphs replay into the same memory: results that outlive the call (cached, or handed to the
+    # caller like the torso occlusion maps) must be copies.
+    copy_outputs = compile_mode == "reduce-overhead"
+    for name in dict.fromkeys((*LOW_PRECISION_STAGES, *COMPILED_STAGES)):
+        module = model.get_submodule(name)
+        compiled = compile_mode is not None and name in COMPILED_STAGES
+        autocast = low_precision and name in LOW_PRECISION_STAGES
+        if compiled:
+            module.forward = torch.compile(module.forward, mode=compile_mode)
+        if autocast or (compiled and copy_outputs):
+            wrap_forward(module, device.type, dtype if autocast else None, copy_outputs)
     model._r3dp_optimized = True
     return model
 
@@ -101,36 +111,43 @@ def convert_to_channels_last(module: nn.Module) -> None:
                     owner._buffers[name] = buffer.contiguous(memory_format=formats[buffer.ndim])
 
 
-def run_in_low_precision(module: nn.Module, device_type: str, dtype: torch.dtype) -> None:
-    """Make ``module``'s forward run under ``torch.autocast(device_type, dtype)`` and return float32 tensors.
+def wrap_forward(module: nn.Module, device_type: str, autocast_dtype: torch.dtype | None,
+                 copy_outputs: bool = False) -> None:
+    """Wrap ``module``'s forward (the call stays eager around an already compiled forward).
 
-    Parameters stay float32 (autocast casts them per call), so normalisations, softmaxes and reductions keep
-    autocast's float32 policy. Tensors in the result (also inside tuples, NamedTuples, lists, dicts and
-    dataclasses) that come out in ``dtype`` are cast to float32 for the float32 code around the stage.
+    With ``autocast_dtype`` the forward runs under ``torch.autocast(device_type, autocast_dtype)`` and tensors
+    that come out in that dtype are cast to float32 for the float32 code around the stage. Parameters stay
+    float32 (autocast casts them per call), so normalisations, softmaxes and reductions keep autocast's
+    float32 policy. With ``copy_outputs`` every other output tensor is cloned.
     """
     forward = module.forward
 
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.dtype == autocast_dtype:
+            return tensor.float()
+        return tensor.clone() if copy_outputs else tensor
+
     @functools.wraps(forward)
-    def low_precision_forward(*args, **kwargs):
-        with torch.autocast(device_type, dtype=dtype):
+    def stage_forward(*args, **kwargs):
+        with torch.autocast(device_type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             out = forward(*args, **kwargs)
-        return to_float32(out, dtype)
+        return map_tensors(out, convert)
 
-    module.forward = low_precision_forward
+    module.forward = stage_forward
 
 
-def to_float32(value: Any, dtype: torch.dtype) -> Any:
-    """``value`` with every tensor of ``dtype`` cast to float32, through tuples, lists, dicts and dataclasses."""
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``value`` with ``fn`` applied to every tensor, through tuples, NamedTuples, lists, dicts and dataclasses."""
     if isinstance(value, torch.Tensor):
-        return value.float() if value.dtype == dtype else value
+        return fn(value)
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(to_float32(v, dtype) for v in value))
+        return type(value)(*(map_tensors(v, fn) for v in value))
     if isinstance(value, (tuple, list)):
-        return type(value)(to_float32(v, dtype) for v in value)
+        return type(value)(map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: to_float32(v, dtype) for k, v in value.items()}
+        return {k: map_tensors(v, fn) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: to_float32(getattr(value, f.name), dtype)
+        return dataclasses.replace(value, **{f.name: map_tensors(getattr(value, f.name), fn)
                                              for f in dataclasses.fields(value) if f.init})
     return value
 

@@ -18,7 +18,7 @@ from r3dp_core.errors import R3DPError
 from r3dp_core.models.htbsr import HTBSRReference
 from r3dp_core.models.torso import TorsoReference
 from r3dp_core.parity.case import ParityCase
-from r3dp_core.performance import LOW_PRECISION_STAGES, optimize_for_inference, psnr, to_float32
+from r3dp_core.performance import LOW_PRECISION_STAGES, map_tensors, optimize_for_inference, psnr
 from r3dp_core.pipeline.stream import (
     CompositeSource,
     PlaneSource,
@@ -125,14 +125,16 @@ def test_low_precision_stages_compute_in_bfloat16_and_hand_on_float32():
     assert set(LOW_PRECISION_STAGES) >= {"secc_img2plane_backbone", "superresolution.block1"}
 
 
-def test_to_float32_casts_only_the_low_precision_tensors_in_nested_results():
+def test_map_tensors_reaches_tensors_in_nested_results_and_keeps_their_containers():
     class Pair(NamedTuple):
         a: torch.Tensor
         b: torch.Tensor
 
     half, index = torch.ones(2, dtype=torch.bfloat16), torch.arange(3)
     reference = HTBSRReference(TorsoReference(half, half, torch.zeros(1, 4, 3)), half, half)
-    out = to_float32({"pair": Pair(half, index), "list": [half], "ref": reference}, torch.bfloat16)
+    out = map_tensors({"pair": Pair(half, index), "list": [half], "ref": reference, "n": 3},
+                      lambda t: t.float() if t.dtype == torch.bfloat16 else t)
+    assert out["n"] == 3
     assert isinstance(out["pair"], Pair) and out["pair"].a.dtype == torch.float32
     assert out["pair"].b.dtype == torch.int64 and out["list"][0].dtype == torch.float32
     assert isinstance(out["ref"], HTBSRReference) and out["ref"].torso.features.dtype == torch.float32
