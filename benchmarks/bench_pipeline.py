@@ -247,6 +247,7 @@ class Result:
     frames: int
     stage_seconds: dict[str, float]
     wall_seconds: float
+    cpu_seconds: float = 0.0      # host CPU time of the process (all threads) over the same span
     ttff_seconds: float | None = None
     peak_vram_mb: float | None = None
     peak_rss_mb: float | None = None
@@ -288,7 +289,7 @@ def run_fast(model: Secc2PlaneTorso, clip: Clip, batch: int, device: torch.devic
         frames = TimedSource(CompositeSource(model.superresolution, reference, renders, clip.kp_driving),
                              device, stage_sync)
         synchronize(device)
-        stream_begin = time.perf_counter()
+        stream_begin, cpu_begin = time.perf_counter(), time.process_time()
         output_seconds, ttff = 0.0, None
         for _, _, out in iterate_chunks(frames, batch):
             t = time.perf_counter()
@@ -296,11 +297,11 @@ def run_fast(model: Secc2PlaneTorso, clip: Clip, batch: int, device: torch.devic
             now = time.perf_counter()
             output_seconds += now - t
             ttff = now - begin if ttff is None else ttff
-        stream_seconds = time.perf_counter() - stream_begin
+        stream_seconds, cpu_seconds = time.perf_counter() - stream_begin, time.process_time() - cpu_begin
     stages = {"ma": planes.seconds - secc.seconds, "render": renders.seconds - planes.seconds,
               "sr": frames.seconds - renders.seconds, "output": output_seconds} if stage_sync else {}
     return Result("fast", "", batch, clip.num_frames, stages, stream_seconds, ttff_seconds=ttff,
-                  extra={"prepare_s": stream_begin - begin})
+                  cpu_seconds=cpu_seconds, extra={"prepare_s": stream_begin - begin})
 
 
 def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed: int) -> Result:
@@ -323,7 +324,7 @@ def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed
 
     with torch.inference_mode():
         cano_planes = model.canonical_planes(clip.head)
-        begin = time.perf_counter()
+        begin, cpu_begin = time.perf_counter(), time.process_time()
         for i in range(clip.num_frames):
             planes = timed("ma", model.animated_planes, cano_planes, clip.cano_secc, clip.src_secc,
                            clip.secc[i:i + 1])
@@ -332,8 +333,8 @@ def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed
             render = timed("render", model.render, planes, clip.cameras[i:i + 1], noise=noise)
             out = timed("sr", super_resolve_from_scratch, render, clip.kp_driving[i:i + 1])
             timed("output", to_host_uint8, out.image)
-        wall = time.perf_counter() - begin
-    return Result("reference", "fp32", 1, clip.num_frames, seconds, wall)
+        wall, cpu_seconds = time.perf_counter() - begin, time.process_time() - cpu_begin
+    return Result("reference", "fp32", 1, clip.num_frames, seconds, wall, cpu_seconds=cpu_seconds)
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -394,11 +395,15 @@ def record(result: Result, device: torch.device, model: str, reference: Result |
         "dtype": result.dtype, "batch": result.batch, "frames": result.frames,
         "fps": round(result.fps, 4),
         "ms_per_frame": {k: round(v, 3) for k, v in ms.items()},
+        # Host CPU time per frame (all threads): on a shared CPU a load-independent measure of the work done.
+        "cpu_ms_per_frame": round(1000 * result.cpu_seconds / result.frames, 3),
         "ttff_s": None if result.ttff_seconds is None else round(result.ttff_seconds, 3),
         "peak_vram_mb": None if result.peak_vram_mb is None else round(result.peak_vram_mb, 1),
         "peak_rss_mb": None if result.peak_rss_mb is None else round(result.peak_rss_mb, 1),
         "speedup_vs_reference": (round(reference.ms_per_frame["total"] / ms["total"], 3)
                                  if reference is not None else None),
+        "cpu_time_speedup_vs_reference": (round(reference.cpu_seconds / result.cpu_seconds, 3)
+                                          if reference is not None and result.cpu_seconds > 0 else None),
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in result.extra.items()},
         "torch": torch.__version__,
         # Other processes share the CPU on small machines: the 1-minute load average says how much.
@@ -412,12 +417,13 @@ def _cell(value: float | None, width: int, decimals: int) -> str:
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'path':<9} {'device':<6} {'dtype':<5} {'batch':>5} {'fps':>8} "
-          + " ".join(f"{s + ' ms':>10}" for s in (*STAGES, "total"))
+          + " ".join(f"{s + ' ms':>10}" for s in (*STAGES, "total")) + f" {'CPU ms':>10}"
           + f" {'TTFF s':>7} {'VRAM MB':>8} {'RSS MB':>8} {'speedup':>7}")
     for r in rows:
         ms = r["ms_per_frame"]
         print(f"{r['path']:<9} {r['device']:<6} {r['dtype']:<5} {r['batch']:>5} {r['fps']:>8.3f} "
               + " ".join(_cell(ms.get(s), 10, 1) for s in (*STAGES, "total"))
+              + " " + _cell(r["cpu_ms_per_frame"], 10, 1)
               + f" {_cell(r['ttff_s'], 7, 2)} {_cell(r['peak_vram_mb'], 8, 0)} {_cell(r['peak_rss_mb'], 8, 0)}"
               + f" {_cell(r['speedup_vs_reference'], 7, 2)}")
     if rows:

@@ -175,6 +175,7 @@ def test_benchmark_prints_one_json_object_per_configuration():
         assert set(row["ms_per_frame"]) == {"ma", "render", "sr", "output", "total"}
         assert row["ms_per_frame"]["total"] == pytest.approx(1000 / row["fps"], rel=1e-2)
         assert row["peak_vram_mb"] is None and row["peak_rss_mb"] > 0
-        assert row["speedup_vs_reference"] > 0
+        assert row["speedup_vs_reference"] > 0 and row["cpu_time_speedup_vs_reference"] > 0
+        assert row["cpu_ms_per_frame"] > 0
     assert rows[0]["speedup_vs_reference"] == 1.0
     assert all(row["ttff_s"] > 0 for row in rows[1:])
