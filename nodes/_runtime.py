@@ -45,17 +45,18 @@ def module_bytes(modules: Iterable[torch.nn.Module]) -> int:
 
 
 @contextlib.contextmanager
-def on_compute_device(*modules: torch.nn.Module | None, working_bytes: int = 0) -> Iterator[torch.device]:
+def on_compute_device(*modules: torch.nn.Module | None) -> Iterator[torch.device]:
     """Move ``modules`` to the compute device for the duration of the block, then back to the offload device.
 
-    ComfyUI is first asked to evict other packs' models until the weights plus ``working_bytes`` fit.
+    ComfyUI is first asked to evict other packs' models until these weights fit; an out-of-memory error during
+    a pull then halves the chunk (``iterate_chunks``).
     """
     import comfy.model_management as mm
 
     device = compute_device()
     present = [m for m in modules if m is not None]
     if device.type != "cpu":
-        mm.free_memory(module_bytes(present) + working_bytes, device)
+        mm.free_memory(module_bytes(present), device)
     for module in present:
         _move(module, device)
     try:
@@ -101,23 +102,6 @@ class Progress:
     def update(self, done: int, preview: torch.Tensor | None = None) -> None:
         image = ("JPEG", frame_to_pil(preview), IMAGE_SIZE) if preview is not None else None
         self._bar.update_absolute(done, self.total, image)
-
-
-def to_comfy_image(frames: torch.Tensor) -> torch.Tensor:
-    """``[B,3,H,W]`` in [-1,1] (any device/dtype) → ComfyUI IMAGE ``[B,H,W,3]`` float32 in [0,1] on the CPU."""
-    return ((frames.detach().float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).contiguous().cpu()
-
-
-def from_comfy_image(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE ``[B,H,W,C]`` in [0,1] → ``[B,3,H,W]`` in [-1,1] (alpha dropped, grey expanded)."""
-    if image.ndim == 3:
-        image = image[None]
-    channels = image.shape[-1]
-    if channels == 1:
-        image = image.expand(-1, -1, -1, 3)
-    elif channels == 4:
-        image = image[..., :3]
-    return image.permute(0, 3, 1, 2).float() * 2 - 1
 
 
 def temp_file(suffix: str) -> tuple[str, str, str]:

@@ -85,9 +85,10 @@ class ImageToTriplane(comfy_io.ComfyNode):
     def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceModel, landmarker, segmenter: Segmenter,
                 min_face_area: float, face: str):
         from r3dp_core.geometry.segmentation import HEAD_CLASSES
+        from r3dp_core.pipeline.images import to_comfy_image
         from r3dp_core.pipeline.stages import FaceKit, make_avatar, prepare_source
 
-        from ._runtime import Progress, check_interrupt, on_compute_device, to_comfy_image
+        from ._runtime import Progress, check_interrupt, on_compute_device
 
         if image.ndim != 4 or image.shape[0] == 0:
             raise InputError(f"Image→Triplane needs an IMAGE batch [N,H,W,C], got {tuple(image.shape)}.")

@@ -93,7 +93,9 @@ class HtbsrComposite(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, render: Stream, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
-        from ._runtime import to_comfy_image, write_preview_video
+        from r3dp_core.pipeline.images import to_comfy_image
+
+        from ._runtime import write_preview_video
 
         if render.poses is None or render.video_model is None:
             raise InputError("HTB-SR Composite needs the output of Volume Render.")
@@ -165,7 +167,7 @@ class BackgroundLoader(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, mode: str, color: str, avatar: list[Avatar] | None = None, image: torch.Tensor | None = None):
-        from ._runtime import to_comfy_image
+        from r3dp_core.pipeline.images import to_comfy_image
 
         if mode == "source":
             if avatar is None:

@@ -21,7 +21,7 @@ _CHUNK_TOOLTIP = "Frames per chunk when the preview is computed (lower it if the
 
 def _preview(node_cls, stream: Stream, chunk_size: int, to_frames) -> torch.Tensor:
     """All frames of every portrait as one IMAGE batch (portrait after portrait), computed in chunks."""
-    from ._runtime import to_comfy_image
+    from r3dp_core.pipeline.images import to_comfy_image
 
     frames = []
 

@@ -568,7 +568,7 @@ def chain(comfy):
     exp = torch.zeros(5, 64)
     exp[:, 0] = torch.linspace(-1, 1, 5)
     audio = {"waveform": torch.zeros(1, 1, 3200), "sample_rate": 16000}
-    motion = Motion(exp=exp, blink=torch.tensor([0.0, 0.5, 1.0, 0.5, 0.0]), audio=audio)
+    motion = Motion(exp=exp, audio=audio)  # blink editing is core's (and slow on the CPU); wiring is tested here
     avatars = [_avatar(), dataclasses.replace(_avatar(), id=torch.full((1, 80), 0.5))]
     comfy.state.progress.clear()
     return SimpleNamespace(nodes=nodes, face=face, video=video, motion=motion, avatars=avatars)
@@ -605,6 +605,7 @@ def test_connected_previews_pull_every_frame(comfy, chain):
     _, pncc_images, _, _, raw = _stages(chain, dynprompt=linked)
     assert pncc_images.shape == (10, 512, 512, 3) and raw.shape == (10, 8, 8, 3)
     assert not torch.equal(pncc_images[0], pncc_images[5])  # the two identities differ
+    assert [p[1] for p in comfy.state.progress if p[2] == 10] == [2, 4, 5, 7, 9, 10] * 2  # PNCC, then render
 
 
 def test_composite_pulls_in_chunks_with_progress_and_lists_per_portrait(comfy, chain):
