@@ -57,7 +57,7 @@ def check_portraits(avatars: list[Avatar], stream: Stream, what: str) -> None:
 
 @contextlib.contextmanager
 def pulling(stream: Stream) -> Iterator[torch.device]:
-    """Models of the chain on the compute device (and autocast at the chosen precision) for the block."""
+    """Models of the chain on the compute device for the block (the video model's own stages apply its precision)."""
     from ._runtime import on_compute_device
 
     network = stream.video_model.module if stream.video_model is not None else None
@@ -65,9 +65,7 @@ def pulling(stream: Stream) -> Iterator[torch.device]:
         parked_mesh = stream.kit.secc_mesh
         stream.kit.secc_mesh = parked_mesh.to(device)
         try:
-            autocast = (stream.video_model.autocast(device) if stream.video_model is not None
-                        else contextlib.nullcontext())
-            with autocast, torch.inference_mode():
+            with torch.inference_mode():
                 yield device
         finally:
             stream.kit.secc_mesh = parked_mesh

@@ -104,7 +104,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
                 labels = masks_to_source_labels(u8, segmenter.masks, index, landmarker, min_face_area, face_choice)
             prepared = prepare_source(u8, kit, labels=labels, min_face_area=min_face_area, face=face_choice)
             progress.update(2 * index + 1)
-            with on_compute_device(video_model.module) as device, video_model.autocast(device), torch.inference_mode():
+            with on_compute_device(video_model.module), torch.inference_mode():
                 avatar = make_avatar(video_model.module, prepared)
             avatar = Avatar(**{**avatar.to("cpu").__dict__, "planes": avatar.planes.detach().float().cpu()})
             avatars.append(avatar)

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 _PRECISION_TOOLTIP = ("Compute precision on the GPU: auto = fp16 where ComfyUI deems it safe, else fp32. Weights "
-                      "stay fp32 (autocast), so fp16/bf16 only speed up the networks; the CPU always uses fp32.")
+                      "stay fp32 and only the convolution networks run in fp16/bf16 (autocast); the volume "
+                      "renderer and compositing stay fp32. The CPU always uses fp32.")
 
 
 def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
@@ -41,14 +42,12 @@ def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
 
 @dataclass
 class VideoModel:
-    """The secc2plane_torso network (Image→Triplane, Motion Adapter, decoder, HTB-SR) and its compute dtype."""
+    """The secc2plane_torso network (Image→Triplane, Motion Adapter, decoder, HTB-SR), prepared by
+    ``r3dp_core.performance.optimize_for_inference`` for the compute device and ``dtype``."""
 
     module: torch.nn.Module
     dtype: torch.dtype
     name: str
-
-    def autocast(self, device: torch.device):
-        return torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
 
 @dataclass
@@ -114,12 +113,17 @@ class LoadVideoModel(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name: str, precision: str):
+        from r3dp_core.performance import optimize_for_inference
         from r3dp_core.pipeline.loaders import load_video_model
 
-        from ._runtime import compute_device, offload_device
+        from ._runtime import on_compute_device
 
-        module = load_video_model(_paths.resolve_model_file("video_model", ckpt_name)).to(offload_device())
-        return comfy_io.NodeOutput(VideoModel(module, compute_dtype(precision, compute_device()), ckpt_name))
+        module = load_video_model(_paths.resolve_model_file("video_model", ckpt_name), fold=False)
+        # Optimised where it will run: the low-precision stages record the compute device's autocast type.
+        with on_compute_device(module) as device:
+            dtype = compute_dtype(precision, device)
+            optimize_for_inference(module, dtype)
+        return comfy_io.NodeOutput(VideoModel(module, dtype, ckpt_name))
 
 
 class LoadAudioModel(comfy_io.ComfyNode):
