@@ -169,24 +169,19 @@ def test_frontend_loads_workflows_with_widgets(comfy, e2e_base, workflows_dir):
         assert edit["keys"] == edit["before"].count(";") + 2
         assert edit["after"] != edit["before"] and edit["api"] == edit["after"]
 
-        # the audio loader's own upload button: a file picked in the browser lands in input/ and is selected
+        # the audio loader's own upload: a file given to it lands in input/, is selected and plays in the node
         uploaded = browser.evaluate(f"""(async () => {{
             await app.loadGraphData({(workflows_dir / "r3dp_audio_driven.json").read_text()}, true, true, "up");
             const node = app.graph._nodes.find((n) => n.type === "R3DP_LoadAudio");
             const bytes = await (await fetch(api.apiURL("/view?type=input&filename=" + {json.dumps(SPEECH)}))).blob();
-            const picker = [...document.querySelectorAll('input[type="file"]')].find((i) => i.accept.includes("audio"));
-            const files = new DataTransfer();
-            files.items.add(new File([bytes], "uploaded_voice.wav", {{type: "audio/wav"}}));
-            picker.files = files.files;
-            picker.dispatchEvent(new Event("change"));
+            const widget = node.widgets.find((w) => w.name === "r3dp_audio_player");
+            await widget.upload(new File([bytes], "uploaded_voice.wav", {{type: "audio/wav"}}));
             const choice = node.widgets.find((w) => w.name === "audio");
-            for (let i = 0; i < 50 && choice.value !== "uploaded_voice.wav"; i++) {{
-                await new Promise((r) => setTimeout(r, 200));
-            }}
-            const player = node.widgets.find((w) => w.name === "r3dp_audio_player").player;
-            return {{value: choice.value, src: player.src}};
+            const button = node.widgets.find((w) => w.type === "button");
+            return {{value: choice.value, src: widget.player.src, button: button?.name}};
         }})()""")
         assert uploaded["value"] == "uploaded_voice.wav" and "uploaded_voice.wav" in uploaded["src"]
+        assert uploaded["button"] == "choose audio file to upload"
         assert (e2e_base["base"] / "input" / "uploaded_voice.wav").is_file()
 
         # run the all-in-one from the editor (stages cached by the API run) and watch the in-node player

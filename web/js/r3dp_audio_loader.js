@@ -57,25 +57,23 @@ function attach(node) {
     show();
     return result;
   };
-  const picker = document.createElement("input");
-  picker.type = "file";
-  picker.accept = "audio/*,video/*";
-  picker.style.display = "none";
-  document.body.append(picker);
-  picker.addEventListener("change", async () => {
-    if (!picker.files?.length) return;
+  widget.upload = async (file) => {
     try {
-      await upload(picker.files[0], choice);
+      await upload(file, choice);
     } catch (error) {
       console.error(`[r3dp] audio upload failed: ${error.message}`);
     }
-    picker.value = "";
-  });
-  const button = node.addWidget("button", "choose audio file to upload", null, () => picker.click(), {
-    serialize: false,
-  });
+  };
+  // a fresh file picker per click, never left in the page
+  const choose = () => {
+    const picker = document.createElement("input");
+    picker.type = "file";
+    picker.accept = "audio/*,video/*";
+    picker.addEventListener("change", () => picker.files?.length && widget.upload(picker.files[0]));
+    picker.click();
+  };
+  const button = node.addWidget("button", "choose audio file to upload", null, choose, { serialize: false });
   button.serialize = false;
-  widget.onRemove = () => picker.remove();
   show();
 }
 
