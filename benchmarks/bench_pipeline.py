@@ -16,7 +16,11 @@ Reported per configuration: ms per frame of each stage (ma: motion adapter + pla
 volume rendering; sr: HTB-SR; output: frames to host as uint8), frames per second, time to the first frame
 of a new portrait (I2P + SR reference + first chunk, kernels already warm), peak accelerator memory
 (``torch.accelerator.max_memory_allocated``) and peak host RSS (Linux VmHWM, reset per configuration; else
-the process peak), and the speed-up over the reference.
+the process peak), host CPU time per frame, and the speed-ups over the reference (wall clock and CPU time).
+
+On a CPU shared with other jobs, OpenMP's spinning thread barriers can stall multi-threaded runs badly (the
+renderer took 10.5 s per frame with 2 threads vs 1.6 s with 1 on a busy 2-core machine): measure there with
+``--threads 1`` or ``OMP_WAIT_POLICY=passive``. The JSON carries the 1-minute load average.
 
     python benchmarks/bench_pipeline.py --model small --frames 2 --batch 2 --dtype fp32,bf16 --json
     python benchmarks/bench_pipeline.py --device cuda --dtype bf16 --batch 1,8,32 --frames 64

@@ -164,7 +164,7 @@ def test_bfloat16_fast_path_stays_above_40_db_of_float32_on_the_parity_frame(par
 
 def test_benchmark_prints_one_json_object_per_configuration():
     result = subprocess.run([sys.executable, str(BENCHMARK), "--model", "small", "--frames", "2", "--batch", "2",
-                             "--dtype", "fp32,bf16", "--threads", "2", "--json"],
+                             "--dtype", "fp32,bf16", "--threads", "1", "--json"],
                             capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
