@@ -162,6 +162,7 @@ def generate(request: GenerateRequest, progress=None, log=print) -> GenerateSumm
     from ..audio.motion import audio_to_motion
     from ..checkpoint import load_checkpoint
     from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
+    from ..performance import optimize_for_inference
     from ..video_io import VideoWriter
     from .loaders import load_face_kit, load_video_model
     from .stages import make_avatar, prepare_source, talking_frames
@@ -177,11 +178,13 @@ def generate(request: GenerateRequest, progress=None, log=print) -> GenerateSumm
                                                                   for m in missing))
     started = time.perf_counter()
     kit = load_face_kit(models_dir)
-    model = load_video_model(model_files.require("video_model", models_dir), precision)
+    # Per-stage low precision: the renderer and the compositing stay fp32 (whole-stream autocast costs ~10 dB).
+    model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir), precision,
+                                                    fold=False), precision)
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
         source = prepare_source(inputs.image, kit, background=inputs.background, min_face_area=request.min_face_area)
-    with torch.inference_mode(), precision.autocast():
+    with torch.inference_mode():
         avatar = make_avatar(model, source)
 
     if request.expression_video is not None:
@@ -207,7 +210,7 @@ def generate(request: GenerateRequest, progress=None, log=print) -> GenerateSumm
     pose_motion = video_motion(request.pose_video, kit, motion.num_frames) if request.pose_video else None
     pose = make_pose(request.camera, avatar, motion, pose_motion)
 
-    with torch.inference_mode(), precision.autocast():
+    with torch.inference_mode():
         frames = talking_frames(model, kit, avatar, motion, pose, seed=request.seed)
         log(f"rendering {frames.num_frames} frames on {precision.device} ({precision.dtype})")
         render_start = time.perf_counter()
