@@ -176,23 +176,12 @@ class LoadHubert(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, model_folder: str, precision: str):
-        from transformers import HubertModel
-
-        from r3dp_core.audio.hubert import FEATURE_DIM, HUBERT_MODEL_ID
-        from r3dp_core.errors import ModelFileError
+        from r3dp_core.audio.hubert import load_hubert_folder
 
         from ._runtime import compute_device, offload_device
 
         folder = _paths.resolve_model_folder("hubert", model_folder)
-        try:
-            model = HubertModel.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ModelFileError(f"HuBERT in {folder} could not be loaded ({exc}); download {HUBERT_MODEL_ID} "
-                                 "into that folder again.") from None
-        if model.config.hidden_size != FEATURE_DIM:
-            raise ModelFileError(f"{folder} holds a HuBERT with {model.config.hidden_size}-d features; the audio "
-                                 f"model needs {HUBERT_MODEL_ID} ({FEATURE_DIM}-d).")
-        model = model.eval().requires_grad_(False).to(offload_device())
+        model = load_hubert_folder(folder).requires_grad_(False).to(offload_device())
         return comfy_io.NodeOutput(Hubert(model, compute_dtype(precision, compute_device()), model_folder))
 
 

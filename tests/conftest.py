@@ -39,6 +39,14 @@ def synth_state_dict(parity_dir: Path):
     return get
 
 
+@pytest.fixture(scope="session")
+def parity_cache(tmp_path_factory):
+    """Builds the synthetic BFM once per session (about 5 s) unless R3DP_PARITY_CACHE points at a kept one."""
+    if not os.environ.get("R3DP_PARITY_CACHE"):
+        os.environ["R3DP_PARITY_CACHE"] = str(tmp_path_factory.getbasetemp() / "r3dp_parity_cache")
+    return os.environ["R3DP_PARITY_CACHE"]
+
+
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     # Two CI cores; more threads only add contention and nondeterministic reduction orders.

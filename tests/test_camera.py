@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -29,14 +28,6 @@ from r3dp_core.parity import run_case
 SRC_EULER = torch.tensor([[0.05, -0.12, 0.02]])
 SRC_TRANS = torch.tensor([[0.02, -0.03, -1.5]])
 OFFSET = torch.tensor([0.0, 0.006, 0.161])
-
-
-@pytest.fixture(scope="session")
-def parity_cache(tmp_path_factory):
-    """Builds the synthetic BFM once per session (about 5 s) unless R3DP_PARITY_CACHE points at a kept one."""
-    if not os.environ.get("R3DP_PARITY_CACHE"):
-        os.environ["R3DP_PARITY_CACHE"] = str(tmp_path_factory.getbasetemp() / "r3dp_parity_cache")
-    return os.environ["R3DP_PARITY_CACHE"]
 
 
 def test_parity_camera(parity_dir, parity_cache):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import pytest
 import torch
@@ -27,14 +26,6 @@ from r3dp_core.parity.synth_bfm import synth_face_model
 EULER = torch.tensor([[0.1, -0.2, 0.05]])
 TRANS = torch.tensor([[0.02, -0.03, -1.0]])
 POSE_ONLY = dataclasses.replace(IMAGE_FIT, joint_steps=0)
-
-
-@pytest.fixture(scope="session")
-def parity_cache(tmp_path_factory):
-    """Builds the synthetic BFM once per session (about 5 s) unless R3DP_PARITY_CACHE points at a kept one."""
-    if not os.environ.get("R3DP_PARITY_CACHE"):
-        os.environ["R3DP_PARITY_CACHE"] = str(tmp_path_factory.getbasetemp() / "r3dp_parity_cache")
-    return os.environ["R3DP_PARITY_CACHE"]
 
 
 @pytest.fixture(scope="module")

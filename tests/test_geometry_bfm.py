@@ -32,14 +32,6 @@ from r3dp_core.parity.synth_bfm import synth_face_model
 N_TINY = 600
 
 
-@pytest.fixture(scope="session")
-def parity_cache(tmp_path_factory):
-    """Builds the synthetic BFM once per session (about 5 s) unless R3DP_PARITY_CACHE points at a kept one."""
-    if not os.environ.get("R3DP_PARITY_CACHE"):
-        os.environ["R3DP_PARITY_CACHE"] = str(tmp_path_factory.getbasetemp() / "r3dp_parity_cache")
-    return os.environ["R3DP_PARITY_CACHE"]
-
-
 @pytest.fixture(scope="module")
 def synth_model(parity_dir, parity_cache) -> FaceModel3DMM:
     return synth_face_model(parity_dir)

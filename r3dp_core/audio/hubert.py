@@ -84,9 +84,13 @@ def load_hubert(models_dir: str | Path | None = None, device: str | torch.device
 
     ``dtype`` fp16/bf16 is for GPUs; features always leave ``hubert_features`` as float32.
     """
+    return load_hubert_folder(find_hubert(models_dir)).to(device=device, dtype=dtype)
+
+
+def load_hubert_folder(folder: str | Path):
+    """``HubertModel`` (eval mode, CPU float32) from a transformers folder; refuses one without 1024-d features."""
     from transformers import HubertModel
 
-    folder = find_hubert(models_dir)
     try:
         model = HubertModel.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError) as exc:
@@ -95,7 +99,7 @@ def load_hubert(models_dir: str | Path | None = None, device: str | torch.device
     if model.config.hidden_size != FEATURE_DIM:
         raise ModelFileError(f"{folder} holds a HuBERT with {model.config.hidden_size}-d features; the audio model "
                              f"needs {HUBERT_MODEL_ID} (1024-d).")
-    return model.to(device=device, dtype=dtype).eval()
+    return model.eval()
 
 
 def _as_float(samples: np.ndarray) -> np.ndarray:
