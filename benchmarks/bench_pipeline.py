@@ -58,10 +58,10 @@ from r3dp_core.pipeline.stream import (  # noqa: E402
     PlaneSource,
     RenderSource,
     TensorSource,
-    frame_noise,
     iterate_chunks,
 )
 from r3dp_core.render import OSGDecoderConfig, RenderConfig  # noqa: E402
+from r3dp_core.render.noise import frame_noise  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

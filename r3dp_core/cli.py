@@ -114,7 +114,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import model_files
-    from .pipeline.generate import GenerateRequest, describe, generate, validate
+    from .pipeline.generate import generate
+    from .pipeline.request import GenerateRequest
+    from .pipeline.validation import describe, validate
 
     request = GenerateRequest(
         image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,

@@ -24,9 +24,9 @@ from r3dp_core.pipeline.stream import (
     PlaneSource,
     RenderSource,
     TensorSource,
-    frame_noise,
     iterate_chunks,
 )
+from r3dp_core.render.noise import frame_noise
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = REPO_ROOT / "benchmarks" / "bench_pipeline.py"

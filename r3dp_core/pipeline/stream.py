@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..render.renderer import RenderNoise, RenderOutput, render_triplanes
+from ..render.noise import frame_noise
+from ..render.renderer import RenderOutput, render_triplanes
 
 log = logging.getLogger(__name__)
 
@@ -132,17 +133,6 @@ class PlaneSource(FrameSource):
         residual = self.motion_adapter(self.cano_secc.to(driving).expand(batch, -1, -1, -1),
                                        self.src_secc.to(driving).expand(batch, -1, -1, -1), driving)
         return self.cano_planes.to(residual) + residual
-
-
-def frame_noise(frame_ids: range, num_rays: int, coarse: int, fine: int, seed: int) -> RenderNoise:
-    """The renderer's two random draws for the given frames, each frame from its own seeded CPU stream,
-    so a frame renders the same whatever chunk it falls in and on every device."""
-    stratified, importance = [], []
-    for frame in frame_ids:
-        generator = torch.Generator().manual_seed(seed * 1_000_003 + frame)
-        stratified.append(torch.rand(1, num_rays, coarse, 1, generator=generator))
-        importance.append(torch.rand(num_rays, fine, generator=generator))
-    return RenderNoise(torch.cat(stratified), torch.cat(importance))
 
 
 @dataclass

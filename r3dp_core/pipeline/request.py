@@ -1,0 +1,28 @@
+"""What a job is asked to do: the CLI's arguments, as a plain dataclass the pipeline and tests share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CAMERA_MODES = ("auto", "static", "driving", "orbit")
+
+
+@dataclass
+class GenerateRequest:
+    image: Path
+    out: Path
+    audio: Path | None = None
+    pose_video: Path | None = None
+    expression_video: Path | None = None
+    bg: Path | None = None
+    camera: str = "auto"
+    mouth_amp: float = 0.45
+    blink: bool = True
+    temperature: float = 0.2
+    seed: int = 42
+    device: str = "auto"
+    dtype: str = "auto"
+    chunk_size: int = 4
+    min_face_area: float = 0.2
+    models_dir: Path | None = None
