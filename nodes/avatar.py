@@ -10,7 +10,7 @@ from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
-from .loaders import FaceModel, MaskSegmentation, Segmenter, VideoModel
+from .loaders import FaceModel, Segmenter, VideoModel
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -18,36 +18,6 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     if image.shape[-1] == 1:
         image = image.expand(-1, -1, 3)
     return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def masks_to_source_labels(u8: np.ndarray, masks: MaskSegmentation, index: int, landmarker, min_face_area: float,
-                           face) -> torch.Tensor:
-    """External masks (in the photo's coordinates) → a ``[512,512]`` label map in the coordinates of the source
-    crop, by applying the same squash-and-crop as the photo (``prepare_source_image``)."""
-    import cv2
-
-    from r3dp_core.geometry.crop import face_area_fraction, face_crop_box, resize_square
-    from r3dp_core.geometry.landmarks import detect_image_points, raise_if_missing
-    from r3dp_core.geometry.segmentation import label_map_from_masks
-
-    height, width = u8.shape[:2]
-    squashed = resize_square(u8)
-    points, found = detect_image_points(squashed[None], landmarker, face=face)
-    raise_if_missing(found, face)
-    box = None if face_area_fraction(points[0]) >= min_face_area else face_crop_box(points[0], min_face_area)
-
-    def into_source(mask: torch.Tensor) -> torch.Tensor:
-        plane = mask[min(index, mask.shape[0] - 1)].float().cpu().numpy()
-        if plane.shape != (height, width):
-            plane = cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR)
-        plane = resize_square(plane)
-        if box is not None:
-            row0, row1, col0, col1 = box
-            plane = resize_square(np.ascontiguousarray(plane[row0:row1, col0:col1]))
-        return torch.from_numpy(plane)
-
-    body = into_source(masks.body) if masks.body is not None else None
-    return label_map_from_masks(into_source(masks.head), body, masks.threshold)[0]
 
 
 class ImageToTriplane(comfy_io.ComfyNode):
@@ -99,10 +69,8 @@ class ImageToTriplane(comfy_io.ComfyNode):
         for index in range(image.shape[0]):
             check_interrupt()
             u8 = to_uint8(image[index])
-            labels = None
-            if segmenter.masks is not None:
-                labels = masks_to_source_labels(u8, segmenter.masks, index, landmarker, min_face_area, face_choice)
-            prepared = prepare_source(u8, kit, labels=labels, min_face_area=min_face_area, face=face_choice)
+            prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
+                                      masks=segmenter.masks_for(index))
             progress.update(2 * index + 1)
             with on_compute_device(video_model.module), torch.inference_mode():
                 avatar = make_avatar(video_model.module, prepared)

@@ -92,6 +92,16 @@ class Segmenter:
     path: Path | None = None
     masks: MaskSegmentation | None = field(default=None, repr=False)
 
+    def masks_for(self, index: int):
+        """The masks of portrait ``index`` (the last mask serves every later portrait), or None."""
+        from r3dp_core.pipeline.stages import PortraitMasks
+
+        if self.masks is None:
+            return None
+        pick = min(index, self.masks.head.shape[0] - 1)
+        body = None if self.masks.body is None else self.masks.body[min(index, self.masks.body.shape[0] - 1)]
+        return PortraitMasks(self.masks.head[pick], body, self.masks.threshold)
+
 
 class LoadVideoModel(comfy_io.ComfyNode):
     @classmethod

@@ -75,7 +75,8 @@ class AudioToMotion(comfy_io.ComfyNode):
         frames = max(1, math.floor(audio16k.duration_s * FPS + 0.5))
         exp = exp[:frames].float().cpu()
         schedule = blink_schedule(exp.shape[0], enabled=blink, seed=seed)
-        motion = Motion(exp=exp, fps=FPS, blink=schedule.closure if blink else None, audio=clip)
+        motion = Motion(exp=exp, fps=FPS, blink=schedule.closure if blink else None,
+                        blink_edited=schedule.edited if blink else None, audio=clip)
         return comfy_io.NodeOutput(motion, motion.num_frames, FPS)
 
 

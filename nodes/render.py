@@ -65,7 +65,7 @@ class PnccBuilder(comfy_io.ComfyNode):
         if motion.num_frames < 1:
             raise InputError("The motion has no frames.")
         kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=None)
-        driving = motion if blink else replace(motion, blink=None)
+        driving = motion if blink else replace(motion, blink=None, blink_edited=None)
         with torch.inference_mode():
             sources = [pncc_source(kit, a, driving) for a in avatar]
         stream = Stream(avatars=list(avatar), motion=motion, sources=sources, kit=kit)

@@ -114,7 +114,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import model_files
-    from .pipeline.generate import generate
+    from .pipeline.generate import generate, load_masks
     from .pipeline.request import GenerateRequest
     from .pipeline.validation import describe, validate
 
@@ -124,11 +124,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         expression_video=Path(args.expression_video) if args.expression_video else None,
         bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
-        chunk_size=args.chunk_size,
-        models_dir=Path(args.models_dir) if args.models_dir else None)
+        chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
+        head_mask=Path(args.head_mask) if args.head_mask else None,
+        body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels)
     if args.dry_run:
         models_dir = model_files.default_models_dir(request.models_dir)
-        print(describe(request, validate(request, models_dir)))
+        inputs = validate(request, models_dir)
+        load_masks(request)
+        print(describe(request, inputs))
         print("dry run: inputs are valid; nothing was rendered")
         return 0
 
@@ -177,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (low precision on GPUs only)")
     gen.add_argument("--chunk-size", type=int, default=4, help="frames rendered together (memory vs speed)")
+    gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
+                                         "used instead of the selfie segmenter")
+    gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")
+    gen.add_argument("--debug-panels", action="store_true",
+                     help="write source | SECC | raw render | final side by side (2048x512) to inspect a run")
     gen.add_argument("--dry-run", action="store_true",
                      help="validate every input and report what would be done, without loading any other model")
     gen.set_defaults(func=cmd_generate)

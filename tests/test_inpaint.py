@@ -147,6 +147,11 @@ def test_prepare_source_image_crops_small_faces():
     before = face_area_fraction(detect_landmarks_image(portrait, MODEL).points[0])
     after = face_area_fraction(detect_landmarks_image(source.image, MODEL).points[0])
     assert before < 0.1 and 0.15 < after < 0.3
+    # a mask of the photo follows the same squash and crop: mapping the photo's own channels gives the crop
+    for channel in range(3):
+        mapped = source.map_plane(portrait[..., channel].astype(np.float32))
+        assert mapped.shape == (512, 512)
+        assert (mapped - source.image[..., channel].float()).abs().max() <= 1.0
     untouched = prepare_source_image(torch.from_numpy(portrait), MODEL, min_face_area_percent=0.02)
     assert not untouched.cropped and torch.equal(untouched.image, torch.from_numpy(portrait))
     wide = cv2.resize(portrait, (700, 400))

@@ -384,8 +384,8 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
     nodes = comfy.nodes
     calls = []
 
-    def prepare_source(image, kit, labels=None, min_face_area=0.2, face="largest"):
-        calls.append(("prepare", image, kit, labels, min_face_area, face))
+    def prepare_source(image, kit, labels=None, min_face_area=0.2, face="largest", masks=None):
+        calls.append(("prepare", image, kit, masks, min_face_area, face))
         return dataclasses.replace(_avatar(planes=False), id=torch.full((1, 80), float(len(calls))))
 
     def make_avatar(model, avatar):
@@ -402,11 +402,11 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
                                                       nodes.loaders.Segmenter(path=Path("seg.tflite")), 0.3, "1")
     prepared = [c for c in calls if c[0] == "prepare"]
     assert len(prepared) == 2 and [c[0] for c in calls] == ["prepare", "make", "prepare", "make"]
-    for index, (_, u8, kit, labels, area, face_choice) in enumerate(prepared):
+    for index, (_, u8, kit, masks, area, face_choice) in enumerate(prepared):
         expected = (image[index, ..., :3] * 255).round().to(torch.uint8).numpy()
         assert u8.dtype == np.uint8 and np.array_equal(u8, expected)
         assert kit.landmarker_path == Path("lm.task") and kit.segmenter_path == Path("seg.tflite")
-        assert labels is None and area == 0.3 and face_choice == 1
+        assert masks is None and area == 0.3 and face_choice == 1
     avatars, crops, heads, masks = out.args
     assert [float(a.id[0, 0]) for a in avatars] == [1.0, 3.0]
     assert all(a.planes.dtype == torch.float32 for a in avatars)
@@ -414,23 +414,17 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
     assert 0 <= float(crops.min()) and float(crops.max()) <= 1
 
 
-def test_masks_replace_the_segmenter_in_source_coordinates(comfy, monkeypatch):
-    import r3dp_core.geometry.landmarks as landmarks
-
+def test_masks_replace_the_segmenter_per_portrait(comfy):
     nodes = comfy.nodes
-    # a face covering most of the squashed 512² frame: no crop, masks are only resized
-    points = np.stack(np.meshgrid(np.linspace(40, 470, 22), np.linspace(40, 470, 22)), -1).reshape(1, -1, 2)
-    monkeypatch.setattr(landmarks, "detect_image_points",
-                        lambda frames, path, face="largest": (points, np.ones(1, bool)))
-    head = torch.zeros(1, 100, 200)
-    head[:, :50, :] = 1
-    body = torch.zeros(1, 100, 200)
-    body[:, 50:, :100] = 1
-    masks = nodes.loaders.SegmenterFromMasks.execute(head, 0.5, body).args[0].masks
-    labels = nodes.avatar.masks_to_source_labels(np.zeros((100, 200, 3), np.uint8), masks, 0, Path("lm"), 0.2,
-                                                 "largest")
-    assert labels.shape == (512, 512)
-    assert (labels[:250] == 3).all() and (labels[260:, :250] == 4).all() and (labels[260:, 260:] == 0).all()
+    head = torch.zeros(2, 100, 200)
+    head[0, :50] = 1
+    head[1, 50:] = 1
+    body = torch.ones(1, 100, 200)
+    segmenter = nodes.loaders.SegmenterFromMasks.execute(head, 0.4, body).args[0]
+    first, second, third = (segmenter.masks_for(i) for i in range(3))
+    assert torch.equal(first.head, head[0]) and torch.equal(second.head, head[1]) and torch.equal(third.head, head[1])
+    assert all(torch.equal(m.body, body[0]) and m.threshold == 0.4 for m in (first, second, third))
+    assert nodes.loaders.Segmenter(path=Path("seg.tflite")).masks_for(0) is None
 
 
 def test_audio_to_motion_reaches_core_and_ends_with_the_clip(comfy, monkeypatch):

@@ -48,11 +48,28 @@ def face_crop_box(landmarks: torch.Tensor | np.ndarray, min_face_area_percent: f
 @dataclass
 class SourceImage:
     """image: [H,W,3] uint8, the file's own pixels when the face was big enough, else the 512² crop.
-    cropped: whether the crop was applied. image_512: the 512² squashed image segmentation and rendering use."""
+    image_512: the 512² squashed image segmentation and rendering use.
+    box: the crop (row0, row1, col0, col1) in the squashed 512² photo, or None when no crop was needed."""
 
     image: torch.Tensor
-    cropped: bool
     image_512: torch.Tensor
+    box: tuple[int, int, int, int] | None = None
+
+    @property
+    def cropped(self) -> bool:
+        return self.box is not None
+
+    def map_plane(self, plane: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """A per-pixel map of the original photo (e.g. a mask ``[H,W]`` at any resolution) → ``[512,512]`` float32
+        in the source frame, by the same squash and crop as the photo (bilinear)."""
+        array = np.asarray(plane.detach().float().cpu() if isinstance(plane, torch.Tensor) else plane, np.float32)
+        if array.ndim != 2:
+            raise ValueError(f"expected a [H,W] map, got shape {array.shape}")
+        array = resize_square(array)
+        if self.box is not None:
+            row0, row1, col0, col1 = self.box
+            array = resize_square(np.ascontiguousarray(array[row0:row1, col0:col1]))
+        return torch.from_numpy(array)
 
 
 def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str | Path,
@@ -76,8 +93,9 @@ def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str 
     points = points[0]
     device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
     if face_area_fraction(points) >= min_face_area_percent:
-        return SourceImage(torch.from_numpy(original).to(device), False, torch.from_numpy(squashed).to(device))
-    row0, row1, col0, col1 = face_crop_box(points, min_face_area_percent)
+        return SourceImage(torch.from_numpy(original).to(device), torch.from_numpy(squashed).to(device))
+    box = face_crop_box(points, min_face_area_percent)
+    row0, row1, col0, col1 = box
     crop = resize_square(np.ascontiguousarray(squashed[row0:row1, col0:col1]))
     crop_tensor = torch.from_numpy(crop).to(device)
-    return SourceImage(crop_tensor, True, crop_tensor)
+    return SourceImage(crop_tensor, crop_tensor, box)

@@ -69,6 +69,30 @@ class Secc2PlaneTorsoConfig:
                    superresolution=HTBSRConfig.from_hparams(hparams))
 
 
+def tiny_config() -> Secc2PlaneTorsoConfig:
+    """A reduced configuration of the same architecture (16² render, 64² output, 0.2 M parameters) for tests
+    and benchmarks on slow machines: every stage and every code path of the full model, none of its cost."""
+    from .torso import TorsoConfig
+
+    return Secc2PlaneTorsoConfig(
+        i2p=I2PConfig(triplane_channels=4, encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 8, 16, 16),
+                      aspp_channels=16, aspp_rates=(2, 3, 4), vit_dim=32, vit_heads=2, low_reso_vit_depth=1,
+                      low_reso_vit_conv_channels=8, branch_channels=6, high_reso_channels=(8, 6),
+                      high_reso_num_convs=1, predictor_conv_channels=(8, 8), predictor_after_cat_channels=(8, 8, 8)),
+        motion_adapter=MotionAdapterConfig(triplane_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
+                                           depths=(1, 1, 1, 1), head_channels=16, plane_cnn_channels=8),
+        decoder=OSGDecoderConfig(in_features=4, hidden_features=8, out_features=8),
+        render=RenderConfig(resolution=16, num_coarse_samples=6, num_fine_samples=6),
+        superresolution=HTBSRConfig(
+            feature_channels=8, input_resolution=16, output_resolution=64, w_dim=16, channels=12, final_channels=8,
+            encoder_channels=6,
+            torso=TorsoConfig(resolution=32, appearance_channels=(8, 8, 16), num_appearance_res_blocks=1,
+                              feature_channels=4, feature_depth=4, compressed_channels=2, hourglass_channels=(8, 8, 8),
+                              hourglass_out_channels=4, head_channels=4, num_head_res_blocks=1, fuser_channels=4,
+                              generator_channels=8, num_generator_res_blocks=1, generator_up_channels=(8, 6),
+                              occlusion_hidden_channels=4)))
+
+
 @dataclass
 class Secc2PlaneTorsoOutput:
     """Per-frame results of :meth:`Secc2PlaneTorso.forward` (official ``ret`` names), for B frames."""

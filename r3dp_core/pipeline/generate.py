@@ -56,69 +56,145 @@ def peak_rss_mb() -> float:
     return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
 
 
-def generate(request: GenerateRequest, progress=None, log=print) -> GenerateSummary:
-    """Run the whole job. ``progress(done, total)`` is called after every chunk."""
-    from ..audio.blink import blink_schedule
+@dataclass
+class JobModels:
+    """Everything a job runs, loaded once: the video model, the face kit and, for audio, A2M and HuBERT."""
+
+    video_model: torch.nn.Module
+    kit: object                              # stages.FaceKit
+    a2m: torch.nn.Module | None = None
+    hubert: torch.nn.Module | None = None
+
+
+def needed_models(request: GenerateRequest) -> list[str]:
+    """Keys of ``model_files.MODEL_FILES`` this job needs."""
+    needed = ["video_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces", "bfm_right_eye_faces",
+              "face_landmarker"]
+    if request.head_mask is None:
+        needed.append("segmenter")
+    if request.expression_video is None:
+        needed += ["audio_model", "hubert"]
+    return needed
+
+
+def load_job_models(request: GenerateRequest, models_dir: Path, precision: Precision) -> JobModels:
+    """Load every model the job needs; lists all missing files at once before loading anything."""
     from ..audio.hubert import load_hubert
-    from ..audio.motion import audio_to_motion
     from ..checkpoint import load_checkpoint
     from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
     from ..performance import optimize_for_inference
-    from ..video_io import VideoWriter
     from .loaders import load_face_kit, load_video_model
-    from .stages import make_avatar, prepare_source, talking_frames
 
-    models_dir = model_files.default_models_dir(request.models_dir)
-    inputs = validate(request, models_dir)
-    precision = Precision.resolve(request.device, request.dtype)
-    needed = ["video_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces", "bfm_right_eye_faces",
-              "face_landmarker", "segmenter"] + (["audio_model", "hubert"] if inputs.audio is not None else [])
-    missing = [model_files.BY_KEY[k] for k in needed if model_files.BY_KEY[k].find(models_dir) is None]
+    specs = [model_files.BY_KEY[key] for key in needed_models(request)]
+    missing = [spec for spec in specs if spec.find(models_dir) is None]
     if missing:
         raise InputError("Model files are missing:\n" + "\n".join("  - " + m.missing_message(models_dir)
                                                                   for m in missing))
-    started = time.perf_counter()
-    kit = load_face_kit(models_dir)
+    kit = load_face_kit(models_dir, need_segmenter=request.head_mask is None)
     # Per-stage low precision: the renderer and the compositing stay fp32 (whole-stream autocast costs ~10 dB).
-    model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir), precision,
-                                                    fold=False), precision)
+    video_model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir), precision,
+                                                          fold=False), precision)
+    if request.expression_video is not None:
+        return JobModels(video_model, kit)
+    loaded = load_checkpoint(model_files.require("audio_model", models_dir), expected="audio2secc_vae")
+    a2m = AudioToMotionVAE(A2MConfig.from_state_dict(loaded.state_dict))
+    a2m.load_state_dict(loaded.state_dict, strict=True)
+    # HuBERT is the one large audio network: half precision on accelerators, fp32 on the CPU
+    hubert_dtype = torch.float32 if precision.device.type == "cpu" else precision.dtype
+    hubert = load_hubert(models_dir, device=precision.device, dtype=hubert_dtype)
+    return JobModels(video_model, kit, a2m.eval().to(precision.device), hubert)
+
+
+def load_masks(request: GenerateRequest):
+    """The ``--head-mask``/``--body-mask`` images as ``PortraitMasks`` (None without a head mask)."""
+    from .inputs import load_image
+    from .stages import PortraitMasks
+
+    if request.head_mask is None:
+        if request.body_mask is not None:
+            raise InputError("--body-mask needs --head-mask: give the head mask too, or neither to use the segmenter.")
+        return None
+
+    def grey(path: Path) -> torch.Tensor:
+        return torch.from_numpy(load_image(path)).float().amax(-1) / 255
+
+    head = grey(request.head_mask)
+    if not bool((head > 0.5).any()):
+        raise InputError(f"{request.head_mask}: the head mask is empty (no pixel is brighter than half); "
+                         "the head must be white on black.")
+    return PortraitMasks(head, grey(request.body_mask) if request.body_mask is not None else None)
+
+
+def audio_motion(request: GenerateRequest, audio, models: JobModels) -> Motion:
+    """Expressions from speech (A2M), cut to the clip's length at 25 fps, with the official blink schedule."""
+    from ..audio.blink import blink_schedule
+    from ..audio.motion import audio_to_motion
+
+    exp = audio_to_motion(audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
+                          temperature=request.temperature, seed=request.seed)
+    exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))]
+    waveform = torch.from_numpy(audio.pcm.astype(np.float32) / 32768.0)[None]
+    if not request.blink:
+        return Motion(exp=exp, audio={"waveform": waveform, "sample_rate": 16000})
+    schedule = blink_schedule(exp.shape[0], seed=request.seed)
+    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited,
+                  audio={"waveform": waveform, "sample_rate": 16000})
+
+
+def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
+            should_stop=None) -> GenerateSummary:
+    """Portrait → avatar, motion, head pose, then frames streamed chunk by chunk into the mp4.
+
+    ``progress(done, total)`` is called after every chunk and ``should_stop()`` before each (it may raise to
+    interrupt); whatever stops the run, no output file is left behind.
+    """
+    from ..video_io import VideoWriter
+    from .stages import make_avatar, prepare_source, talking_frames
+    from .stream import DebugPanelSource
+
+    started = time.perf_counter()
+    model = models.video_model
+    device = next(model.parameters()).device
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
-        source = prepare_source(inputs.image, kit, background=inputs.background, min_face_area=request.min_face_area)
-    with torch.inference_mode():
+        source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
+                                min_face_area=request.min_face_area)
         avatar = make_avatar(model, source)
-
-    if request.expression_video is not None:
-        log("fitting the driving video")
-        motion = video_motion(request.expression_video, kit)
-        audio_track = None
-    else:
-        log("audio to motion")
-        loaded = load_checkpoint(model_files.require("audio_model", models_dir), expected="audio2secc_vae")
-        a2m = AudioToMotionVAE(A2MConfig.from_state_dict(loaded.state_dict))
-        a2m.load_state_dict(loaded.state_dict, strict=True)
-        a2m.eval()
-        hubert = load_hubert(models_dir, device=precision.device)
-        with torch.inference_mode():
-            exp = audio_to_motion(inputs.audio, a2m, hubert, mouth_amp=request.mouth_amp,
-                                  temperature=request.temperature, seed=request.seed)
-        exp = exp[: max(1, math.floor(inputs.audio.duration_s * 25 + 0.5))]
-        del a2m, hubert
-        schedule = blink_schedule(exp.shape[0], enabled=request.blink, seed=request.seed)
-        motion = Motion(exp=exp, blink=schedule.closure if request.blink else None)
-        audio_track = {"waveform": torch.from_numpy(inputs.audio.pcm.astype(np.float32) / 32768.0)[None],
-                       "sample_rate": 16000}
-    pose_motion = video_motion(request.pose_video, kit, motion.num_frames) if request.pose_video else None
+        if request.expression_video is not None:
+            log("fitting the driving video")
+            motion = video_motion(request.expression_video, models.kit)
+        else:
+            log("audio to motion")
+            motion = audio_motion(request, inputs.audio, models)
+    pose_motion = video_motion(request.pose_video, models.kit, motion.num_frames) if request.pose_video else None
     pose = make_pose(request.camera, avatar, motion, pose_motion)
 
     with torch.inference_mode():
-        frames = talking_frames(model, kit, avatar, motion, pose, seed=request.seed)
-        log(f"rendering {frames.num_frames} frames on {precision.device} ({precision.dtype})")
+        frames = talking_frames(model, models.kit, avatar, motion, pose, seed=request.seed)
+        if request.debug_panels:
+            frames = DebugPanelSource(frames, avatar.image)
+        log(f"rendering {frames.num_frames} frames on {device}")
         render_start = time.perf_counter()
-        with VideoWriter(request.out, fps=25, audio=audio_track) as writer:
-            for _, _, chunk in iterate_chunks(frames, request.chunk_size, on_chunk=progress):
-                writer.write(chunk.image)
+        try:
+            with VideoWriter(request.out, fps=25, audio=motion.audio) as writer:
+                for _, _, chunk in iterate_chunks(frames, request.chunk_size, on_chunk=progress,
+                                                  should_stop=should_stop):
+                    writer.write(chunk.image)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()  # a failed run must not keep the GPU memory of its last chunk
     render_seconds = time.perf_counter() - render_start
-    vram = torch.cuda.max_memory_allocated() / 2**20 if precision.device.type == "cuda" else None
+    vram = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     log(f"total {time.perf_counter() - started:.1f} s")
     return GenerateSummary(request.out, frames.num_frames, render_seconds, peak_rss_mb(), vram)
+
+
+def generate(request: GenerateRequest, progress=None, log=print, should_stop=None) -> GenerateSummary:
+    """Run the whole job: validate every input, load the models, render. ``progress(done, total)`` is called
+    after every chunk."""
+    models_dir = model_files.default_models_dir(request.models_dir)
+    inputs = validate(request, models_dir)
+    masks = load_masks(request)
+    precision = Precision.resolve(request.device, request.dtype)
+    models = load_job_models(request, models_dir, precision)
+    return run_job(request, inputs, models, masks=masks, progress=progress, log=log, should_stop=should_stop)

@@ -10,6 +10,8 @@ CAMERA_MODES = ("auto", "static", "driving", "orbit")
 
 @dataclass
 class GenerateRequest:
+    """One ``r3dp generate`` job; see ``r3dp generate --help`` for each option."""
+
     image: Path
     out: Path
     audio: Path | None = None
@@ -26,3 +28,6 @@ class GenerateRequest:
     chunk_size: int = 4
     min_face_area: float = 0.2
     models_dir: Path | None = None
+    head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
+    body_mask: Path | None = None            # with head_mask: the rest of the person
+    debug_panels: bool = False               # source | SECC | raw render | final, side by side

@@ -23,7 +23,13 @@ from ..geometry.keypoints import smooth_torso_keypoints, torso_keypoints
 from ..geometry.landmarks import detect_landmarks_image
 from ..geometry.secc import SECCMesh, render_secc
 from ..geometry.secc_edit import blink_secc
-from ..geometry.segmentation import head_mask, keep_region, one_hot_segmap, segment_selfie_multiclass
+from ..geometry.segmentation import (
+    head_mask,
+    keep_region,
+    label_map_from_masks,
+    one_hot_segmap,
+    segment_selfie_multiclass,
+)
 from .images import u8_image_to_tensor
 from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
 from .types import Avatar, Motion
@@ -39,6 +45,18 @@ class FaceKit:
     segmenter_path: Path | None = None
 
 
+@dataclass
+class PortraitMasks:
+    """Head (and optionally body) masks in the coordinates of the portrait photo, used instead of a segmenter.
+
+    head, body: ``[H,W]`` float in [0,1] (or bool), any resolution; a pixel is in a mask when > ``threshold``.
+    """
+
+    head: torch.Tensor
+    body: torch.Tensor | None = None
+    threshold: float = 0.5
+
+
 def with_z(keypoints: torch.Tensor) -> torch.Tensor:
     """``[B,68,2]`` → ``[B,68,3]`` with z = 0, the torso model's keypoint format."""
     return torch.cat([keypoints, keypoints.new_zeros(*keypoints.shape[:-1], 1)], dim=-1)
@@ -46,13 +64,15 @@ def with_z(keypoints: torch.Tensor) -> torch.Tensor:
 
 def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch.Tensor | None = None,
                    background: np.ndarray | torch.Tensor | None = None, min_face_area: float = 0.2,
-                   face: str | int = "largest") -> Avatar:
+                   face: str | int = "largest", masks: PortraitMasks | None = None) -> Avatar:
     """Everything about one portrait except its tri-plane (official ``prepare_batch_from_inp``, source part).
 
     Args:
         image: ``[H,W,3]`` RGB uint8 (or float in [0,1]) at any resolution.
         kit: the face models.
-        labels: optional ``[512,512]`` 6-class label map from another segmenter; default: MediaPipe's.
+        labels: optional ``[512,512]`` 6-class label map in the source crop's coordinates; default: MediaPipe's.
+        masks: optional head/body masks in the photo's coordinates, mapped through the same crop (instead of
+            ``labels`` or the segmenter).
         background: optional ``[h,w,3]`` background image; default: the KNN-filled background of the photo.
         min_face_area: crop so the face covers at least this fraction of the frame (official 0.2).
 
@@ -63,6 +83,9 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
     image_512 = source.image_512.cpu()
     points = detect_landmarks_image(source.image.cpu(), kit.landmarker_path, face=face).points
     fit = fit_image(kit.bfm, points.reshape(-1, 478, 2)[0].float(), float(source.image.shape[0]))
+    if labels is None and masks is not None:
+        body = source.map_plane(masks.body) if masks.body is not None else None
+        labels = label_map_from_masks(source.map_plane(masks.head), body, masks.threshold)[0]
     if labels is None:
         if kit.segmenter_path is None:
             raise InputError("No segmentation given and no segmenter model loaded: load "
@@ -104,7 +127,8 @@ def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion) -> PnccSource:
         return secc_images(kit, identity, exp, frame_offset=first_frame)
 
     return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
-                      blink=motion.blink, edit_blink=blink_secc if motion.blink is not None else None)
+                      blink=motion.blink, blink_edited=motion.blink_edited,
+                      edit_blink=blink_secc if motion.blink is not None else None)
 
 
 def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:

@@ -24,11 +24,16 @@ log = logging.getLogger(__name__)
 
 
 class FrameSource:
-    """Frames ``0..num_frames-1`` of some stage, computed on demand in ranges."""
+    """Frames ``0..num_frames-1`` of some stage, computed on demand in ranges.
+
+    ``chunk(start, stop, trace)``: when ``trace`` is a dict, each stage also puts its own output in it
+    (``"secc"``, ``"planes"``, ``"render"``), so a consumer can show intermediate results without computing
+    them twice.
+    """
 
     num_frames: int
 
-    def chunk(self, start: int, stop: int) -> Any:
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> Any:
         raise NotImplementedError
 
     def _check_range(self, start: int, stop: int) -> None:
@@ -77,7 +82,7 @@ class TensorSource(FrameSource):
     def __post_init__(self):
         self.num_frames = int(self.frames.shape[0])
 
-    def chunk(self, start: int, stop: int) -> torch.Tensor:
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> torch.Tensor:
         self._check_range(start, stop)
         return self.frames[start:stop]
 
@@ -87,8 +92,8 @@ class PnccSource(FrameSource):
     """Driving SECC/PNCC images ``[B,3,512,512]`` in [-1,1], plus the canonical and source SECC (once).
 
     ``render_secc(exp [B,64], first_frame) -> [B,3,512,512]`` renders the identity with the given expressions
-    at zero pose (``first_frame`` is the sequence index of ``exp[0]``); ``edit_blink(images, amplitude [B])``
-    closes the eyes by ``amplitude`` (None: no blinks).
+    at zero pose (``first_frame`` is the sequence index of ``exp[0]``); ``edit_blink(images, amplitude [B],
+    edited [B])`` closes the eyes by ``amplitude`` in the ``edited`` frames (None: no blinks).
     """
 
     render_secc: Callable[[torch.Tensor, int], torch.Tensor]
@@ -96,18 +101,22 @@ class PnccSource(FrameSource):
     cano: torch.Tensor                                  # [1,3,512,512] identity with exp = 0
     src: torch.Tensor                                   # [1,3,512,512] identity with the first driving exp
     blink: torch.Tensor | None = None                   # [T] eye-closing amplitude in [0,1]
-    edit_blink: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    blink_edited: torch.Tensor | None = None            # [T] bool; None: where blink > 0
+    edit_blink: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     def __post_init__(self):
         self.num_frames = int(self.exp.shape[0])
 
-    def chunk(self, start: int, stop: int) -> torch.Tensor:
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> torch.Tensor:
         self._check_range(start, stop)
         images = self.render_secc(self.exp[start:stop], start)
         if self.blink is not None and self.edit_blink is not None:
             amplitude = self.blink[start:stop].to(images.device)
-            if bool((amplitude > 0).any()):
-                images = self.edit_blink(images, amplitude)
+            edited = amplitude > 0 if self.blink_edited is None else self.blink_edited[start:stop].to(images.device)
+            if bool(edited.any()):
+                images = self.edit_blink(images, amplitude, edited)
+        if trace is not None:
+            trace["secc"] = images
         return images
 
 
@@ -124,15 +133,18 @@ class PlaneSource(FrameSource):
     def __post_init__(self):
         self.num_frames = self.pncc.num_frames
 
-    def chunk(self, start: int, stop: int) -> torch.Tensor:
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> torch.Tensor:
         self._check_range(start, stop)
-        driving = self.pncc.chunk(start, stop)
+        driving = self.pncc.chunk(start, stop, trace)
         param = next(self.motion_adapter.parameters())
         driving = driving.to(param.device, param.dtype)
         batch = driving.shape[0]
         residual = self.motion_adapter(self.cano_secc.to(driving).expand(batch, -1, -1, -1),
                                        self.src_secc.to(driving).expand(batch, -1, -1, -1), driving)
-        return self.cano_planes.to(residual) + residual
+        planes = self.cano_planes.to(residual) + residual
+        if trace is not None:
+            trace["planes"] = planes
+        return planes
 
 
 @dataclass
@@ -154,18 +166,21 @@ class RenderSource(FrameSource):
             raise InputError(f"{self.cameras.shape[0]} cameras for {self.num_frames} frames; "
                              "give one camera or one per frame")
 
-    def chunk(self, start: int, stop: int) -> RenderOutput:
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> RenderOutput:
         from ..render.renderer import RenderConfig
 
         self._check_range(start, stop)
         config = self.render_config or RenderConfig()
-        planes = self.planes.chunk(start, stop)
+        planes = self.planes.chunk(start, stop, trace)
         cameras = self.cameras if self.cameras.shape[0] == 1 else self.cameras[start:stop]
         cameras = cameras.expand(stop - start, -1)
         noise = frame_noise(range(start, stop), config.resolution ** 2, config.num_coarse_samples,
                             config.num_fine_samples, self.seed)
-        return render_triplanes(planes, self.decoder, cameras.to(planes.device, torch.float32), config,
-                                noise=noise, max_rays_per_chunk=self.max_rays_per_chunk)
+        render = render_triplanes(planes, self.decoder, cameras.to(planes.device, torch.float32), config,
+                                  noise=noise, max_rays_per_chunk=self.max_rays_per_chunk)
+        if trace is not None:
+            trace["render"] = render
+        return render
 
 
 @dataclass
@@ -186,9 +201,44 @@ class CompositeSource(FrameSource):
         if self.kp_driving.shape[0] != self.num_frames:
             raise InputError(f"{self.kp_driving.shape[0]} driving keypoint frames for {self.num_frames} frames")
 
-    def chunk(self, start: int, stop: int):
+    def chunk(self, start: int, stop: int, trace: dict | None = None):
         self._check_range(start, stop)
-        render = self.renders.chunk(start, stop)
+        render = self.renders.chunk(start, stop, trace)
         kp = self.kp_driving[start:stop].to(render.feature_image)
         return self.superresolution.render_frames(render.feature_image, render.weights, kp, self.reference,
                                                   head_threshold=self.head_threshold)
+
+
+@dataclass
+class PanelFrames:
+    image: torch.Tensor                                 # [B,3,S,4S] in [-1,1]
+
+
+@dataclass
+class DebugPanelSource(FrameSource):
+    """Side-by-side panels for inspecting a clip: source | driving SECC | raw volume render | final frame.
+
+    Every panel is shown at the final frame's size ``S`` (the 128² raw render upsampled, nearest).
+    """
+
+    composite: CompositeSource
+    source_image: torch.Tensor                          # [1,3,H,W] in [-1,1]
+
+    def __post_init__(self):
+        self.num_frames = self.composite.num_frames
+
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> PanelFrames:
+        trace = {} if trace is None else trace
+        final = self.composite.chunk(start, stop, trace).image
+        batch, size = final.shape[0], final.shape[-2:]
+
+        def panel(image: torch.Tensor, mode: str) -> torch.Tensor:
+            image = image.to(final.device, final.dtype)
+            if image.shape[-2:] != size:
+                image = torch.nn.functional.interpolate(image, size=size, mode=mode,
+                                                        **({} if mode == "nearest" else {"antialias": True}))
+            return image.expand(batch, -1, -1, -1).clamp(-1, 1)
+
+        panels = [panel(self.source_image, "bilinear"), panel(trace["secc"], "bilinear"),
+                  panel(trace["render"].rgb, "nearest"), final.clamp(-1, 1)]
+        return PanelFrames(torch.cat(panels, dim=-1))

@@ -61,6 +61,8 @@ class Motion:
         fps: frames per second (25 for audio-driven motion, as official).
         euler, trans: head pose ``[T,3]`` each (radians / 3DMM translation), or None for "keep the source pose".
         blink: per-frame eye-closing amplitude ``[T]`` in [0,1], applied by the PNCC stage; None = no blinks.
+        blink_edited: ``[T]`` bool, the frames the blink editor touches (the official schedule also edits each
+            blink's first frame, where the amplitude is 0); None = where ``blink > 0``.
         audio: the clip this motion was made from, ``{"waveform": [1,C,S], "sample_rate": int}``, for muxing.
     """
 
@@ -69,6 +71,7 @@ class Motion:
     euler: torch.Tensor | None = None
     trans: torch.Tensor | None = None
     blink: torch.Tensor | None = None
+    blink_edited: torch.Tensor | None = None
     audio: dict | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -78,8 +81,14 @@ class Motion:
             value = getattr(self, name)
             if value is not None and tuple(value.shape) != (self.num_frames, 3):
                 raise InputError(f"Motion {name} must be [{self.num_frames},3], got {tuple(value.shape)}.")
-        if self.blink is not None and tuple(self.blink.shape) != (self.num_frames,):
-            raise InputError(f"Motion blink must be [{self.num_frames}], got {tuple(self.blink.shape)}.")
+        for name in ("blink", "blink_edited"):
+            value = getattr(self, name)
+            if value is not None and tuple(value.shape) != (self.num_frames,):
+                raise InputError(f"Motion {name} must be [{self.num_frames}], got {tuple(value.shape)}.")
+        if self.blink_edited is not None:
+            if self.blink is None:
+                raise InputError("Motion blink_edited needs a blink schedule.")
+            self.blink_edited = self.blink_edited.bool()
 
     @property
     def num_frames(self) -> int:
@@ -90,7 +99,8 @@ class Motion:
         return self.num_frames / self.fps
 
     def save(self, path: str | Path) -> Path:
-        tensors = {"exp": self.exp, "euler": self.euler, "trans": self.trans, "blink": self.blink}
+        tensors = {"exp": self.exp, "euler": self.euler, "trans": self.trans, "blink": self.blink,
+                   "blink_edited": self.blink_edited}
         meta = {"fps": self.fps}
         if self.audio is not None:
             tensors["audio_waveform"] = self.audio["waveform"]
@@ -104,7 +114,8 @@ class Motion:
         if "audio_waveform" in tensors:
             audio = {"waveform": tensors["audio_waveform"], "sample_rate": int(meta["audio_sample_rate"])}
         return cls(exp=tensors["exp"], fps=float(meta.get("fps", 25.0)), euler=tensors.get("euler"),
-                   trans=tensors.get("trans"), blink=tensors.get("blink"), audio=audio)
+                   trans=tensors.get("trans"), blink=tensors.get("blink"), blink_edited=tensors.get("blink_edited"),
+                   audio=audio)
 
 
 @dataclass
