@@ -27,6 +27,8 @@ from r3dp_core.render import (
     sample_rays,
     split_camera,
 )
+from r3dp_core.render import noise as noise_module
+from r3dp_core.render.noise import frame_noise
 from r3dp_core.render.ray_marcher import clamp_depth_per_frame
 from r3dp_core.render.triplane import project_onto_planes, sample_triplanes
 
@@ -310,3 +312,94 @@ def test_half_precision_planes_render_in_float32(decoder):
         full = render_triplanes(planes.float(), decoder, camera, SMALL, resolution=8, noise=noise)
     assert half.feature_image.dtype == torch.float32
     assert_same_render(half, full)
+
+
+# --- counter-based noise ----------------------------------------------------------------------------------
+
+def _reference_uniform(seed: int, frame: int, ray: int, sample: int, per_ray: int) -> float:
+    """One draw of ``frame_noise`` in Python integers (no overflow possible): the definition of the noise."""
+    def mix(x: int) -> int:
+        for shift, multiplier in ((16, 0x21F0AAAD), (15, 0x735A2D97)):
+            x ^= x >> shift
+            x = x * multiplier & 0xFFFFFFFF
+        return x ^ (x >> 15)
+
+    seed %= 1 << 64
+    keys = [mix(mix(mix(salt ^ (seed & 0xFFFFFFFF)) ^ (seed >> 32)) ^ frame) for salt in (0x9E3779B9, 0x85EBCA77)]
+    return (mix(mix((ray * per_ray + sample) ^ keys[0]) ^ keys[1]) >> 8) / 2**24
+
+
+@pytest.mark.parametrize("seed", [0, 42, -1, 2**64 - 1, 2**40 + 3])
+def test_frame_noise_follows_its_integer_definition(seed):
+    noise = frame_noise(range(3, 5), 16, 5, 4, seed)
+    assert noise.stratified.shape == (2, 16, 5, 1) and noise.importance.shape == (32, 4)
+    assert noise.stratified.dtype == noise.importance.dtype == torch.float32
+    for frame_index, frame in enumerate((3, 4)):
+        for ray in (0, 7, 15):
+            for sample in range(5):
+                assert noise.stratified[frame_index, ray, sample, 0].item() == \
+                    _reference_uniform(seed, frame, ray, sample, 9)
+            for sample in range(4):
+                assert noise.importance[frame_index * 16 + ray, sample].item() == \
+                    _reference_uniform(seed, frame, ray, 5 + sample, 9)
+
+
+def test_frame_noise_is_the_same_in_any_chunk_and_block(monkeypatch):
+    clip = frame_noise(range(0, 6), 100, 6, 5, seed=9)
+    part = frame_noise(range(2, 5), 100, 6, 5, seed=9)
+    assert torch.equal(part.stratified, clip.stratified[2:5])
+    assert torch.equal(part.importance, clip.importance[200:500])
+    # Blocks of 9 rows (99 elements // 11 per ray), which split frames and rays unevenly.
+    monkeypatch.setattr(noise_module, "CPU_ELEMENTS_PER_BLOCK", 99)
+    blocked = frame_noise(range(0, 6), 100, 6, 5, seed=9)
+    assert torch.equal(blocked.stratified, clip.stratified) and torch.equal(blocked.importance, clip.importance)
+    assert not torch.equal(frame_noise(range(0, 6), 100, 6, 5, seed=10).stratified, clip.stratified)
+    # Seeds are taken modulo 2^64, and the upper word counts.
+    def draws(seed: int) -> torch.Tensor:
+        return frame_noise(range(1), 4, 2, 2, seed).importance
+
+    assert torch.equal(draws(-1), draws(2**64 - 1)) and not torch.equal(draws(0), draws(2**32))
+
+
+def _accelerators() -> list[str]:
+    devices = ["cuda"] if torch.cuda.is_available() else []
+    return devices + (["mps"] if torch.backends.mps.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _accelerators())
+def test_frame_noise_on_an_accelerator_equals_the_cpu_noise(device):
+    here = frame_noise(range(5, 8), 128 * 128, 48, 48, seed=3, device=device)
+    assert here.stratified.device.type == here.importance.device.type == device
+    cpu = frame_noise(range(5, 8), 128 * 128, 48, 48, seed=3)
+    assert torch.equal(here.stratified.cpu(), cpu.stratified) and torch.equal(here.importance.cpu(), cpu.importance)
+
+
+def test_frame_noise_is_uniform_and_independent():
+    """786k draws (2 frames of 64² rays x 96 samples): uniform marginals and no correlation between
+    neighbouring samples, rays, frames, the two passes, or neighbouring seeds."""
+    scipy_stats = pytest.importorskip("scipy.stats")
+    noise = frame_noise(range(2), 64 * 64, 48, 48, seed=1234)
+    coarse = noise.stratified[..., 0].double()                      # [2, 4096, 48]
+    fine = noise.importance.reshape(2, 64 * 64, 48).double()
+    values = torch.cat([coarse.flatten(), fine.flatten()])
+    assert values.min() >= 0 and values.max() < 1
+    assert abs(values.mean().item() - 0.5) < 4 * math.sqrt(1 / 12 / values.numel())
+    assert scipy_stats.kstest(values.numpy(), "uniform").pvalue > 1e-3
+    counts = torch.histc(values, bins=256, min=0, max=1).numpy()
+    assert scipy_stats.chisquare(counts).pvalue > 1e-3
+
+    def assert_uncorrelated(a: torch.Tensor, b: torch.Tensor) -> None:
+        a, b = a.flatten(), b.flatten()
+        r = torch.corrcoef(torch.stack([a, b]))[0, 1].item()
+        assert abs(r) < 4.5 / math.sqrt(a.numel()), r
+        # Pairs fill the unit square evenly (16 x 16 cells).
+        cells = (a * 16).long() * 16 + (b * 16).long()
+        assert scipy_stats.chisquare(torch.bincount(cells, minlength=256).numpy()).pvalue > 1e-3
+
+    assert_uncorrelated(coarse[..., :-1], coarse[..., 1:])                  # neighbouring samples
+    assert_uncorrelated(coarse[:, :-1], coarse[:, 1:])                      # neighbouring rays
+    assert_uncorrelated(coarse[:, :-64], coarse[:, 64:])                    # the pixel below
+    assert_uncorrelated(coarse[0], coarse[1])                               # consecutive frames
+    assert_uncorrelated(coarse, fine)                                       # the two passes
+    other_seed = frame_noise(range(2), 64 * 64, 48, 48, seed=1235).stratified[..., 0].double()
+    assert_uncorrelated(coarse, other_seed)                                 # neighbouring seeds
