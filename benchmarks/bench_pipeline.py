@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r3dp_core.device import resolve_device  # noqa: E402
+from r3dp_core.device import enable_fast_kernels, resolve_device  # noqa: E402
 from r3dp_core.models.htbsr import HTBSRConfig  # noqa: E402
 from r3dp_core.models.i2p import I2PConfig  # noqa: E402
 from r3dp_core.models.motion_adapter import MotionAdapterConfig  # noqa: E402
@@ -461,8 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True     # fixed shapes per chunk size: let cuDNN pick its kernels
+    enable_fast_kernels(device)     # before the reference too, so both paths get cuDNN's fastest kernels
     dtypes, batches = parse_list(args.dtype, str), parse_list(args.batch, int)
     unknown = [d for d in dtypes if d not in DTYPES]
     if unknown:

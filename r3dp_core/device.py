@@ -1,7 +1,8 @@
 """The one place that decides which device and dtype r3dp runs on.
 
-``auto`` picks CUDA, then Apple's MPS, then the CPU. Low precision is an explicit choice: fp16/bf16
-only on accelerators, because CPU kernels for them are slow or missing and gain nothing.
+``auto`` picks CUDA, then Apple's MPS, then the CPU, and the dtype fp16 on accelerators, fp32 on the CPU. On the
+CPU low precision is an explicit choice: bf16 when asked for (autocast of the convolution networks; how much it
+gains depends on the CPU's bf16 support), never fp16, whose CPU kernels are slow or missing.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
 
 
 def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``'auto'``/None → fp32 on CPU, fp16 on CUDA/MPS; explicit names: fp32, fp16, bf16."""
+    """``'auto'``/None → fp32 on CPU, fp16 on CUDA/MPS; explicit names: fp32, fp16, bf16 (not fp16 on CPU)."""
     if isinstance(name, torch.dtype):
         dtype = name
     elif name is None or name == "auto":
@@ -52,10 +53,18 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
         dtype = _DTYPES[name]
     else:
         raise R3DPError(f"Unknown dtype {name!r}: use one of auto, fp32, fp16, bf16.")
-    if device.type == "cpu" and dtype != torch.float32:
-        raise R3DPError(f"{name} on the CPU is not supported (slow and imprecise there); use fp32 on CPU, "
-                        "or fp16/bf16 on a GPU.")
+    if device.type == "cpu" and dtype == torch.float16:
+        raise R3DPError(f"{name} on the CPU is not supported (slow and imprecise there); use fp32 or bf16 on the "
+                        "CPU, or fp16 on a GPU.")
     return dtype
+
+
+def enable_fast_kernels(device: torch.device) -> None:
+    """Process-wide kernel choices for inference on ``device``: on CUDA, cuDNN benchmarks its convolution
+    algorithms for each new input shape and keeps the fastest (the pipeline's chunks repeat a few shapes).
+    Nothing changes on other devices. TF32 stays off, so float32 results stay float32-accurate."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ in place for the streaming path of :mod:`r3dp_core.pipeline.stream` (which alrea
 the portrait's canonical planes and super-resolution reference once):
 
 * the super-resolution's constant-style convolution weights are folded once (exact);
+* on CUDA, cuDNN benchmarks its convolution algorithms per input shape (:func:`~r3dp_core.device.enable_fast_kernels`);
 * convolution weights are stored channels-last, the layout tensor cores want (exact up to summation order);
 * optionally, the per-frame networks run under autocast in bfloat16 or float16. Only the convolution-heavy
   stages are switched (:data:`LOW_PRECISION_STAGES`); each returns float32, so the tri-plane sum, the volume
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .device import Precision
+from .device import Precision, enable_fast_kernels
 from .errors import R3DPError
 
 #: Sub-modules of the video model that run under autocast in low precision: the convolution-heavy networks.
@@ -78,6 +79,7 @@ def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype 
     low_precision = dtype in _LOW_PRECISION
     if low_precision and not torch.amp.is_autocast_available(device.type):
         raise R3DPError(f"{dtype} autocast is not available on {device.type}; use float32 there.")
+    enable_fast_kernels(device)
     model.eval().requires_grad_(False)
     model.superresolution.fold_constant_styles()
     if channels_last:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from r3dp_core.device import Precision, resolve_device, resolve_dtype
+from r3dp_core.device import Precision, enable_fast_kernels, resolve_device, resolve_dtype
 from r3dp_core.errors import R3DPError
 
 
@@ -24,6 +24,8 @@ def test_explicit_device_and_dtype_names():
     cpu = torch.device("cpu")
     assert resolve_dtype("auto", cpu) is torch.float32
     assert resolve_dtype("fp32", cpu) is torch.float32
+    assert resolve_dtype("bf16", cpu) is torch.bfloat16          # low precision on the CPU only when asked for
+    assert Precision.resolve("cpu", "bfloat16").is_low_precision
     assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
     assert resolve_dtype("bf16", torch.device("cuda")) is torch.bfloat16
 
@@ -31,8 +33,10 @@ def test_explicit_device_and_dtype_names():
 def test_bad_choices_say_what_to_use():
     with pytest.raises(R3DPError, match="Unknown dtype 'fp8'.*auto, fp32, fp16, bf16"):
         resolve_dtype("fp8", torch.device("cpu"))
-    with pytest.raises(R3DPError, match="fp16 on the CPU is not supported"):
+    with pytest.raises(R3DPError, match="fp16 on the CPU is not supported.*fp32 or bf16 on the CPU"):
         resolve_dtype("fp16", torch.device("cpu"))
+    with pytest.raises(R3DPError, match="half on the CPU is not supported"):
+        resolve_dtype("half", torch.device("cpu"))
     with pytest.raises(R3DPError, match="Unknown device"):
         resolve_device("gpu0")
     if not torch.cuda.is_available():
@@ -46,3 +50,13 @@ def test_precision_autocast_is_noop_in_fp32():
     with precision.autocast():
         y = torch.ones(2, 2) @ torch.ones(2, 2)
     assert y.dtype is torch.float32
+
+
+def test_fast_kernels_turn_on_cudnn_benchmarking_for_cuda_only(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    enable_fast_kernels(torch.device("cpu"))
+    enable_fast_kernels(torch.device("mps"))
+    assert torch.backends.cudnn.benchmark is False
+    enable_fast_kernels(torch.device("cuda", 0))     # only a flag: works without a GPU
+    assert torch.backends.cudnn.benchmark is True
+    assert not torch.backends.cuda.matmul.allow_tf32  # float32 stays float32-accurate
