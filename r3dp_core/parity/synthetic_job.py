@@ -1,0 +1,139 @@
+"""A whole job made of synthetic stand-ins: a models folder in the layouts users download, and inputs.
+
+Weights come from the shared parity manifests (``synth_weights.py``), the BFM from the shared synthetic-BFM
+recipe, the face landmarker from ``shared/models``; HuBERT is a one-layer model with the large model's
+feature size. The pictures such models make are meaningless, but every loader and every stage of the real
+job runs on them: the end-to-end tests and the memory benchmark use this folder. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def write_video_model(folder: Path, parity_dir: Path) -> Path:
+    """``secc2plane_torso/model_ckpt_steps_100000.ckpt`` + ``config.yaml``: the trainer layout users download."""
+    import yaml
+
+    from .case import synth_state_dict
+
+    target = folder / "secc2plane_torso"
+    target.mkdir(parents=True, exist_ok=True)
+    state = synth_state_dict(parity_dir, "secc2plane_torso")
+    torch.save({"state_dict": {"model": dict(state)}, "global_step": 100000}, target / "model_ckpt_steps_100000.ckpt")
+    config = json.loads((parity_dir / "config_secc2plane_torso.json").read_text())
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target / "model_ckpt_steps_100000.ckpt"
+
+
+def write_audio_model(folder: Path, parity_dir: Path) -> Path:
+    """``audio2secc_vae/model_ckpt_steps_400000.ckpt`` + ``config.yaml``: the trainer layout users download."""
+    import yaml
+
+    from .case import synth_state_dict
+
+    target = folder / "audio2secc_vae"
+    target.mkdir(parents=True, exist_ok=True)
+    state = synth_state_dict(parity_dir, "audio2secc_vae")
+    torch.save({"state_dict": {"model": dict(state)}, "global_step": 400000}, target / "model_ckpt_steps_400000.ckpt")
+    config = json.loads((parity_dir / "config_audio2secc_vae.json").read_text())
+    (target / "config.yaml").write_text(yaml.safe_dump(config))
+    return target / "model_ckpt_steps_400000.ckpt"
+
+
+def write_tiny_hubert(folder: Path) -> Path:
+    """A 1-layer HuBERT with the large model's 1024-d features and 320-sample hop (random, seeded weights)."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    config = HubertConfig(hidden_size=1024, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256,
+                          conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                          feat_extract_norm="layer", do_stable_layer_norm=True)
+    target = folder / "hubert" / "hubert-large-ls960-ft"
+    HubertModel(config).eval().save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def write_bfm(folder: Path, shared_dir: Path) -> Path:
+    """The synthetic BFM (shared recipe) plus the official eye-triangle files, in ``BFM/``."""
+    target = folder / "BFM"
+    subprocess.run([sys.executable, str(shared_dir / "parity" / "case_geom_synth_bfm.py"), str(target)], check=True,
+                   stdout=subprocess.DEVNULL)
+    for name in ("bfm_left_eye_faces.npy", "bfm_right_eye_faces.npy"):
+        shutil.copy(shared_dir / "official_data" / name, target / name)
+    return target / "BFM_model_front.mat"
+
+
+def write_models_folder(folder: Path, shared_dir: Path, *, bfm_folder: Path | None = None) -> Path:
+    """Every file of a job except the 6-class segmenter (jobs give head/body masks instead).
+
+    ``bfm_folder``: write the BFM there instead (to exercise folders merged from several roots).
+    """
+    parity = shared_dir / "parity"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video_model(folder, parity)
+    write_audio_model(folder, parity)
+    write_tiny_hubert(folder)
+    shutil.copy(shared_dir / "models" / "face_landmarker.task", folder / "face_landmarker.task")
+    write_bfm(bfm_folder or folder, shared_dir)
+    return folder
+
+
+def short_speech(shared_dir: Path, seconds: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of the shared English speech clip from its first loud sample: (float32 samples, rate)."""
+    import av
+
+    with av.open(str(shared_dir / "testdata" / "speech_en_16k.wav")) as container:
+        rate = container.streams.audio[0].rate
+        samples = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+    # skip the leading silence so the clip has speech in it
+    start = int(np.argmax(np.abs(samples) > 0.1 * np.abs(samples).max()))
+    clip = samples[start:start + int(round(seconds * rate))]
+    if clip.dtype.kind in "iu":
+        clip = clip.astype(np.float32) / float(np.iinfo(clip.dtype).max)
+    return clip.astype(np.float32), rate
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                           layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def face_masks(image: np.ndarray, landmarker: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Head and body masks (uint8 [H,W]) from the 478 MediaPipe landmarks: a stand-in for the 6-class segmenter."""
+    import cv2
+
+    from r3dp_core.geometry.landmarks import detect_landmarks_image
+
+    points = detect_landmarks_image(image[None], landmarker).points[0].numpy()
+    height, width = image.shape[:2]
+    hull = cv2.convexHull(points.astype(np.int32))
+    head = np.zeros((height, width), np.uint8)
+    cv2.fillConvexPoly(head, hull, 255)
+    top = points[:, 1].min()
+    chin = points[:, 1].max()
+    span = chin - top
+    grown = cv2.dilate(head, np.ones((int(span * 0.25) | 1, int(span * 0.25) | 1), np.uint8))  # hair
+    head = np.maximum(head, grown)
+    body = np.zeros_like(head)
+    left, right = points[:, 0].min(), points[:, 0].max()
+    centre, half = (left + right) / 2, (right - left)
+    body[int(chin - 0.1 * span):, int(max(0, centre - 1.4 * half)):int(min(width, centre + 1.4 * half))] = 255
+    return head, body

@@ -1,0 +1,130 @@
+"""The main job end to end: `r3dp generate` on a models folder of synthetic stand-ins for every official file.
+
+The full-size video model renders one short clip through the CLI (the product's exact path); faster checks of
+the same ``run_job`` swap in the tiny configuration of the video model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from r3dp_core import cli
+from r3dp_core.device import Precision
+from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
+from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
+from r3dp_core.pipeline.request import GenerateRequest
+from r3dp_core.pipeline.validation import validate
+from r3dp_core.video_io import probe_video, read_video_frames
+
+SECONDS = 0.32  # 8 frames at 25 fps
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, shared_dir: Path) -> dict:
+    root = tmp_path_factory.mktemp("generate")
+    models = write_models_folder(root / "models", shared_dir)
+    portrait = cv2.cvtColor(cv2.imread(str(shared_dir / "testdata" / "astronaut_512.png")), cv2.COLOR_BGR2RGB)
+    cv2.imwrite(str(root / "portrait.png"), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+    samples, rate = short_speech(shared_dir, SECONDS)
+    write_wav(root / "speech.wav", samples, rate)
+    head, body = face_masks(portrait, models / "face_landmarker.task")
+    cv2.imwrite(str(root / "head.png"), head)
+    cv2.imwrite(str(root / "body.png"), body)
+    return {"root": root, "models": models, "seconds": len(samples) / rate}
+
+
+def _args(job: dict, out: Path, *extra: str) -> list[str]:
+    root = job["root"]
+    return ["generate", "--image", str(root / "portrait.png"), "--audio", str(root / "speech.wav"), "--out", str(out),
+            "--models-dir", str(job["models"]), "--head-mask", str(root / "head.png"), "--body-mask",
+            str(root / "body.png"), "--seed", "3", "--device", "cpu", *extra]
+
+
+def test_generate_writes_a_playable_mp4_with_the_audio(job, tmp_path, capsys):
+    out = tmp_path / "talking.mp4"
+    assert cli.main(_args(job, out)) == 0
+    printed = capsys.readouterr()
+    assert f"wrote {out}: 8 frames" in printed.out and "peak RSS" in printed.out
+    assert "rendering 8 frames" in printed.err and "8/8 frames" in printed.err
+    info = probe_video(out)
+    assert info["frames"] == round(job["seconds"] * 25) == 8
+    assert (info["width"], info["height"], info["fps"]) == (512, 512, 25.0)
+    # AAC pads to whole 1024-sample frames: the track may be up to one frame (64 ms at 16 kHz) longer
+    assert job["seconds"] <= info["audio_seconds"] <= job["seconds"] + 0.07
+    frames = np.concatenate([chunk for chunk, _ in read_video_frames(out)])
+    assert frames.shape == (8, 512, 512, 3) and frames.std() > 5  # a picture, not a blank frame
+    assert np.abs(frames[1:].astype(int) - frames[:-1]).mean() > 0.1  # the face moves
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talking.mp4"]  # no partial files left
+
+
+@pytest.fixture(scope="module")
+def tiny_job(job) -> dict:
+    """The job's models with the tiny video model in place of the full-size one (64² frames)."""
+    request = GenerateRequest(image=job["root"] / "portrait.png", audio=job["root"] / "speech.wav",
+                              out=job["root"] / "unused.mp4", head_mask=job["root"] / "head.png",
+                              body_mask=job["root"] / "body.png", seed=3, device="cpu")
+    models = load_job_models(request, job["models"], Precision.resolve("cpu", "fp32"))
+    torch.manual_seed(0)
+    tiny = Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
+    return {"request": request, "models": dataclasses.replace(models, video_model=tiny),
+            "inputs": validate(request, job["models"]), "masks": load_masks(request)}
+
+
+def _run(tiny_job: dict, out: Path, **changes):
+    request = dataclasses.replace(tiny_job["request"], out=out, **{k: v for k, v in changes.items()
+                                                                  if k not in ("progress", "should_stop")})
+    return run_job(request, tiny_job["inputs"], tiny_job["models"], masks=tiny_job["masks"], log=lambda _: None,
+                   progress=changes.get("progress"), should_stop=changes.get("should_stop"))
+
+
+def test_debug_panels_show_source_secc_render_and_final_side_by_side(tiny_job, tmp_path):
+    plain = _run(tiny_job, tmp_path / "plain.mp4", chunk_size=3)
+    panels = _run(tiny_job, tmp_path / "panels.mp4", chunk_size=3, debug_panels=True)
+    assert plain.frames == panels.frames == 8
+    final = np.concatenate([chunk for chunk, _ in read_video_frames(plain.path)])
+    strip = np.concatenate([chunk for chunk, _ in read_video_frames(panels.path)])
+    assert final.shape == (8, 64, 64, 3) and strip.shape == (8, 64, 256, 3)
+    # the last panel is the final frame (up to H.264 noise), the first the still source
+    assert np.abs(strip[..., 192:, :].astype(int) - final).mean() < 6
+    assert np.abs(strip[1:, :, :64].astype(int) - strip[:-1, :, :64]).mean() < 2
+    # the SECC panel is mostly the black (−1) background around a colour-coded face
+    secc = strip[..., 64:128, :]
+    assert (secc.max(-1) < 30).mean() > 0.3 and secc.std() > 10
+
+
+def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
+    calls = []
+
+    def stop_after_first_chunk():
+        calls.append(1)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_job, tmp_path / "interrupted.mp4", chunk_size=2, should_stop=stop_after_first_chunk)
+    assert len(calls) == 2  # stopped before the second chunk was computed
+
+    superresolution = tiny_job["models"].video_model.superresolution
+    original = superresolution.render_frames
+    seen = []
+
+    def fail_on_third_chunk(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == 3:
+            raise RuntimeError("simulated device failure")
+        return original(*args, **kwargs)
+
+    superresolution.render_frames = fail_on_third_chunk
+    try:
+        with pytest.raises(RuntimeError, match="simulated device failure"):
+            _run(tiny_job, tmp_path / "failed.mp4", chunk_size=2)
+    finally:
+        del superresolution.render_frames
+    assert list(tmp_path.iterdir()) == []  # neither output nor a partial file
