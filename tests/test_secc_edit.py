@@ -1,4 +1,5 @@
-"""Blink editing of SECC frames against a spec-literal reference on a rendered face with eye holes."""
+"""Blink editing of SECC frames against a spec-literal reference on a rendered face with eye holes; mouth editing
+of the mesh on the synthetic BFM (gain 1 exact, gain 0 neutral, lip opening, weights, rendered SECC)."""
 
 from pathlib import Path
 
@@ -7,9 +8,12 @@ import pytest
 import torch
 from scipy.spatial import Delaunay, cKDTree
 
+from r3dp_core.geometry.bfm import FaceModel3DMM, to_camera
 from r3dp_core.geometry.landmarks import EYE_IDS
-from r3dp_core.geometry.secc import SECCMesh, render_secc
-from r3dp_core.geometry.secc_edit import blink_secc
+from r3dp_core.geometry.secc import SECCMesh, project_to_screen, render_secc
+from r3dp_core.geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
+from r3dp_core.parity.synth_bfm import synth_face_model
+from r3dp_core.pipeline.selftest import synthetic_face_model
 
 OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "official_data"
 if not OFFICIAL_DATA.is_dir():
@@ -134,3 +138,146 @@ def test_default_schedule_edits_positive_amplitudes_only_and_batches(canonical_s
     assert torch.equal(blink_secc(frames, torch.zeros(4)), frames)
     with pytest.raises(ValueError):
         blink_secc(frames, torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------------------------- mouth
+
+LIPS = list(range(48, 68))
+FAR_FROM_MOUTH = [*range(0, 5), *range(12, 29), *range(36, 48)]   # upper jaw line, brows, nose bridge, eyes
+JAW_DROP = 0.05     # dm the lower lip moves down per unit of expression coefficient 0 (the jaw drop below)
+
+
+@pytest.fixture(scope="module")
+def synth_model(parity_dir, parity_cache) -> FaceModel3DMM:
+    """The parity cases' synthetic BFM (the official NCC shape, the real 68-keypoint ids, smooth random bases)
+    with expression 0 made a jaw drop: the polynomial bases move both lips nearly together, so the mouth hardly
+    opens. The lower inner lip (66) and everything below it move down by JAW_DROP, the upper inner lip (62) and
+    everything above stay, linearly in between."""
+    bfm = synth_face_model(parity_dir)
+    mean = bfm.mean_shape
+    upper, lower = mean[bfm.lm68_ids[[62, 66]], 1]
+    below = ((upper - mean[:, 1]) / (upper - lower)).clamp(0, 1)
+    exp_base = bfm.exp_base.clone()
+    exp_base[:, 0] = 0
+    exp_base[1::3, 0] = -JAW_DROP * below
+    return FaceModel3DMM(mean, bfm.id_base, exp_base, bfm.triangles, bfm.lm68_helper_ids, bfm.mp468_ids)
+
+
+@pytest.fixture(scope="module")
+def mouth_weights(synth_model):
+    return mouth_region_weights(synth_model)
+
+
+def _jaw_drop(frames: int, amount: float = 2.0, others: float = 0.0) -> torch.Tensor:
+    """[frames,64]: the jaw drop by ``amount`` plus random other expression coefficients of scale ``others``."""
+    exp = others * torch.randn(frames, 64, generator=torch.Generator().manual_seed(6))
+    exp[:, 0] = amount
+    return exp
+
+
+@pytest.fixture(scope="module")
+def coefficients():
+    # the synthetic bases are global polynomials: larger coefficients than these distort the face beyond a face
+    return 0.3 * torch.randn(1, 80, generator=torch.Generator().manual_seed(7)), _jaw_drop(3, others=0.1)
+
+
+def test_mouth_weights_are_one_on_the_lips_and_vanish_away_from_the_mouth(synth_model, mouth_weights):
+    w = mouth_weights
+    assert w.shape == (synth_model.n_vertices,) and w.dtype == torch.float32
+    assert float(w.min()) == 0.0 and float(w.max()) == 1.0
+    ids = synth_model.lm68_ids
+    assert torch.all(w[ids[LIPS]] == 1)
+    assert torch.all(w[ids[FAR_FROM_MOUTH]] == 0)
+    assert w[ids[8]] > 0.7                                            # the chin follows the jaw
+    assert 0.05 < float((w == 1).float().mean()) < float((w > 0).float().mean()) < 0.5
+    # no seam: along mesh edges the weight changes no faster than the raised cosine over the default
+    # (outer − inner) = 0.8 mouth widths allows
+    ncc = synth_model.ncc_code().numpy()
+    edges = torch.from_numpy(Delaunay(ncc[:, :2].astype(np.float64)).simplices[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2))
+    mean = synth_model.mean_shape
+    width = (mean[ids[54]] - mean[ids[48]]).norm()
+    length = (mean[edges[:, 0]] - mean[edges[:, 1]]).norm(dim=1) / width
+    step = (w[edges[:, 0]] - w[edges[:, 1]]).abs()
+    assert torch.all(step <= torch.pi / 2 / 0.8 * length + 1e-6)
+    # a narrower region is contained in a wider one
+    narrow = mouth_region_weights(synth_model, inner=0.1, outer=0.5)
+    assert torch.all(narrow <= w) and (narrow > 0).sum() < (w > 0).sum()
+    with pytest.raises(ValueError, match="inner < outer"):
+        mouth_region_weights(synth_model, inner=0.6, outer=0.5)
+
+
+def test_mouth_gain_one_is_compute_shape_bit_for_bit(synth_model, mouth_weights, coefficients):
+    identity, exp = coefficients
+    expected = synth_model.compute_shape(identity, exp)
+    for gain in (1.0, torch.tensor(1.0), torch.ones(3)):
+        assert torch.equal(scale_mouth_motion(synth_model, identity, exp, gain, mouth_weights), expected)
+    per_frame = identity.expand(3, 80) + 0.1
+    assert torch.equal(scale_mouth_motion(synth_model, per_frame, exp, 1.0, mouth_weights),
+                       synth_model.compute_shape(per_frame, exp))
+    # float64 model, weights computed on the fly: the output follows the model's dtype
+    small = synthetic_face_model(grid=24).double()
+    out = scale_mouth_motion(small, identity.double(), exp.double(), 1.0)
+    assert out.dtype == torch.float64 and torch.equal(out, small.compute_shape(identity.double(), exp.double()))
+
+
+def test_mouth_gain_zero_holds_the_neutral_mouth(synth_model, mouth_weights, coefficients):
+    identity, exp = coefficients
+    w = mouth_weights
+    posed = synth_model.compute_shape(identity, exp)
+    neutral = synth_model.compute_shape(identity, torch.zeros_like(exp))
+    held = scale_mouth_motion(synth_model, identity, exp, 0.0, w)
+    assert (posed - neutral)[:, w == 1].abs().amax() > 0.01              # the expression does move the mouth
+    torch.testing.assert_close(held[:, w == 1], neutral.expand_as(held)[:, w == 1], rtol=0, atol=2e-6)
+    assert torch.equal(held[:, w == 0], posed[:, w == 0])
+    # in between, each vertex keeps the fraction 1 − w of its expression displacement
+    torch.testing.assert_close(held - neutral, (1 - w)[:, None] * (posed - neutral), rtol=0, atol=2e-6)
+
+
+def test_lip_opening_scales_linearly_with_the_gain(synth_model, mouth_weights, coefficients):
+    identity, _ = coefficients
+    exp = _jaw_drop(1)
+    gains = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.5])
+    shapes = scale_mouth_motion(synth_model, identity, exp.expand(5, 64), gains, mouth_weights)
+    inner_lips = shapes[:, synth_model.lm68_ids[[62, 66]]]
+    gap = inner_lips[:, 0, 1] - inner_lips[:, 1, 1]                      # upper minus lower inner lip, y up
+    neutral = synth_model.compute_shape(identity, torch.zeros_like(exp))[0, synth_model.lm68_ids[[62, 66]], 1]
+    assert torch.all(gap.diff() > 0)
+    torch.testing.assert_close(gap[0], neutral[0] - neutral[1], rtol=0, atol=1e-6)
+    opening = gap[2] - gap[0]
+    torch.testing.assert_close(opening, torch.tensor(2 * JAW_DROP), rtol=0, atol=1e-6)
+    torch.testing.assert_close(gap - gap[0], gains * opening, rtol=1e-4, atol=1e-6)
+    # per-frame gains in one batch equal single-frame calls
+    for i in (1, 4):
+        single = scale_mouth_motion(synth_model, identity, exp, float(gains[i]), mouth_weights)
+        torch.testing.assert_close(shapes[i:i + 1], single, rtol=0, atol=1e-6)
+
+
+def test_mouth_gain_shape_is_checked(synth_model, mouth_weights, coefficients):
+    identity, exp = coefficients
+    for gain in (torch.ones(4), torch.ones(3, 1)):
+        with pytest.raises(ValueError, match=r"gain must be one number or \[3\]"):
+            scale_mouth_motion(synth_model, identity, exp, gain, mouth_weights)
+
+
+def test_mouth_gain_changes_the_secc_only_around_the_mouth(synth_model, mouth_weights, coefficients):
+    identity, _ = coefficients
+    exp = _jaw_drop(1, others=0.1).expand(3, 64)
+    ncc = synth_model.ncc_code()
+    faces = torch.from_numpy(Delaunay(ncc[:, :2].double().numpy()).simplices.astype(np.int64))
+    vertices = to_camera(scale_mouth_motion(synth_model, identity, exp, torch.tensor([1.0, 0.0, 2.0]),
+                                            mouth_weights))
+    size = 256
+    secc = render_secc(vertices, SECCMesh(faces, ncc), image_size=size, face0_period=None)
+    # pixels a moving vertex can reach: the boxes of every triangle with a vertex of positive weight
+    touched = faces[(mouth_weights[faces] > 0).any(1)].unique()
+    screen = project_to_screen(vertices[:, touched], size)
+    col_lo, row_lo = screen[..., :2].amin((0, 1)).floor() - 1
+    col_hi, row_hi = screen[..., :2].amax((0, 1)).ceil() + 1
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    near_mouth = (rows >= row_lo) & (rows <= row_hi) & (cols >= col_lo) & (cols <= col_hi)
+    eyes = project_to_screen(vertices[:1, synth_model.lm68_ids[36:48]], size)[0]
+    for edited in secc[1:]:
+        changed = (edited != secc[0]).any(0)
+        assert int(changed.sum()) > 1000
+        assert not (changed & ~near_mouth).any()
+        assert int(rows[changed].min()) > float(eyes[:, 1].max())         # nothing changes at or above the eyes

@@ -1,4 +1,6 @@
-"""Blink editing of canonical (zero-pose) SECC frames (official ``blink_eye_for_secc``, spec §14).
+"""Blink and mouth editing of canonical (zero-pose) SECC frames.
+
+Blink (official ``blink_eye_for_secc``, spec §14), on the rendered image.
 
 The SECC mesh has holes at the eyes. A blink of strength p closes each hole column by column: the eye
 pixels above ``p·mean + (1−p)·top`` and below ``p·mean + (1−p)·bottom`` (row statistics of the hole in that
@@ -8,6 +10,11 @@ p = 0, and the hole is first grown by 5 px into the face so the lids are filled 
 
 Masks, eye boxes and per-column lid lines are computed for all edited frames at once; only the
 nearest-face-pixel lookup runs per frame, because its point sets differ in size between frames.
+
+Mouth (not in the official system, whose only mouth control, ``mouth_amp``, conditions the audio-to-motion
+model and does nothing for video-driven motion), on the mesh before rasterisation so the SECC stays the
+image of a face: the expression displacement ``exp_base·exp`` of the vertices around the lips is scaled by a
+per-frame gain, blended into the unchanged rest of the face by smooth per-vertex weights.
 """
 
 from __future__ import annotations
@@ -15,9 +22,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .bfm import FaceModel3DMM
+
 EYE_BOX_MARGIN = 4        # tight eye box: [min − 4, max + 4) around the hole pixels
 EYE_GROW_RADIUS = 5       # face pixels within this Euclidean distance of a hole become eye
 _QUERY_CHUNK = 4096
+
+LIP_KEYPOINTS = slice(48, 68)   # 68-point scheme: outer lip contour 48–59, inner 60–67
+MOUTH_CORNERS = (48, 54)
 
 
 def _disk_kernel(radius: int, device: torch.device) -> torch.Tensor:
@@ -106,3 +118,63 @@ def blink_secc(secc: torch.Tensor, amplitude: torch.Tensor, edited: torch.Tensor
     decode = (torch.arange(256, dtype=torch.float64) / 127.5 - 1).float().to(device)
     out[index] = decode[codes.long()]
     return out
+
+
+def mouth_region_weights(bfm: FaceModel3DMM, inner: float = 0.2, outer: float = 1.0, jaw_reach: float = 3.0
+                         ) -> torch.Tensor:
+    """Per-vertex weight of the mouth region for :func:`scale_mouth_motion`; compute it once per model.
+
+    On the mean shape, a vertex's distance to the nearest lip keypoint (68-point ids 48–67), in mouth widths
+    (corner 48 to corner 54), gives weight 1 up to ``inner`` and a raised-cosine fall to 0 at ``outer``.
+    Below a keypoint the vertical part of the distance counts ``1/jaw_reach``: the jaw carries the lower lip,
+    and lips held shut over a dropped chin would stretch the lower face, so the region reaches down to the
+    chin (about 0.9 mouth widths below the lips in the BFM) but not up to the eyes or sideways to the jaw line.
+
+    Args:
+        bfm: the 3DMM (its ``mean_shape`` and correct 68-keypoint ids ``lm68_ids``).
+        inner, outer: radii in mouth widths, ``0 <= inner < outer``.
+        jaw_reach: how much farther the region reaches downwards than in other directions, > 0.
+
+    Returns:
+        [N] in [0,1] on the model's device and dtype: exactly 1 at the lip keypoints and exactly 0 beyond ``outer``.
+    """
+    if not 0 <= inner < outer or jaw_reach <= 0:
+        raise ValueError(f"need 0 <= inner < outer and jaw_reach > 0, got {inner}, {outer}, {jaw_reach}")
+    mean = bfm.mean_shape
+    keypoints = mean[bfm.lm68_ids]
+    width = (keypoints[MOUTH_CORNERS[1]] - keypoints[MOUTH_CORNERS[0]]).norm()
+    offset = mean[:, None, :] - keypoints[None, LIP_KEYPOINTS]                      # [N,20,3]
+    dy = offset[..., 1]
+    offset = torch.stack([offset[..., 0], torch.where(dy < 0, dy / jaw_reach, dy), offset[..., 2]], -1)
+    distance = offset.norm(dim=-1).amin(1) / width                                   # [N]
+    t = ((distance - inner) / (outer - inner)).clamp(0, 1)
+    # exact zeros (not cos(π) rounding) keep the vertices outside the region bit-identical to compute_shape
+    return torch.where(t < 1, 0.5 * (1 + torch.cos(torch.pi * t)), torch.zeros_like(t))
+
+
+def scale_mouth_motion(bfm: FaceModel3DMM, id_coeff: torch.Tensor, exp_coeff: torch.Tensor,
+                       gain: torch.Tensor | float, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Canonical shapes with the mouth's expression motion scaled: a drop-in for ``bfm.compute_shape``.
+
+    Each vertex becomes ``S(id, exp) + (gain − 1)·w·(exp_base·exp)``: with weight w = 1 (the lips) the
+    expression displacement is multiplied by ``gain``; where w = 0 the vertex is ``S(id, exp)`` bit for bit.
+
+    Args:
+        bfm: the 3DMM.
+        id_coeff: [1,80] (broadcast) or [B,80]; exp_coeff: [B,64]; on the model's device.
+        gain: [B] per frame, or one number (or 0-d tensor) for all frames. 1 leaves every vertex exactly as
+            ``compute_shape`` gives it, 0 holds the mouth region at the neutral expression (exp = 0), values
+            above 1 exaggerate the mouth motion.
+        weights: [N] from :func:`mouth_region_weights` (computed here when None).
+
+    Returns:
+        [B,N,3] canonical vertices in decimetres, like :meth:`FaceModel3DMM.compute_shape`.
+    """
+    shape = bfm.compute_shape(id_coeff, exp_coeff)
+    frames = shape.shape[0]
+    gain = torch.as_tensor(gain, dtype=shape.dtype, device=shape.device)
+    if gain.ndim > 1 or (gain.ndim == 1 and gain.shape[0] != frames):
+        raise ValueError(f"gain must be one number or [{frames}], got {tuple(gain.shape)}")
+    weights = mouth_region_weights(bfm) if weights is None else weights.to(shape)
+    exp_offsets = (exp_coeff @ bfm.exp_base.T).reshape(frames, -1, 3)               # [B,N,3]
+    return shape + ((gain.reshape(-1, 1) - 1) * weights)[..., None] * exp_offsets
