@@ -10,6 +10,7 @@ MediaPipe's result order. ``face=0`` runs MediaPipe with ``num_faces=1`` exactly
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,14 @@ def _num_faces(face: FaceChoice, max_faces: int) -> int:
     return max(max_faces, 1) if face == "largest" else face + 1
 
 
+def _faces(result, width: int, height: int) -> list[np.ndarray]:
+    """Every face of a MediaPipe result as [478,2] float64 pixels, in MediaPipe's order."""
+    return [np.array([[p.x, p.y] for p in lms], dtype=np.float64) * (width, height) for lms in result.face_landmarks]
+
+
 def _select(result, width: int, height: int, face: FaceChoice) -> np.ndarray | None:
     """The chosen face of a MediaPipe result as [478,2] float64 pixels, or None."""
-    faces = [np.array([[p.x, p.y] for p in lms], dtype=np.float64) * (width, height) for lms in result.face_landmarks]
+    faces = _faces(result, width, height)
     if face == "largest":
         if not faces:
             return None
@@ -106,6 +112,15 @@ def detect_image_points(frames: np.ndarray, model_path: str | Path, face: FaceCh
             if chosen is not None:
                 points[index], found[index] = chosen, True
     return points, found
+
+
+def detect_faces(image: np.ndarray, model_path: str | Path, max_faces: int = 4) -> list[np.ndarray]:
+    """IMAGE-mode detection of every face (up to ``max_faces``) in one uint8 image [H,W,3] → list of [478,2]
+    float64 pixel points, largest first (the one ``face='largest'`` picks)."""
+    height, width = image.shape[:2]
+    with _create_landmarker(model_path, video=False, num_faces=max(max_faces, 1)) as landmarker:
+        faces = _faces(landmarker.detect(_to_image(np.ascontiguousarray(image))), width, height)
+    return sorted(faces, key=lambda pts: -float(np.prod(pts.max(0) - pts.min(0))))
 
 
 def raise_if_missing(found: np.ndarray, face: FaceChoice, require_all: bool = True) -> None:
@@ -167,29 +182,60 @@ def detect_landmarks_video(frames: torch.Tensor | np.ndarray, model_path: str | 
     Raises:
         InputError: no frame has a face.
     """
-    _check_face_choice(face)
     video = as_uint8_frames(frames)
-    count, height, width = video.shape[:3]
+    marks = track_video(lambda: [video], model_path, face, max_faces)
+    if not marks.found.any():
+        raise InputError(f"No face found in any of the {video.shape[0]} video frames; use a video with a clearly "
+                         "visible face.")
+    return _as_output(marks.points.numpy(), marks.found.numpy(), frames)
+
+
+def track_video(chunks: Callable[[], Iterable[np.ndarray]], model_path: str | Path, face: FaceChoice = "largest",
+                max_faces: int = 4) -> Landmarks:
+    """:func:`detect_landmarks_video` for a video read block by block, so that memory does not grow with its length.
+
+    Args:
+        chunks: called once per landmarker pass (twice); yields uint8 [B,H,W,3] blocks of consecutive frames.
+
+    Returns:
+        :class:`Landmarks` on the CPU. Unlike :func:`detect_landmarks_video` it does not raise when no frame has
+        a face: then every point is zero and ``found`` is all False, and the caller decides.
+    """
+    _check_face_choice(face)
     num_faces = _num_faces(face, max_faces)
-    streams = {mode: (np.zeros((count, NUM_LANDMARKS, 2)), np.zeros(count, dtype=bool)) for mode in ("image", "video")}
-    most_faces = 0
+    image_pass, most_faces = [], 0
     with _create_landmarker(model_path, video=False, num_faces=num_faces) as landmarker:
-        for index, frame in enumerate(video):
+        for frame in _frames(chunks):
             result = landmarker.detect(_to_image(frame))
             most_faces = max(most_faces, len(result.face_landmarks))
-            chosen = _select(result, width, height, face)
-            if chosen is not None:
-                streams["image"][0][index], streams["image"][1][index] = chosen, True
+            image_pass.append(_select(result, frame.shape[1], frame.shape[0], face))
     if face == "largest" and most_faces <= 1:
         face, num_faces = 0, 1
+    video_pass = []
     with _create_landmarker(model_path, video=True, num_faces=num_faces) as landmarker:
-        for index, frame in enumerate(video):
+        for index, frame in enumerate(_frames(chunks)):
             result = landmarker.detect_for_video(_to_image(frame), int(VIDEO_TIMESTAMP_STEP_MS * index))
-            chosen = _select(result, width, height, face)
-            if chosen is not None:
-                streams["video"][0][index], streams["video"][1][index] = chosen, True
-    if not (streams["video"][1].any() and streams["image"][1].any()):
-        raise InputError(f"No face found in any of the {count} video frames; use a video with a clearly visible face.")
-    combined = _fill_missing(*streams["video"])
-    combined[:, IMAGE_MODE_IDS] = _fill_missing(*streams["image"])[:, IMAGE_MODE_IDS]
-    return _as_output(combined, streams["video"][1] & streams["image"][1], frames)
+            video_pass.append(_select(result, frame.shape[1], frame.shape[0], face))
+    if len(video_pass) != len(image_pass):
+        raise InputError(f"The video gave {len(image_pass)} frames on one read and {len(video_pass)} on the next; "
+                         "it is damaged. Re-encode it (e.g. ffmpeg -i in.mp4 out.mp4).")
+    (image_points, image_found), (video_points, video_found) = _stack(image_pass), _stack(video_pass)
+    if not (image_found.any() and video_found.any()):
+        return _as_output(np.zeros((len(image_pass), NUM_LANDMARKS, 2)), np.zeros(len(image_pass), bool), np.empty(0))
+    combined = _fill_missing(video_points, video_found)
+    combined[:, IMAGE_MODE_IDS] = _fill_missing(image_points, image_found)[:, IMAGE_MODE_IDS]
+    return _as_output(combined, image_found & video_found, np.empty(0))
+
+
+def _frames(chunks: Callable[[], Iterable[np.ndarray]]) -> Iterator[np.ndarray]:
+    for block in chunks():
+        yield from as_uint8_frames(block)
+
+
+def _stack(detections: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame detections (None = no face) → (points [T,478,2] with zeros where none, found [T])."""
+    points = np.zeros((len(detections), NUM_LANDMARKS, 2))
+    found = np.array([d is not None for d in detections], dtype=bool)
+    for index in np.flatnonzero(found):
+        points[index] = detections[index]
+    return points, found
