@@ -138,40 +138,75 @@ class VideoWriter:
             self.abort()
 
 
-def probe_video(path: str | Path) -> dict:
-    """Frame count, fps, size and audio duration of a video file (decodes the video stream)."""
+_VIDEO_HINT = "Use an mp4/mov/webm/avi video, or re-encode it (e.g. `ffmpeg -i in.mov out.mp4`)."
+
+
+def _open_video(path: Path):
     import av
 
+    if not path.exists():
+        raise InputError(f"{path}: the video does not exist. Check the path.")
+    if not path.is_file() or path.stat().st_size == 0:
+        problem = "is empty (0 bytes)" if path.is_file() else "is not a file"
+        raise InputError(f"{path}: the video {problem}. {_VIDEO_HINT}")
     try:
-        with av.open(str(path)) as container:
-            info = {"frames": 0, "fps": None, "width": None, "height": None, "audio_seconds": None}
-            if container.streams.video:
-                stream = container.streams.video[0]
-                info.update(fps=float(stream.average_rate or 0), width=stream.width, height=stream.height)
-                info["frames"] = sum(1 for _ in container.decode(video=0))
-            if container.streams.audio:
-                stream = container.streams.audio[0]
-                if stream.duration is not None and stream.time_base is not None:
-                    info["audio_seconds"] = float(stream.duration * stream.time_base)
-            return info
-    except av.error.FFmpegError as exc:
-        raise InputError(f"Cannot read video {path}: {exc}.") from None
+        return av.open(str(path))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise InputError(f"{path}: the file cannot be read as a video ({exc.strerror or exc}). {_VIDEO_HINT}") from None
 
 
-def read_video_frames(path: str | Path, chunk: int = 64) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield ``(uint8 [B,H,W,3], fps)`` chunks of a video, decoding as it goes."""
+def probe_video(path: str | Path) -> dict:
+    """Frame count, fps, size and audio duration of a video file (decodes the video stream)."""
+    return sample_video_frames(path, 0)[0]
+
+
+def sample_video_frames(path: str | Path, count: int = 16) -> tuple[dict, np.ndarray]:
+    """Decode a video once: its :func:`probe_video` info and up to ``count`` frames spread over its length.
+
+    Returns:
+        ``(info, frames)``: info has ``frames, fps, width, height, audio_seconds``; frames is uint8
+        ``[n,H,W,3]`` RGB with ``n = min(count, info['frames'])``. Memory stays bounded (at most ``2·count``
+        frames are held) however long the video is.
+    Raises:
+        InputError: missing, empty, unreadable or damaged file, or no video stream.
+    """
     import av
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"Video {path} does not exist.")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise InputError(f"Cannot open video {path}: {exc}. Use an mp4/mov/webm/avi file.") from None
-    with container:
+    with _open_video(path) as container:
+        info = {"frames": 0, "fps": None, "width": None, "height": None, "audio_seconds": None}
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                info["audio_seconds"] = float(stream.duration * stream.time_base)
         if not container.streams.video:
-            raise InputError(f"{path} has no video stream.")
+            return info, np.zeros((0, 0, 0, 3), np.uint8)
+        stream = container.streams.video[0]
+        info.update(fps=float(stream.average_rate or 0), width=stream.width, height=stream.height)
+        kept, stride = [], 1   # every stride-th frame; the stride doubles whenever 2*count are held
+        try:
+            for index, frame in enumerate(container.decode(video=0)):
+                info["frames"] = index + 1
+                if count and index % stride == 0:
+                    kept.append(frame.to_ndarray(format="rgb24"))
+                    if len(kept) > 2 * count:
+                        kept, stride = kept[::2], stride * 2
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{path}: the video is damaged ({exc.strerror or exc}). {_VIDEO_HINT}") from None
+    if not kept:
+        return info, np.zeros((0, info["height"] or 0, info["width"] or 0, 3), np.uint8)
+    pick = np.unique(np.linspace(0, len(kept) - 1, min(count, len(kept))).round().astype(int))
+    return info, np.stack([kept[i] for i in pick])
+
+
+def read_video_frames(path: str | Path, chunk: int = 64) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(uint8 [B,H,W,3], fps)`` chunks of a video, decoding as it goes (fps 25 when the file has none)."""
+    import av
+
+    path = Path(path)
+    with _open_video(path) as container:
+        if not container.streams.video:
+            raise InputError(f"{path}: the file has no video stream. {_VIDEO_HINT}")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or 25)
         buffer = []
@@ -182,6 +217,6 @@ def read_video_frames(path: str | Path, chunk: int = 64) -> Iterator[tuple[np.nd
                     yield np.stack(buffer), fps
                     buffer = []
         except av.error.FFmpegError as exc:
-            raise InputError(f"Video {path} is damaged ({exc}).") from None
+            raise InputError(f"{path}: the video is damaged ({exc.strerror or exc}). {_VIDEO_HINT}") from None
         if buffer:
             yield np.stack(buffer), fps

@@ -90,9 +90,27 @@ def load_audio(source: str | os.PathLike | Mapping | Audio16k) -> Audio16k:
         raise InputError(f"Cannot use {type(source).__name__} as audio: give a file path or a ComfyUI AUDIO dict "
                          "({'waveform': [1,C,T] tensor, 'sample_rate': int}).")
     if clip.num_samples < MIN_SAMPLES:
-        raise InputError(f"The audio is {1000 * clip.num_samples / SAMPLE_RATE:.1f} ms long after conversion to "
-                         f"16 kHz; at least {1000 * MIN_SAMPLES / SAMPLE_RATE:.0f} ms are needed for one motion frame.")
+        name = f"{source}: the audio" if isinstance(source, (str, os.PathLike)) else "The audio"
+        raise InputError(f"{name} is {1000 * clip.num_samples / SAMPLE_RATE:.1f} ms long after conversion to "
+                         f"16 kHz; at least {1000 * MIN_SAMPLES / SAMPLE_RATE:.0f} ms are needed for one motion frame. "
+                         "Give a longer clip.")
     return clip
+
+
+def loudest_dbfs(pcm: np.ndarray, block: int = SAMPLE_RATE // 50) -> float:
+    """Level of the loudest 20 ms block of one channel ``[N]`` int16, in dB full scale (-inf for digital silence).
+
+    Speech peaks around -30..-10 dBFS; below about -50 dBFS a clip is silence or hiss. Reads the clip in
+    pieces, so a long clip is not copied as a whole.
+    """
+    block = max(1, min(block, pcm.shape[0]))
+    piece = block * 500
+    loudest = 0.0
+    for start in range(0, pcm.shape[0] - block + 1, piece):
+        samples = pcm[start:start + piece]
+        samples = samples[: samples.shape[0] // block * block].astype(np.float32) / 32768.0
+        loudest = max(loudest, float(np.square(samples).reshape(-1, block).mean(axis=1).max()))
+    return 10 * np.log10(loudest) if loudest > 0 else float("-inf")
 
 
 class _PcmBuffer:
@@ -119,6 +137,10 @@ class _PcmBuffer:
         return None if self._data is None else self._data[:, :self.filled]
 
 
+_AUDIO_HINT = "Use a wav, flac, ogg, mp3 or m4a speech clip."
+_FLOAT_FORMATS = ("flt", "fltp", "dbl", "dblp")
+
+
 def _resample(frames: Iterator, label: str, expected_samples: int | None) -> np.ndarray:
     import av
 
@@ -133,33 +155,55 @@ def _resample(frames: Iterator, label: str, expected_samples: int | None) -> np.
     except InputError:
         raise
     except (av.FFmpegError, ValueError) as exc:  # ValueError: the stream changed its layout or rate midway
-        raise InputError(f"{label} could not be decoded as audio ({exc}).") from None
+        raise InputError(f"{label} could not be decoded as audio ({exc}); it is damaged or not audio. "
+                         f"{_AUDIO_HINT}") from None
     pcm = buffer.result()
     if pcm is None or pcm.shape[1] == 0:
-        raise InputError(f"{label} contains no audio samples.")
+        raise InputError(f"{label} contains no audio samples (it is empty). {_AUDIO_HINT}")
     return pcm
+
+
+def _finite_frames(frames: Iterator, label: str) -> Iterator:
+    """Pass decoded frames on, refusing NaN/inf in float formats (the 16-bit conversion would hide them as
+    full-scale clicks)."""
+    for frame in frames:
+        if frame.format.name in _FLOAT_FORMATS and not np.isfinite(frame.to_ndarray()).all():
+            raise InputError(f"{label}: the clip contains NaN or infinite samples (a broken float export); the voice "
+                             "cannot be read from it. Export the clip again, e.g. as 16-bit PCM wav.")
+        yield frame
 
 
 def _from_file(path: Path) -> Audio16k:
     import av
 
     if not path.is_file():
-        raise InputError(f"Audio file not found: {path}")
+        raise InputError(f"{path}: audio file not found{' (it is a folder)' if path.is_dir() else ''}. "
+                         "Check the path.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the audio file is empty (0 bytes). {_AUDIO_HINT}")
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as exc:
-        raise InputError(f"{path.name} is not a readable audio file ({exc}).") from None
+        raise InputError(f"{path}: not a readable audio file ({exc.strerror or exc}); it is damaged, truncated or "
+                         f"not audio. {_AUDIO_HINT}") from None
     with container:
         if not container.streams.audio:
-            raise InputError(f"{path.name} has no audio stream.")
+            raise InputError(f"{path}: the file has no audio stream (it holds {_describe_streams(container)}). "
+                             f"{_AUDIO_HINT}")
         stream = container.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
         if stream.duration is not None and stream.time_base is not None:
             seconds = float(stream.duration * stream.time_base)
         else:
             seconds = container.duration / 1e6 if container.duration else 0.0
-        pcm = _resample(container.decode(stream), path.name, int(seconds * SAMPLE_RATE) or None)
+        pcm = _resample(_finite_frames(container.decode(stream), str(path)), str(path),
+                        int(seconds * SAMPLE_RATE) or None)
     return Audio16k(pcm, int(rate))
+
+
+def _describe_streams(container) -> str:
+    kinds = [s.type for s in container.streams]
+    return ", ".join(f"{kinds.count(k)} {k} stream(s)" for k in dict.fromkeys(kinds)) or "no streams"
 
 
 def _from_waveform(audio: Mapping) -> Audio16k:
