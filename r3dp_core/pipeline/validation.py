@@ -1,11 +1,15 @@
 """Checking every input of a job before any model is loaded (``r3dp generate --dry-run`` stops here).
 
-Only the face landmarker is needed: the portrait must contain a usable face. Every problem is an
-``InputError`` naming the file and what to do about it.
+Only the face landmarker is needed: the portrait must contain a usable face, and a driving video must show
+one in most of its frames. Odd but valid inputs are accepted and normalised, and what was done is listed in
+``ValidatedInputs.notes``; every problem is an ``InputError`` whose one-paragraph message starts with the
+file, says what is wrong and what to do. Validation stays cheap (a 10-minute clip takes well under a
+second): files are decoded once, and a driving video is checked on :data:`VIDEO_SAMPLE_FRAMES` frames.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,26 +17,66 @@ import numpy as np
 
 from .. import model_files
 from ..errors import InputError
-from .inputs import load_image
+from .inputs import load_image, read_image
 from .request import CAMERA_MODES, GenerateRequest
+
+FPS = 25
+#: Shortest voice clip accepted (5 motion frames).
+MIN_AUDIO_SECONDS = 0.2
+#: Below this level (loudest 20 ms, dBFS) a clip counts as silence: the mouth will stay closed.
+SILENCE_DBFS = -50.0
+#: Frames of a driving video checked for a face (spread over its length).
+VIDEO_SAMPLE_FRAMES = 16
+#: Most faces the portrait check looks for (the largest one is used, as in the pipeline).
+MAX_FACES = 4
 
 
 @dataclass
 class ValidatedInputs:
+    """The decoded inputs of a job. image/background: ``[H,W,3]`` RGB uint8; audio: ``Audio16k`` or None;
+    faces: faces seen in the portrait (the largest is used); notes: what was normalised or noticed."""
+
     image: np.ndarray
-    audio: object | None                     # Audio16k
+    audio: object | None
     background: np.ndarray | None
     face_found_in: str
+    faces: int = 1
+    video_frames: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
 def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
     """Read and check every input; needs only the face landmarker (no network is loaded)."""
-    from ..audio.io import load_audio
-    from ..geometry.crop import resize_square
-    from ..geometry.landmarks import detect_landmarks_image
-    from ..video_io import probe_video
+    from ..audio.io import load_audio, loudest_dbfs
 
+    _check_options(request)
+    portrait = read_image(request.image, remove_bars=request.head_mask is None)
+    notes = [f"portrait: {note}" for note in portrait.notes]
+    audio = None
+    if request.audio is not None:
+        audio = load_audio(request.audio)
+        if audio.duration_s < MIN_AUDIO_SECONDS:
+            raise InputError(f"{request.audio}: the clip is only {audio.duration_s:.2f} s long; give at least "
+                             f"{MIN_AUDIO_SECONDS} s of speech.")
+        notes += _silence_notes(request.audio, audio, loudest_dbfs)
+        if request.expression_video is not None:
+            notes.append(f"audio: {request.audio} is not used: the expressions come from --expression-video")
+    background = load_image(request.bg) if request.bg is not None else None
+    landmarker = model_files.require("face_landmarker", models_dir)
+    faces = _count_faces(request.image, portrait.pixels, landmarker)
+    if faces > 1:
+        notes.append(f"portrait: {faces} faces found; the largest one is animated")
+    video_frames = {}
+    for flag, video in (("--expression-video", request.expression_video), ("--pose-video", request.pose_video)):
+        if video is not None:
+            video_frames[flag] = _check_video(video, landmarker, notes)
+    if request.pose_video is not None:
+        notes += _length_notes(request, audio, video_frames)
+    return ValidatedInputs(image=portrait.pixels, audio=audio, background=background,
+                           face_found_in=str(request.image), faces=faces, video_frames=video_frames, notes=notes)
+
+
+def _check_options(request: GenerateRequest) -> None:
     if request.audio is None and request.expression_video is None:
         raise InputError("Give a voice clip (--audio) or a driving video (--expression-video).")
     if request.camera not in CAMERA_MODES:
@@ -41,32 +85,110 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
         raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default 0.45).")
     if request.temperature < 0:
         raise InputError(f"--temperature must be >= 0, got {request.temperature}.")
-    if request.out.suffix.lower() != ".mp4":
-        raise InputError(f"Output {request.out} must end in .mp4.")
-    image = load_image(request.image)
-    audio = load_audio(request.audio) if request.audio is not None else None
-    if audio is not None and audio.duration_s < 0.2:
-        raise InputError(f"{request.audio} is only {audio.duration_s:.2f} s long; give at least 0.2 s of speech.")
-    notes = []
-    for video in (request.pose_video, request.expression_video):
-        if video is not None:
-            info = probe_video(video)
-            if not info["frames"]:
-                raise InputError(f"{video} has no decodable video frames.")
-            notes.append(f"{Path(video).name}: {info['frames']} frames at {info['fps']:.2f} fps")
-    background = load_image(request.bg) if request.bg is not None else None
-    landmarker = model_files.require("face_landmarker", models_dir)
-    detect_landmarks_image(resize_square(image)[None], landmarker)  # raises InputError when no face
-    return ValidatedInputs(image=image, audio=audio, background=background, face_found_in=str(request.image),
-                           notes=notes)
+    out = Path(request.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"{out}: the output must end in .mp4.")
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give the path of the .mp4 file to write.")
+    folder = out.parent.resolve()
+    while not folder.exists():  # VideoWriter creates missing folders: the first existing one must be writable
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: cannot be written ({folder} is not a writable folder). Choose another output "
+                         "path.")
+
+
+def _count_faces(path: Path, image: np.ndarray, landmarker: Path) -> int:
+    """Faces MediaPipe finds in the portrait as the pipeline sees it (squashed to 512²)."""
+    from ..geometry.crop import resize_square
+    from ..geometry.landmarks import detect_faces
+
+    faces = detect_faces(resize_square(image), landmarker, MAX_FACES)
+    if faces:
+        return len(faces)
+    height, width = image.shape[:2]
+    squashed = (f" The photo is {width}x{height} and is squashed to a square for processing, which distorts "
+                "the face: crop it to a square around the face first." if max(height, width) > 1.5 * min(height, width)
+                else "")
+    raise InputError(f"{path}: no face found in the photo. Use a photo with one clearly visible, roughly frontal "
+                     f"face (a strong profile, a covered or a very small face is not detected).{squashed}")
+
+
+def _silence_notes(path: Path, audio, loudest_dbfs) -> list[str]:
+    first = loudest_dbfs(audio.pcm[0])
+    if first >= SILENCE_DBFS:
+        return []
+    others = max((loudest_dbfs(channel) for channel in audio.pcm[1:]), default=float("-inf"))
+    if others >= SILENCE_DBFS:
+        return [f"audio: the first (left) channel of {path}, the one the speech model reads, is silent while another "
+                "channel is not: the mouth will stay closed. Put the voice on the left channel or mix it to mono"]
+    return [f"audio: no speech detected in {path} (silent, loudest {first:.0f} dBFS): the mouth will stay closed"]
+
+
+def _check_video(path: Path, landmarker: Path, notes: list[str]) -> int:
+    """Decode a driving video once and look for a face on a sample of its frames; returns its 25 fps length.
+
+    The sample follows the rule ``driving.video_motion`` applies to every frame: refused when no checked frame,
+    or at most half of them, shows a face.
+    """
+    from ..geometry.landmarks import detect_image_points
+    from ..video_io import sample_video_frames
+    from .driving import MAX_FACELESS_FRACTION, resample_index
+
+    info, frames = sample_video_frames(path, VIDEO_SAMPLE_FRAMES)
+    if not info["frames"]:
+        what = "the file has no video stream" if info["width"] is None else "the video has no decodable frames"
+        raise InputError(f"{path}: {what}. Give a video (mp4, mov, webm, avi) that shows a face.")
+    _, found = detect_image_points(frames, landmarker)
+    faceless = int((~found).sum())
+    if faceless == found.size:
+        raise InputError(f"{path}: no face found in the video ({found.size} frames checked across its length). Use a "
+                         "video in which one face is clearly visible, roughly frontal.")
+    if faceless > MAX_FACELESS_FRACTION * found.size:
+        raise InputError(f"{path}: no face found in {faceless} of {found.size} frames checked across the video (more "
+                         f"than {MAX_FACELESS_FRACTION:.0%}). Trim it to the part where the face is visible.")
+    fps = info["fps"] or FPS
+    length = int(resample_index(info["frames"], fps).shape[0])
+    resampled = f" → {length} frames at 25 fps" if abs(fps - FPS) > 1e-3 else ""
+    faceless_note = (f"; no face in {faceless} of {found.size} checked frames (those frames reuse the previous face)"
+                     if faceless else "")
+    notes.append(f"video: {path}: {info['frames']} frames at {fps:.2f} fps ({info['frames'] / fps:.2f} s, "
+                 f"{info['width']}x{info['height']}){resampled}{faceless_note}")
+    return length
+
+
+def _length_notes(request: GenerateRequest, audio, video_frames: dict[str, int]) -> list[str]:
+    pose = video_frames["--pose-video"]
+    if request.expression_video is not None:
+        clip = video_frames["--expression-video"]
+    elif audio is not None:
+        clip = max(1, int(np.floor(audio.duration_s * FPS + 0.5)))
+    else:
+        return []
+    if pose < clip:
+        return [f"video: the pose video ({pose} frames) is shorter than the clip ({clip} frames): it is played "
+                "forward and backward (official mirror loop)"]
+    if pose > clip:
+        return [f"video: the pose video ({pose} frames) is longer than the clip ({clip} frames): its first {clip} "
+                "frames are used"]
+    return []
 
 
 def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
-    lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), face found"]
+    """What the job would do, one line per input, then the notes (``r3dp generate --dry-run`` prints this)."""
+    faces = f"{inputs.faces} faces found, the largest is used" if inputs.faces > 1 else "face found"
+    lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), {faces}"]
     if inputs.audio is not None:
-        frames = round(inputs.audio.duration_s * 25)
-        lines.append(f"audio      {request.audio}: {inputs.audio.duration_s:.2f} s -> {frames} frames at 25 fps")
-    lines += [f"video      {note}" for note in inputs.notes]
+        audio = inputs.audio
+        frames = max(1, int(np.floor(audio.duration_s * FPS + 0.5)))
+        channels = {1: "mono", 2: "stereo"}.get(audio.num_channels, f"{audio.num_channels} channels")
+        lines.append(f"audio      {request.audio}: {audio.duration_s:.2f} s, {audio.source_rate} Hz {channels} -> "
+                     f"{frames} frames at 25 fps")
+    for flag, frames in inputs.video_frames.items():
+        video = request.expression_video if flag == "--expression-video" else request.pose_video
+        lines.append(f"video      {flag} {video}: {frames} frames at 25 fps")
     lines.append(f"camera     {request.camera}; background {'from ' + str(request.bg) if request.bg else 'extracted'}")
-    lines.append(f"output     {request.out} (H.264 512x512, audio muxed)")
+    muxed = inputs.audio is not None and request.expression_video is None
+    lines.append(f"output     {request.out} (H.264 512x512{', audio muxed' if muxed else ''})")
+    lines += [f"note       {note}" for note in inputs.notes]
     return "\n".join(lines)
