@@ -51,7 +51,7 @@ from r3dp_core.models.i2p import I2PConfig  # noqa: E402
 from r3dp_core.models.motion_adapter import MotionAdapterConfig  # noqa: E402
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig  # noqa: E402
 from r3dp_core.models.torso import TorsoConfig  # noqa: E402
-from r3dp_core.performance import optimize_for_inference  # noqa: E402
+from r3dp_core.performance import COMPILE_MODES, optimize_for_inference  # noqa: E402
 from r3dp_core.pipeline.stream import (  # noqa: E402
     CompositeSource,
     FrameSource,
@@ -232,11 +232,11 @@ class TimedSource(FrameSource):
     def __post_init__(self):
         self.num_frames = self.source.num_frames
 
-    def chunk(self, start: int, stop: int):
+    def chunk(self, start: int, stop: int, trace: dict | None = None):
         if self.sync:
             synchronize(self.device)
         begin = time.perf_counter()
-        value = self.source.chunk(start, stop)
+        value = self.source.chunk(start, stop, trace)
         if self.sync:
             synchronize(self.device)
         self.seconds += time.perf_counter() - begin
@@ -350,7 +350,7 @@ def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device
     if compile_mode is not None:
         torch._dynamo.reset()   # the previous configuration's compiled graphs would count against recompile limits
     model = optimize_for_inference(build(device), DTYPES[dtype], channels_last=channels_last,
-                                   compile_mode=compile_mode)
+                                   compile=compile_mode or False)
     warm = Clip(**{**clip.__dict__, "secc": clip.secc[:batch], "cameras": clip.cameras[:batch],
                    "kp_driving": clip.kp_driving[:batch]})
     for _ in range(warmup):
@@ -449,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="full: official architecture, parity synthetic weights; small: reduced config (CI)")
     parser.add_argument("--no-reference", action="store_true", help="skip the frame-by-frame fp32 reference")
     parser.add_argument("--channels-last", choices=("on", "off"), default="on", help="channels-last conv weights")
-    parser.add_argument("--compile", default=None, metavar="MODE",
-                        help="torch.compile mode for the networks (default, reduce-overhead, max-autotune)")
+    parser.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                        help="torch.compile mode for the per-frame networks (reduce-overhead adds CUDA graphs)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up chunks before timing")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--seed", type=int, default=0)

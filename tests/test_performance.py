@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import math
 import subprocess
 import sys
@@ -18,7 +19,14 @@ from r3dp_core.errors import R3DPError
 from r3dp_core.models.htbsr import HTBSRReference
 from r3dp_core.models.torso import TorsoReference
 from r3dp_core.parity.case import ParityCase
-from r3dp_core.performance import LOW_PRECISION_STAGES, map_tensors, optimize_for_inference, psnr
+from r3dp_core.performance import (
+    COMPILED_STAGES,
+    LOW_PRECISION_STAGES,
+    compile_forward,
+    map_tensors,
+    optimize_for_inference,
+    psnr,
+)
 from r3dp_core.pipeline.stream import (
     CompositeSource,
     PlaneSource,
@@ -123,6 +131,45 @@ def test_low_precision_stages_compute_in_bfloat16_and_hand_on_float32():
     images = stream_images(model, clip, batch=2)
     assert images.dtype == torch.float32
     assert set(LOW_PRECISION_STAGES) >= {"secc_img2plane_backbone", "superresolution.block1"}
+
+
+def test_compile_falls_back_to_eager_with_a_warning_where_torch_compile_is_unavailable(monkeypatch, caplog):
+    def unavailable(*args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this Python")
+
+    build = bench.model_factory("small", None)
+    clip = bench.synthetic_clip("small", 2, None)
+    eager = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.float32), clip, batch=2)
+    monkeypatch.setattr(torch, "compile", unavailable)
+    with caplog.at_level(logging.WARNING, logger="r3dp_core.performance"):
+        model = optimize_for_inference(build(torch.device("cpu")), torch.float32, compile=True)
+    assert len(caplog.records) == len(COMPILED_STAGES)
+    assert "torch.compile is not available here (torch.compile is not supported" in caplog.text
+    assert torch.equal(stream_images(model, clip, batch=2), eager)
+    with pytest.raises(R3DPError, match="Unknown torch.compile mode 'fast'"):
+        optimize_for_inference(build(torch.device("cpu")), torch.float32, compile="fast")
+
+
+def test_a_compilation_that_fails_at_the_first_call_falls_back_to_eager(monkeypatch, caplog):
+    """torch.compile compiles lazily: a backend failure (no C++ compiler, no Triton) surfaces in the first call."""
+    calls = []
+
+    def broken_backend(graph, example_inputs):
+        calls.append(len(example_inputs))
+        raise RuntimeError("no working C++ compiler")
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode: real_compile(fn, backend=broken_backend))
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(4, 3)
+    x = torch.randn(2, 4)
+    expected = layer(x)
+    with caplog.at_level(logging.WARNING, logger="r3dp_core.performance"):
+        compile_forward(layer, "layer", "default")
+        first, second = layer(x), layer(x)
+    assert len(calls) == 1 and torch.equal(first, expected) and torch.equal(second, expected)
+    assert len(caplog.records) == 1 and "torch.compile failed for layer" in caplog.text
+    torch._dynamo.reset()
 
 
 def test_map_tensors_reaches_tensors_in_nested_results_and_keeps_their_containers():
