@@ -1,6 +1,12 @@
-"""Selfie-multiclass label maps → masks, head image, external masks, segmenter wrapper errors."""
+"""Selfie-multiclass label maps → masks, head image, external masks; the MediaPipe segmenter wrapper with a fake
+segmenter (the 6-class model is user-downloaded) and its errors with real MediaPipe."""
 
+import json
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,6 +31,7 @@ from r3dp_core.geometry.segmentation import (
     segment_selfie_multiclass,
     torso_mask,
 )
+from r3dp_core.model_files import BY_KEY
 
 
 @pytest.fixture()
@@ -89,14 +96,155 @@ def test_label_map_validation(labels):
         check_label_map(torch.zeros(1, 2, 2))
 
 
-def test_segmenter_wrapper_reports_model_problems(tmp_path):
+SEGMENTER_URL = BY_KEY["segmenter"].url
+
+
+def fake_labels(rgb: np.ndarray) -> np.ndarray:
+    """The fake segmenter's answer for an [H,W,3] uint8 image: depends on each channel differently, so a
+    swapped channel order or another frame gives other labels."""
+    r, g, b = rgb.astype(np.int64).transpose(2, 0, 1)
+    return ((r + 2 * g + 3 * b) % 6).astype(np.uint8)
+
+
+class FakeSegmenter:
+    """Stands in for mediapipe's ImageSegmenter: keeps the options and images it is given, answers
+    :func:`fake_labels` as a GRAY8 category mask with one confidence mask per class, as MediaPipe does."""
+
+    def __init__(self, options, classes: int = 6, error: Exception | None = None):
+        self.options, self.classes, self.error = options, classes, error
+        self.images, self.closed = [], False
+
+    def close(self):
+        self.closed = True
+
+    def segment(self, image):
+        from mediapipe import Image, ImageFormat
+
+        if self.error is not None:
+            raise self.error
+        self.images.append(image)
+        labels = fake_labels(image.numpy_view())
+        confidence = [Image(image_format=ImageFormat.VEC32F1, data=(labels == c).astype(np.float32))
+                      for c in range(self.classes)]
+        return SimpleNamespace(category_mask=Image(image_format=ImageFormat.GRAY8, data=labels),
+                               confidence_masks=confidence)
+
+
+@pytest.fixture()
+def fake_mediapipe(monkeypatch, tmp_path):
+    """Replaces the segmenter the wrapper creates; yields (model path, list of created fakes, settings)."""
+    from mediapipe.tasks.python import vision
+
+    created, settings = [], {}
+
+    def create_from_options(options):
+        created.append(FakeSegmenter(options, **settings))
+        return created[-1]
+
+    monkeypatch.setattr(vision.ImageSegmenter, "create_from_options", create_from_options)
+    model = tmp_path / "selfie_multiclass_256x256.tflite"
+    model.write_bytes(b"stand-in")
+    return model, created, settings
+
+
+def test_segmenter_wrapper_feeds_rgb_frames_and_returns_their_labels(fake_mediapipe):
+    from mediapipe import ImageFormat
+    from mediapipe.tasks.python import vision
+
+    model, created, _ = fake_mediapipe
+    frames = np.random.default_rng(0).integers(0, 256, (3, 20, 28, 3), dtype=np.uint8)
+    labels = segment_selfie_multiclass(frames, model)
+    assert labels.shape == (3, 20, 28) and labels.dtype == torch.int64 and labels.device.type == "cpu"
+    assert torch.equal(labels, torch.from_numpy(np.stack([fake_labels(f) for f in frames])).long())
+    assert len(np.unique(labels)) == 6
+    (segmenter,) = created                                                # one segmenter for all frames
+    assert segmenter.closed
+    options = segmenter.options
+    assert options.base_options.model_asset_path == str(model)
+    assert options.running_mode == vision.RunningMode.IMAGE and options.output_category_mask
+    assert options.output_confidence_masks                                # how the wrapper counts the classes
+    assert len(segmenter.images) == 3
+    for image, frame in zip(segmenter.images, frames):
+        assert image.image_format == ImageFormat.SRGB and (image.width, image.height) == (28, 20)
+        assert np.array_equal(image.numpy_view(), frame)
+
+
+def test_segmenter_wrapper_takes_comfyui_images_and_single_frames(fake_mediapipe):
+    model, created, _ = fake_mediapipe
+    frames = np.random.default_rng(1).integers(0, 256, (2, 16, 12, 3), dtype=np.uint8)
+    as_float = torch.from_numpy(frames).float() / 255                     # ComfyUI IMAGE [T,H,W,3] in [0,1]
+    labels = segment_selfie_multiclass(as_float, model)
+    assert labels.device == as_float.device
+    assert torch.equal(labels, segment_selfie_multiclass(frames, model))
+    assert all(np.array_equal(image.numpy_view(), frame) for image, frame in zip(created[0].images, frames))
+    single = segment_selfie_multiclass(frames[1], model)
+    assert single.shape == (1, 16, 12) and torch.equal(single[0], labels[1])
+    with pytest.raises(InputError, match="RGB"):
+        segment_selfie_multiclass(frames[..., :2], model)
+
+
+def test_segmenter_wrapper_rejects_segmenters_with_other_classes(fake_mediapipe):
+    model, created, settings = fake_mediapipe
+    settings["classes"] = 2                                               # e.g. the hair segmenter
+    with pytest.raises(ModelFileError, match="2 classes, not 6") as error:
+        segment_selfie_multiclass(np.zeros((8, 8, 3), np.uint8), model)
+    assert str(model) in str(error.value) and SEGMENTER_URL in str(error.value)
+    assert created[0].closed
+    settings.update(classes=6, error=ValueError("CalculatorGraph::Run() failed"))
+    with pytest.raises(ModelFileError, match="Run\\(\\) failed") as error:
+        segment_selfie_multiclass(np.zeros((8, 8, 3), np.uint8), model)
+    assert str(model) in str(error.value) and SEGMENTER_URL in str(error.value)
+
+
+def test_segmenter_wrapper_reports_missing_and_corrupt_files(tmp_path):
     image = np.zeros((32, 32, 3), np.uint8)
-    with pytest.raises(ModelFileError, match="selfie_multiclass_256x256.tflite"):
-        segment_selfie_multiclass(image, tmp_path / "selfie_multiclass_256x256.tflite")
+    missing = tmp_path / "selfie_multiclass_256x256.tflite"
+    with pytest.raises(ModelFileError, match="not found") as error:
+        segment_selfie_multiclass(image, missing)
+    assert str(missing) in str(error.value) and SEGMENTER_URL in str(error.value)
     bogus = tmp_path / "bogus.tflite"
-    bogus.write_bytes(b"\0" * 64)
-    with pytest.raises(ModelFileError, match="not a usable"):
+    bogus.write_bytes(b"\0" * 64)                                        # real MediaPipe: not a flatbuffer
+    with pytest.raises(ModelFileError, match="not MediaPipe's 6-class selfie segmenter") as error:
         segment_selfie_multiclass(image, bogus)
+    assert str(bogus) in str(error.value) and SEGMENTER_URL in str(error.value)
+    assert "selfie_multiclass_256x256.tflite" in str(error.value)
+
+
+OTHER_MODELS_SCRIPT = """
+import gc, json, sys
+import numpy as np
+from r3dp_core.errors import ModelFileError
+from r3dp_core.geometry.segmentation import segment_selfie_multiclass
+messages = []
+for model in sys.argv[1:]:
+    try:
+        segment_selfie_multiclass(np.zeros((32, 48, 3), np.uint8), model)
+    except ModelFileError as error:
+        messages.append(str(error))
+gc.collect()
+print(json.dumps(messages))
+"""
+
+
+def test_segmenter_wrapper_reports_other_models(shared_dir, tmp_path):
+    """Real MediaPipe on the TFLite models inside the face landmarker bundle: one loads as a 1-class segmenter,
+    the other loads but fails when run. In a subprocess, because MediaPipe's own retry to close the failed
+    segmenter hung the process at garbage collection before the wrapper closed it once and for all."""
+    bundle = shared_dir / "models" / "face_landmarker.task"
+    if not bundle.is_file():
+        pytest.skip(f"{bundle} not found")
+    with zipfile.ZipFile(bundle) as archive:
+        archive.extract("face_detector.tflite", tmp_path)
+        archive.extract("face_landmarks_detector.tflite", tmp_path)
+    models = [str(tmp_path / "face_detector.tflite"), str(tmp_path / "face_landmarks_detector.tflite")]
+    run = subprocess.run([sys.executable, "-c", OTHER_MODELS_SCRIPT, *models], capture_output=True, text=True,
+                         timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr[-2000:]
+    one_class, fails_to_run = json.loads(run.stdout.strip().splitlines()[-1])
+    assert one_class.startswith(f"{models[0]} is not MediaPipe's 6-class selfie segmenter (it segments into 1 "
+                                "classes, not 6)")
+    assert fails_to_run.startswith(f"{models[1]} is not MediaPipe's 6-class selfie segmenter (")
+    assert SEGMENTER_URL in one_class and SEGMENTER_URL in fails_to_run
 
 
 SEGMENTER = Path("/work/shared/models/selfie_multiclass_256x256.tflite")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ModelFileError
+from ..model_files import BY_KEY
 from .uint8_images import as_uint8_frames
 
 BACKGROUND, HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS = range(6)
@@ -24,8 +25,7 @@ PERSON_CLASSES = (HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS)
 TORSO_WITH_BACKGROUND_CLASSES = (BACKGROUND, BODY_SKIN, CLOTHES)
 BACKGROUND_CLASSES = (BACKGROUND,)
 
-SEGMENTER_URL = ("https://storage.googleapis.com/mediapipe-models/image_segmenter/selfie_multiclass_256x256/"
-                 "float32/latest/selfie_multiclass_256x256.tflite")
+_GET_SEGMENTER = f"download {BY_KEY['segmenter'].relpath} from {BY_KEY['segmenter'].url}"
 
 
 def check_label_map(labels: torch.Tensor) -> torch.Tensor:
@@ -109,6 +109,25 @@ def label_map_from_masks(head: torch.Tensor, body: torch.Tensor | None = None, t
     return labels.long()
 
 
+def _not_the_segmenter(path: Path, reason: object) -> str:
+    return (f"{path} is not MediaPipe's 6-class selfie segmenter ({reason}); {_GET_SEGMENTER}, or pass your own "
+            "head/body masks instead.")
+
+
+def _close_once(segmenter) -> None:
+    """Close a MediaPipe segmenter so that its ``__del__`` does not close it again.
+
+    After a failed run MediaPipe's ``close`` raises the graph's error but keeps the native handle, and the
+    second close from ``__del__`` can then hang the process (seen with mediapipe 1.2.2 when another segmenter
+    ran before). Forgetting the handle turns that second close into a no-op; with a MediaPipe that names the
+    attribute otherwise this sets an unused one and changes nothing.
+    """
+    try:
+        segmenter.close()
+    finally:
+        segmenter._handle = None
+
+
 def segment_selfie_multiclass(images: torch.Tensor | np.ndarray, model_path: str | Path) -> torch.Tensor:
     """Run MediaPipe's selfie-multiclass ImageSegmenter (IMAGE mode, category mask) on each image.
 
@@ -118,24 +137,37 @@ def segment_selfie_multiclass(images: torch.Tensor | np.ndarray, model_path: str
 
     Returns:
         [T,H,W] int64 label map on the input's device (MediaPipe returns the mask at the input's size).
+
+    Raises:
+        ModelFileError: the file is missing, not a MediaPipe segmenter, or a segmenter with other than 6 classes.
     """
     from mediapipe import Image, ImageFormat
     from mediapipe.tasks.python import BaseOptions, vision
 
     path = Path(model_path)
     if not path.is_file():
-        raise ModelFileError(f"Segmentation model {path} not found; download selfie_multiclass_256x256.tflite from "
-                             f"{SEGMENTER_URL}, or pass your own head/body masks instead.")
+        raise ModelFileError(f"Segmentation model {path} not found; {_GET_SEGMENTER}, or pass your own head/body "
+                             "masks instead.")
+    frames = as_uint8_frames(images)
+    labels = np.empty(frames.shape[:3], dtype=np.uint8)
+    # the confidence masks, one per class, tell the 6-class model from other segmenters with valid labels 0..5
     options = vision.ImageSegmenterOptions(base_options=BaseOptions(model_asset_path=str(path)),
                                            running_mode=vision.RunningMode.IMAGE, output_category_mask=True,
-                                           output_confidence_masks=False)
+                                           output_confidence_masks=True)
     try:
+        # MediaPipe raises these for a file that is no segmenter, when loading or when running it
         segmenter = vision.ImageSegmenter.create_from_options(options)
+        try:
+            for frame, label in zip(frames, labels):
+                result = segmenter.segment(Image(image_format=ImageFormat.SRGB, data=frame))
+                classes = len(result.confidence_masks or ())
+                if classes != NUM_CLASSES:
+                    raise ModelFileError(_not_the_segmenter(path, f"it segments into {classes} classes, not "
+                                                                  f"{NUM_CLASSES}"))
+                label[...] = result.category_mask.numpy_view().reshape(label.shape)   # GRAY8 comes as [H,W,1]
+        finally:
+            _close_once(segmenter)
     except (RuntimeError, ValueError) as exc:
-        raise ModelFileError(f"{path} is not a usable MediaPipe image segmentation model: {exc}") from exc
-    frames = as_uint8_frames(images)
-    with segmenter:
-        labels = np.stack([segmenter.segment(Image(image_format=ImageFormat.SRGB, data=frame)).category_mask
-                           .numpy_view().copy() for frame in frames])
+        raise ModelFileError(_not_the_segmenter(path, exc)) from exc
     device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
     return check_label_map(torch.from_numpy(labels).to(device))
