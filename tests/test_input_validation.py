@@ -276,6 +276,7 @@ def test_invalid_images_are_refused_with_one_paragraph(case, tmp_path, capsys, m
 
 def test_image_normalisation_details(tmp_path, portrait):
     upright = load_image(_exif_rotated(tmp_path, portrait))
+    assert upright.flags.writeable and upright.flags.c_contiguous
     assert upright.shape == portrait.shape and np.abs(upright.astype(int) - portrait).mean() < 3
     assert np.abs(load_image(_cmyk(tmp_path, portrait)).astype(int) - portrait).mean() < 4
     rgba = load_image(_rgba(tmp_path, portrait))

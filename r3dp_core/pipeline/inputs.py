@@ -70,7 +70,7 @@ def read_image(path: str | Path, remove_bars: bool = False) -> LoadedImage:
     pixels = _downscale(pixels, stored_size, notes)
     if remove_bars:
         pixels = _remove_letterbox(pixels, notes)
-    return LoadedImage(np.ascontiguousarray(pixels), notes)
+    return LoadedImage(np.require(pixels, requirements=["C", "W"]), notes)  # writable, like any decoded array
 
 
 def _check_size(path: Path, width: int, height: int) -> None:
