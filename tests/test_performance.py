@@ -14,9 +14,12 @@ from typing import NamedTuple
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from r3dp_core.errors import R3DPError
 from r3dp_core.models.htbsr import HTBSRReference
+from r3dp_core.models.layers.eg3d import bias_act
+from r3dp_core.models.layers.stylegan2 import SynthesisLayer, upsampling_conv2d
 from r3dp_core.models.torso import TorsoReference
 from r3dp_core.parity.case import ParityCase
 from r3dp_core.performance import (
@@ -170,6 +173,29 @@ def test_a_compilation_that_fails_at_the_first_call_falls_back_to_eager(monkeypa
     assert len(calls) == 1 and torch.equal(first, expected) and torch.equal(second, expected)
     assert len(caplog.records) == 1 and "torch.compile failed for layer" in caplog.text
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_synthesis_layer_fuses_its_bias_and_activates_in_place_only_without_autograd(up):
+    torch.manual_seed(0)
+    layer = SynthesisLayer(5, 4, w_dim=6, resolution=8, up=up)
+    with torch.no_grad():
+        layer.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 5, 8, 8)
+    weight = layer.constant_style_weight()
+    plain = upsampling_conv2d(x, weight, layer.resample_filter) if up == 2 else F.conv2d(x, weight, padding=1)
+    expected = bias_act(plain, layer.bias, act="lrelu")               # separate bias, lrelu, gain
+    with torch.inference_mode():
+        fast = layer(x)                                               # bias in the convolution, in-place lrelu
+        per_sample = layer(x, torch.ones(2, 6))                       # grouped path, bias after the reshape
+    torch.testing.assert_close(fast, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(per_sample, expected, rtol=1e-5, atol=1e-5)
+    # With autograd recording, the activation is out of place and gradients reach the input.
+    x.requires_grad_(True)
+    traced = layer(x)
+    traced.sum().backward()
+    torch.testing.assert_close(traced.detach(), expected, rtol=1e-6, atol=1e-6)
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_map_tensors_reaches_tensors_in_nested_results_and_keeps_their_containers():

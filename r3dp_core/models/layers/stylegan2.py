@@ -22,10 +22,11 @@ from torch import nn
 from .eg3d import FullyConnectedLayer, bias_act, setup_filter
 
 _DEMODULATION_EPS = 1e-8
+_LRELU_GAIN = math.sqrt(2.0)
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int, int, int, int] = (0, 0, 0, 0),
-              gain: float = 1.0) -> torch.Tensor:
+              gain: float = 1.0, bias: torch.Tensor | None = None) -> torch.Tensor:
     """Zero-insertion upsampling, zero padding, then a 2-D FIR filter (EG3D ``upfirdn2d``, no downsampling).
 
     Args:
@@ -33,6 +34,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int,
         f: ``[fh, fw]`` filter, applied as a true convolution (flipped), multiplied by ``gain``.
         up: upsampling factor; each input pixel lands on ``(up*i, up*j)``, the rest are zeros.
         padding: ``(x0, x1, y0, y1)`` zeros added left, right, top, bottom after upsampling (non-negative).
+        bias: ``[C]`` added to the filtered result (in the same convolution), or None.
 
     Returns:
         ``[B, C, H*up + y0 + y1 - fh + 1, W*up + x0 + x1 - fw + 1]``.
@@ -48,7 +50,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, padding: tuple[int,
     if (x0, x1, y0, y1) != (pad_x, pad_x, pad_y, pad_y):
         x = F.pad(x, (x0 - pad_x, x1 - pad_x, y0 - pad_y, y1 - pad_y))
     weight = (f.to(x.dtype) * gain).flip((0, 1))[None, None].expand(channels, 1, *f.shape)
-    return F.conv2d(x, weight, padding=(pad_y, pad_x), groups=channels)
+    return F.conv2d(x, weight, bias, padding=(pad_y, pad_x), groups=channels)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -72,7 +74,8 @@ def modulated_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: boo
     return w
 
 
-def upsampling_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, groups: int = 1) -> torch.Tensor:
+def upsampling_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, groups: int = 1,
+                      bias: torch.Tensor | None = None) -> torch.Tensor:
     """×2 upsampling 3×3 convolution as EG3D's ``conv2d_resample(up=2, padding=1)`` computes it.
 
     A stride-2 transposed convolution (``[B,C,H,W]`` → ``[B,O,2H+1,2W+1]``) followed by the FIR filter
@@ -80,12 +83,22 @@ def upsampling_conv2d(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor, gr
 
     Args:
         weight: ``[O, I/groups, 3, 3]`` in the ordinary (``conv2d``) layout.
+        bias: ``[O]`` added to the result, or None.
     """
     out_channels, in_per_group, kh, kw = weight.shape
     w = weight.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
     w = w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
     x = F.conv_transpose2d(x, w.to(x.dtype), stride=2, groups=groups)
-    return upfirdn2d(x, f, padding=(1, 1, 1, 1), gain=4.0)
+    return upfirdn2d(x, f, padding=(1, 1, 1, 1), gain=4.0, bias=bias)
+
+
+def lrelu_with_gain(x: torch.Tensor) -> torch.Tensor:
+    """``bias_act(x, act='lrelu')``: LeakyReLU(0.2)·√2. In place when autograd does not need ``x`` (inference):
+    the layers' outputs are the largest tensors of the super-resolution, and fresh copies cost a third of their
+    activation time on the CPU."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return bias_act(x, act="lrelu")
+    return F.leaky_relu_(x, 0.2).mul_(_LRELU_GAIN)
 
 
 def _drop_folded_weight(module: nn.Module, *args) -> None:
@@ -153,14 +166,16 @@ class SynthesisLayer(_ConstantStyleMixin, nn.Module):
             batch = x.shape[0]
             weight, groups = self.effective_weight(w).flatten(0, 1), batch
             x = x.reshape(1, -1, *x.shape[2:])
-        weight = weight.to(x.dtype)
+        weight, bias = weight.to(x.dtype), self.bias.to(x.dtype)
+        # The bias joins the (last) convolution unless the batch is folded into its groups.
+        conv_bias = bias if batch is None else None
         if self.up == 2:
-            y = upsampling_conv2d(x, weight, self.resample_filter, groups=groups)
+            y = upsampling_conv2d(x, weight, self.resample_filter, groups=groups, bias=conv_bias)
         else:
-            y = F.conv2d(x, weight, padding=self.padding, groups=groups)
+            y = F.conv2d(x, weight, conv_bias, padding=self.padding, groups=groups)
         if batch is not None:
-            y = y.reshape(batch, -1, *y.shape[2:])
-        return bias_act(y, self.bias.to(y.dtype), act="lrelu")
+            y = bias_act(y.reshape(batch, -1, *y.shape[2:]), bias)
+        return lrelu_with_gain(y)
 
 
 class ToRGBLayer(_ConstantStyleMixin, nn.Module):
