@@ -128,7 +128,8 @@ def mouth_region_weights(bfm: FaceModel3DMM, inner: float = 0.2, outer: float = 
     (corner 48 to corner 54), gives weight 1 up to ``inner`` and a raised-cosine fall to 0 at ``outer``.
     Below a keypoint the vertical part of the distance counts ``1/jaw_reach``: the jaw carries the lower lip,
     and lips held shut over a dropped chin would stretch the lower face, so the region reaches down to the
-    chin (about 0.9 mouth widths below the lips in the BFM) but not up to the eyes or sideways to the jaw line.
+    chin (about 0.9 mouth widths below the lips on a face shaped like the official NCC code) but not up to the
+    eyes or sideways to the jaw line.
 
     Args:
         bfm: the 3DMM (its ``mean_shape`` and correct 68-keypoint ids ``lm68_ids``).
