@@ -333,7 +333,7 @@ def run_reference(model: Secc2PlaneTorso, clip: Clip, device: torch.device, seed
             planes = timed("ma", model.animated_planes, cano_planes, clip.cano_secc, clip.src_secc,
                            clip.secc[i:i + 1])
             noise = frame_noise(range(i, i + 1), config.resolution ** 2, config.num_coarse_samples,
-                                config.num_fine_samples, seed)
+                                config.num_fine_samples, seed, device=device)
             render = timed("render", model.render, planes, clip.cameras[i:i + 1], noise=noise)
             out = timed("sr", super_resolve_from_scratch, render, clip.kp_driving[i:i + 1])
             timed("output", to_host_uint8, out.image)
@@ -388,8 +388,19 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        return f"{cpu_model()} ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name where Linux tells it (``platform.processor()`` is empty there), else the arch."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def record(result: Result, device: torch.device, model: str, reference: Result | None) -> dict:

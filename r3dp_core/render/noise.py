@@ -20,17 +20,17 @@ from .renderer import RenderNoise
 
 _WORD = 0xFFFFFFFF
 # A two-round 32-bit integer hash (xorshift-multiply, shifts 16/15/15) with multipliers below 2^31, so that
-# ``word * multiplier`` stays below 2^63. It is a bijection of 32-bit words with full avalanche.
+# ``word * multiplier`` stays below 2^63. Each step is invertible on 32-bit words, so the hash is a bijection.
 _MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)
 _SHIFTS = (16, 15, 15)
-# Hash words absorbed per element when the seed and frame keys are made, so the two keys differ.
+# Salts that make a frame's two keys two unrelated hashes of the same (seed, frame).
 _KEY_SALTS = (0x9E3779B9, 0x85EBCA77)
 _MANTISSA_BITS = 24     # float32 represents every multiple of 2^-24 in [0, 1) exactly
 # Elements hashed at once: 1 MiB of int64 per temporary on the CPU, where the hash is memory bound and runs two
-# to five times faster in cache; on accelerators 128 MiB per temporary (ten frames of 128² rays x 96 samples)
-# keeps the kernel launches few and the transient memory well below the renderer's.
+# to five times faster in cache; on accelerators 32 MiB per temporary (2.7 frames of 128² rays x 96 samples)
+# keeps the kernel launches few (about 25 per block) and the transient memory far below the renderer's.
 CPU_ELEMENTS_PER_BLOCK = 1 << 17
-ACCELERATOR_ELEMENTS_PER_BLOCK = 1 << 24
+ACCELERATOR_ELEMENTS_PER_BLOCK = 1 << 22
 
 
 def hash32(words: torch.Tensor) -> torch.Tensor:
