@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -113,8 +114,7 @@ class VideoToMotion(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, landmarker, bfm: FaceModel, images_fps: float, face: str, video=None,
                 images: torch.Tensor | None = None, audio=None):
-        from r3dp_core.geometry.fitting import fit_video
-        from r3dp_core.geometry.landmarks import detect_landmarks_video
+        from r3dp_core.pipeline.driving import motion_from_frames
 
         from ._runtime import Progress
 
@@ -128,18 +128,12 @@ class VideoToMotion(comfy_io.ComfyNode):
             raise InputError("Video→3DMM needs a driving video: connect a VIDEO (Load Video) or an IMAGE batch.")
         if frames.ndim != 4 or frames.shape[0] < 1:
             raise InputError(f"The driving video has no frames (got {tuple(frames.shape)}).")
-        progress = Progress(3, cls.hidden.unique_id)
-        landmarks = detect_landmarks_video(frames[..., :3], landmarker, face=face if face == "largest" else int(face))
-        progress.update(1)
-        fit = fit_video(bfm.bfm, landmarks.points.float(), float(frames.shape[1]))
-        progress.update(2)
-        count = fit.exp.shape[0]
-        target = max(1, round(count * FPS / fps))
-        index = torch.clamp((torch.arange(target) * fps / FPS).long(), max=count - 1)
+        progress = Progress(1, cls.hidden.unique_id)
+        motion = motion_from_frames(frames[..., :3], fps, landmarker, bfm.bfm,
+                                    face=face if face == "largest" else int(face))
         clip = materialise_audio(audio) if audio is not None else None
-        motion = Motion(exp=fit.exp[index].detach().cpu(), fps=FPS, euler=fit.euler[index].detach().cpu(),
-                        trans=fit.trans[index].detach().cpu(), audio=clip)
-        progress.update(3)
+        motion = dataclasses.replace(motion, audio=clip)
+        progress.update(1)
         return comfy_io.NodeOutput(motion, clip, motion.num_frames, FPS)
 
 

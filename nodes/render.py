@@ -51,6 +51,9 @@ class PnccBuilder(comfy_io.ComfyNode):
                 comfy_io.Boolean.Input("blink", default=True,
                                        tooltip="Apply the motion's blink schedule (eyes close by editing the PNCC)."),
                 comfy_io.Int.Input("preview_chunk", default=DEFAULT_CHUNK, min=1, max=256, tooltip=_CHUNK_TOOLTIP),
+                comfy_io.Float.Input("mouth_scale", default=1.0, min=0.0, max=3.0, step=0.05, optional=True,
+                                     tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
+                                             ">1 exaggerated); works for audio- and video-driven motion."),
             ],
             outputs=[t.Pncc.Output(display_name="pncc"),
                      comfy_io.Image.Output(display_name="pncc_images",
@@ -59,7 +62,8 @@ class PnccBuilder(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceModel, blink: bool, preview_chunk: int):
+    def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceModel, blink: bool, preview_chunk: int,
+                mouth_scale: float = 1.0):
         from r3dp_core.pipeline.stages import FaceKit, pncc_source
 
         if motion.num_frames < 1:
@@ -67,7 +71,7 @@ class PnccBuilder(comfy_io.ComfyNode):
         kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=None)
         driving = motion if blink else replace(motion, blink=None, blink_edited=None)
         with torch.inference_mode():
-            sources = [pncc_source(kit, a, driving) for a in avatar]
+            sources = [pncc_source(kit, a, driving, mouth_gain=mouth_scale) for a in avatar]
         stream = Stream(avatars=list(avatar), motion=motion, sources=sources, kit=kit)
         images = _preview(cls, stream, preview_chunk, lambda x: x) if output_is_linked(cls, 1) else None
         return comfy_io.NodeOutput(stream, images)

@@ -122,7 +122,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         expression_video=Path(args.expression_video) if args.expression_video else None,
-        bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp, blink=args.blink,
+        bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp,
+        mouth_scale=args.mouth_scale, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
         chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
         head_mask=Path(args.head_mask) if args.head_mask else None,
@@ -173,7 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
     gen.add_argument("--camera", default="auto", choices=["auto", "static", "driving", "orbit"],
                      help="head pose: auto (pose video if given, else static), static, driving, orbit")
-    gen.add_argument("--mouth-amp", type=float, default=0.45, help="mouth amplitude (official 0.45)")
+    gen.add_argument("--mouth-amp", type=float, default=0.45,
+                     help="mouth amplitude the audio model is conditioned on (official 0.45; audio driving only)")
+    gen.add_argument("--mouth-scale", type=float, default=1.0,
+                     help="scale the mouth's motion in the rendered face, 0-3 (1 = as driven; audio and video)")
     gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=True, help="periodic blinks")
     gen.add_argument("--temperature", type=float, default=0.2, help="audio-to-motion sampling temperature")
     gen.add_argument("--seed", type=int, default=42, help="random seed (latent noise, blinks, renderer)")

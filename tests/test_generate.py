@@ -7,6 +7,7 @@ the same ``run_job`` swap in the tiny configuration of the video model.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import cv2
@@ -16,10 +17,12 @@ import torch
 
 from r3dp_core import cli
 from r3dp_core.device import Precision
+from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
 from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
 from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
 from r3dp_core.pipeline.request import GenerateRequest
+from r3dp_core.pipeline.selftest import synthetic_face_model
 from r3dp_core.pipeline.validation import validate
 from r3dp_core.video_io import probe_video, read_video_frames
 
@@ -70,10 +73,10 @@ def tiny_job(job) -> dict:
     request = GenerateRequest(image=job["root"] / "portrait.png", audio=job["root"] / "speech.wav",
                               out=job["root"] / "unused.mp4", head_mask=job["root"] / "head.png",
                               body_mask=job["root"] / "body.png", seed=3, device="cpu")
-    models = load_job_models(request, job["models"], Precision.resolve("cpu", "fp32"))
     torch.manual_seed(0)
     tiny = Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
-    return {"request": request, "models": dataclasses.replace(models, video_model=tiny),
+    models = load_job_models(request, job["models"], Precision.resolve("cpu", "fp32"), video_model=tiny)
+    return {"request": request, "models": models, "models_dir": job["models"],
             "inputs": validate(request, job["models"]), "masks": load_masks(request)}
 
 
@@ -128,3 +131,57 @@ def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
     finally:
         del superresolution.render_frames
     assert list(tmp_path.iterdir()) == []  # neither output nor a partial file
+
+
+def _resident_mb() -> float:
+    """Current (not peak) resident memory of this process."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc to read resident memory")
+def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
+    """Two minutes of speech through audio → motion and every frame stage, into the mp4: resident memory must
+    not grow while 3000 frames stream through. The face mesh is the self-test's small synthetic one, so the
+    SECC rasteriser (the CPU's slowest stage with a 70k-triangle BFM) does not dominate the test's time."""
+    seconds = 120.0
+    speech, rate = short_speech(shared_dir, 9.0)
+    write_wav(tmp_path / "long.wav", np.tile(speech, int(np.ceil(seconds * rate / len(speech))))[: int(seconds * rate)],
+              rate)
+    request = dataclasses.replace(tiny_job["request"], audio=tmp_path / "long.wav", out=tmp_path / "long.mp4",
+                                  chunk_size=16)
+    inputs = validate(request, tiny_job["models_dir"])
+    grid = synthetic_face_model()
+    kit = dataclasses.replace(tiny_job["models"].kit, bfm=grid, secc_mesh=SECCMesh(grid.triangles, grid.ncc_code()))
+    resident = []
+
+    def sample(done: int, total: int) -> None:
+        resident.append((done, _resident_mb()))
+
+    summary = run_job(request, inputs, dataclasses.replace(tiny_job["models"], kit=kit), masks=tiny_job["masks"],
+                      progress=sample, log=lambda _: None)
+    assert summary.frames == resident[-1][0] == 3000
+    info = probe_video(summary.path)
+    assert info["frames"] == 3000 and seconds <= info["audio_seconds"] <= seconds + 0.07
+    warm = next(mb for done, mb in resident if done >= 300)
+    growth = max(mb for _, mb in resident) - warm
+    # holding every 64² output frame would add ~140 MB, every SECC image ~9 GB
+    assert growth < 25, f"resident memory grew by {growth:.0f} MB over the clip: {resident[::20]}"
+
+
+def test_video_driven_job_keeps_the_videos_sound(tiny_job, job, tmp_path):
+    from r3dp_core.video_io import VideoWriter
+
+    portrait = cv2.cvtColor(cv2.imread(str(job["root"] / "portrait.png")), cv2.COLOR_BGR2RGB)
+    nodding = [cv2.warpAffine(portrait, cv2.getRotationMatrix2D((256, 256), 3.0 * np.sin(i), 1.0), (512, 512),
+                              borderMode=cv2.BORDER_REFLECT) for i in range(10)]
+    waveform = torch.sin(torch.arange(16000 * 2) / 16000 * 2 * torch.pi * 220)[None, None] * 0.3  # 2 s tone
+    with VideoWriter(tmp_path / "driving.mp4", fps=25, audio={"waveform": waveform, "sample_rate": 16000}) as writer:
+        writer.write(np.stack(nodding))  # 0.4 s of video, 2 s of sound
+    request = dataclasses.replace(tiny_job["request"], audio=None, expression_video=tmp_path / "driving.mp4",
+                                  out=tmp_path / "driven.mp4", chunk_size=4)
+    summary = run_job(request, validate(request, tiny_job["models_dir"]), tiny_job["models"],
+                      masks=tiny_job["masks"], log=lambda _: None)
+    info = probe_video(summary.path)
+    assert summary.frames == info["frames"] == 10
+    assert 0.4 <= info["audio_seconds"] <= 0.4 + 0.07  # the video's own sound, cut to the clip

@@ -378,7 +378,7 @@ VALID_VIDEOS = {
     "pose-some-faceless": (lambda f, p: _driving(f, p, 10, 25, faceless=(2, 3, 7)), "--pose-video", "speech",
                            "no face in 3 of 10 checked frames"),
     "expression-with-audio": (lambda f, p: _driving(f, p, 10, 25), "--expression-video", "speech",
-                              "is not used: the expressions come from --expression-video"),
+                              "is the sound of the video; the expressions come from --expression-video"),
     "expression-only": (lambda f, p: _driving(f, p, 10, 25), "--expression-video", None, "10 frames at 25 fps"),
 }
 

@@ -456,30 +456,29 @@ def test_audio_to_motion_reaches_core_and_ends_with_the_clip(comfy, monkeypatch)
     assert any(p[1] == 50 for p in comfy.state.progress)
 
 
-def test_video_to_motion_resamples_to_25_fps(comfy, monkeypatch):
-    import r3dp_core.geometry.fitting as fitting
-    import r3dp_core.geometry.landmarks as landmarks
-    from r3dp_core.geometry.fitting import FittedCoeffs
+def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy, monkeypatch):
+    import r3dp_core.pipeline.driving as driving
+    from r3dp_core.pipeline.types import Motion
 
     nodes = comfy.nodes
-    frames = torch.rand(10, 32, 48, 3)
-    monkeypatch.setattr(landmarks, "detect_landmarks_video",
-                        lambda video, path, face="largest": SimpleNamespace(points=torch.rand(len(video), 478, 2)))
-    heights = []
+    frames = torch.rand(10, 32, 48, 4)  # RGBA IMAGE batch
+    seen = {}
 
-    def fit_video(bfm, points, height):
-        heights.append(height)
-        steps = torch.arange(len(points), dtype=torch.float32)[:, None]
-        return FittedCoeffs(torch.zeros(1, 80), steps.repeat(1, 64), steps.repeat(1, 3), -steps.repeat(1, 3))
+    def motion_from_frames(video, fps, landmarker, bfm, face="largest"):
+        seen.update(video=video, fps=fps, landmarker=landmarker, bfm=bfm, face=face)
+        return Motion(exp=torch.ones(20, 64), euler=torch.zeros(20, 3), trans=torch.zeros(20, 3))
 
-    monkeypatch.setattr(fitting, "fit_video", fit_video)
-    face = nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
-    out = bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 12.5, "largest", images=frames)
+    monkeypatch.setattr(driving, "motion_from_frames", motion_from_frames)
+    bfm = torch.nn.Module()
+    face = nodes.loaders.FaceModel(bfm=bfm, secc_mesh=None, path=Path("bfm"))
+    waveform = torch.rand(1, 1, 800)
+    out = bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 12.5, "1", images=frames,
+                                                    audio={"waveform": waveform, "sample_rate": 1000})
     motion, audio, count, fps = out.args
-    assert heights == [32.0] and audio is None and fps == 25.0
-    assert count == motion.num_frames == 20  # 10 frames at 12.5 fps = 0.8 s
-    assert torch.equal(motion.exp[:, 0], torch.arange(20) // 2 * 1.0)
-    assert torch.equal(motion.trans[:, 0], -(torch.arange(20) // 2 * 1.0))
+    assert torch.equal(seen["video"], frames[..., :3]) and seen["fps"] == 12.5 and seen["face"] == 1
+    assert seen["landmarker"] == Path("lm") and seen["bfm"] is bfm
+    assert count == motion.num_frames == 20 and fps == 25.0
+    assert torch.equal(motion.audio["waveform"], waveform) and audio is motion.audio
     with pytest.raises(Exception, match="driving video"):
         bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")
 
@@ -746,3 +745,16 @@ def test_talking_portrait_expands_into_the_stage_nodes(comfy):
         node.execute(torch.rand(2, 8, 8, 3), audio={}, **args)
     with pytest.raises(InputError, match="voice clip"):
         node.execute(torch.rand(1, 8, 8, 3), **args)
+
+
+def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
+    from r3dp_core.pipeline import stages
+
+    gains = []
+    real = stages.pncc_source
+    monkeypatch.setattr(stages, "pncc_source", lambda kit, avatar, motion, mouth_gain=1.0:
+                        gains.append(mouth_gain) or real(kit, avatar, motion, mouth_gain=1.0))
+    bound(chain.nodes.render.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2,
+                                                                      0.25)
+    bound(chain.nodes.render.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
+    assert gains == [0.25, 0.25, 1.0, 1.0]

@@ -6,6 +6,7 @@ memory stays flat in clip length; the mp4 appears only when complete.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import resource
 import sys
@@ -77,23 +78,29 @@ def needed_models(request: GenerateRequest) -> list[str]:
     return needed
 
 
-def load_job_models(request: GenerateRequest, models_dir: Path, precision: Precision) -> JobModels:
-    """Load every model the job needs; lists all missing files at once before loading anything."""
+def load_job_models(request: GenerateRequest, models_dir: Path, precision: Precision,
+                    video_model: torch.nn.Module | None = None) -> JobModels:
+    """Load every model the job needs; lists all missing files at once before loading anything.
+
+    ``video_model``: use this (already prepared) video model instead of the models folder's checkpoint.
+    """
     from ..audio.hubert import load_hubert
     from ..checkpoint import load_checkpoint
     from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
     from ..performance import optimize_for_inference
     from .loaders import load_face_kit, load_video_model
 
-    specs = [model_files.BY_KEY[key] for key in needed_models(request)]
+    specs = [model_files.BY_KEY[key] for key in needed_models(request)
+             if not (key == "video_model" and video_model is not None)]
     missing = [spec for spec in specs if spec.find(models_dir) is None]
     if missing:
         raise InputError("Model files are missing:\n" + "\n".join("  - " + m.missing_message(models_dir)
                                                                   for m in missing))
     kit = load_face_kit(models_dir, need_segmenter=request.head_mask is None)
     # Per-stage low precision: the renderer and the compositing stay fp32 (whole-stream autocast costs ~10 dB).
-    video_model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir), precision,
-                                                          fold=False), precision)
+    if video_model is None:
+        video_model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir),
+                                                              precision, fold=False), precision)
     if request.expression_video is not None:
         return JobModels(video_model, kit)
     loaded = load_checkpoint(model_files.require("audio_model", models_dir), expected="audio2secc_vae")
@@ -133,12 +140,31 @@ def audio_motion(request: GenerateRequest, audio, models: JobModels) -> Motion:
     exp = audio_to_motion(audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
                           temperature=request.temperature, seed=request.seed)
     exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))]
-    waveform = torch.from_numpy(audio.pcm.astype(np.float32) / 32768.0)[None]
+    track = soundtrack(audio)
     if not request.blink:
-        return Motion(exp=exp, audio={"waveform": waveform, "sample_rate": 16000})
+        return Motion(exp=exp, audio=track)
     schedule = blink_schedule(exp.shape[0], seed=request.seed)
-    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited,
-                  audio={"waveform": waveform, "sample_rate": 16000})
+    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited, audio=track)
+
+
+def soundtrack(audio, seconds: float | None = None) -> dict:
+    """An ``Audio16k`` clip (cut to ``seconds``) as the ``{"waveform", "sample_rate"}`` the video writer muxes."""
+    pcm = audio.pcm if seconds is None else audio.pcm[:, : int(round(seconds * 16000))]
+    return {"waveform": torch.from_numpy(pcm.astype(np.float32) / 32768.0)[None], "sample_rate": 16000}
+
+
+def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict | None:
+    """The sound of a video-driven clip: the ``--audio`` clip if given, else the expression video's own track
+    (None when it has none), cut to the clip's ``seconds``."""
+    from ..audio.io import load_audio
+
+    audio = inputs.audio
+    if audio is None:
+        try:
+            audio = load_audio(request.expression_video)
+        except InputError:  # a video without a sound track: the mp4 is silent
+            return None
+    return soundtrack(audio, seconds)
 
 
 def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
@@ -162,15 +188,18 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
         avatar = make_avatar(model, source)
         if request.expression_video is not None:
             log("fitting the driving video")
-            motion = video_motion(request.expression_video, models.kit)
+            motion = video_motion(request.expression_video, models.kit, log=log)
+            motion = dataclasses.replace(motion, audio=video_soundtrack(request, inputs, motion.duration_s))
         else:
             log("audio to motion")
             motion = audio_motion(request, inputs.audio, models)
-    pose_motion = video_motion(request.pose_video, models.kit, motion.num_frames) if request.pose_video else None
+    pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
+                   if request.pose_video else None)
     pose = make_pose(request.camera, avatar, motion, pose_motion)
 
     with torch.inference_mode():
-        frames = talking_frames(model, models.kit, avatar, motion, pose, seed=request.seed)
+        frames = talking_frames(model, models.kit, avatar, motion, pose, seed=request.seed,
+                                mouth_gain=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)
         log(f"rendering {frames.num_frames} frames on {device}")

@@ -20,6 +20,7 @@ class GenerateRequest:
     bg: Path | None = None
     camera: str = "auto"
     mouth_amp: float = 0.45
+    mouth_scale: float = 1.0                 # scales the mouth's motion in the SECC (audio and video driving)
     blink: bool = True
     temperature: float = 0.2
     seed: int = 42

@@ -22,7 +22,7 @@ from ..geometry.inpaint import extract_background, inpaint_torso, resize_backgro
 from ..geometry.keypoints import smooth_torso_keypoints, torso_keypoints
 from ..geometry.landmarks import detect_landmarks_image
 from ..geometry.secc import SECCMesh, render_secc
-from ..geometry.secc_edit import blink_secc
+from ..geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
 from ..geometry.segmentation import (
     head_mask,
     keep_region,
@@ -33,6 +33,8 @@ from ..geometry.segmentation import (
 from .images import u8_image_to_tensor
 from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
 from .types import Avatar, Motion
+
+MAX_MOUTH_GAIN = 3.0
 
 
 @dataclass
@@ -110,21 +112,37 @@ def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:
     return Avatar(**{**avatar.__dict__, "planes": planes})
 
 
-def secc_images(kit: FaceKit, identity: torch.Tensor, exp: torch.Tensor, frame_offset: int = 0) -> torch.Tensor:
-    """SECC/PNCC images ``[B,3,512,512]`` in [-1,1] of ``identity [1,80]`` with ``exp [B,64]`` at zero pose."""
+def secc_images(kit: FaceKit, identity: torch.Tensor, exp: torch.Tensor, frame_offset: int = 0,
+                mouth_gain: float = 1.0, mouth_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """SECC/PNCC images ``[B,3,512,512]`` in [-1,1] of ``identity [1,80]`` with ``exp [B,64]`` at zero pose.
+
+    ``mouth_gain`` scales the expression's motion of the mouth region (``mouth_weights [N]``, see
+    ``secc_edit.mouth_region_weights``): 1 leaves the expression as it is, 0 holds a neutral mouth.
+    """
     device = kit.bfm.mean_shape.device
-    vertices = to_camera(kit.bfm.compute_shape(identity.to(device), exp.to(device)))
-    return render_secc(vertices, kit.secc_mesh, frame_offset=frame_offset)
+    identity, exp = identity.to(device), exp.to(device)
+    if mouth_gain == 1.0:
+        shape = kit.bfm.compute_shape(identity, exp)
+    else:
+        weights = mouth_weights.to(device) if mouth_weights is not None else None
+        shape = scale_mouth_motion(kit.bfm, identity, exp, mouth_gain, weights)
+    return render_secc(to_camera(shape), kit.secc_mesh, frame_offset=frame_offset)
 
 
-def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion) -> PnccSource:
-    """Lazy driving SECC of a motion for the avatar's identity, with the canonical and source SECC."""
+def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float = 1.0) -> PnccSource:
+    """Lazy driving SECC of a motion for the avatar's identity, with the canonical and source SECC.
+
+    ``mouth_gain`` scales the mouth's motion in every driving frame (and the source, which is frame 0).
+    """
+    if not 0.0 <= mouth_gain <= MAX_MOUTH_GAIN:
+        raise InputError(f"The mouth scale must be between 0 and {MAX_MOUTH_GAIN:g}, got {mouth_gain:g}.")
     identity = avatar.id[:1]
     zero = motion.exp.new_zeros(1, 64)
+    weights = mouth_region_weights(kit.bfm) if mouth_gain != 1.0 else None
 
     def render(exp: torch.Tensor, first_frame: int) -> torch.Tensor:
         # The sequence index drives the official triangle-0 quirk (every 50th frame and single renders).
-        return secc_images(kit, identity, exp, frame_offset=first_frame)
+        return secc_images(kit, identity, exp, frame_offset=first_frame, mouth_gain=mouth_gain, mouth_weights=weights)
 
     return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
                       blink=motion.blink, blink_edited=motion.blink_edited,
@@ -145,14 +163,14 @@ def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:
 
 
 def talking_frames(model: torch.nn.Module, kit: FaceKit, avatar: Avatar, motion: Motion, pose: HeadPose,
-                   seed: int = 0, head_threshold: float | None = None) -> CompositeSource:
+                   seed: int = 0, head_threshold: float | None = None, mouth_gain: float = 1.0) -> CompositeSource:
     """The lazy frame source of a whole clip: chunks of HTB-SR outputs (frames + masks)."""
     if len(pose) != motion.num_frames:
         raise InputError(f"The head pose has {len(pose)} frames but the motion {motion.num_frames}.")
     param = next(model.parameters())
     if avatar.planes is None:
         avatar = make_avatar(model, avatar)
-    pncc = pncc_source(kit, avatar, motion)
+    pncc = pncc_source(kit, avatar, motion, mouth_gain)
     planes = PlaneSource(model.secc_img2plane_backbone, avatar.planes.to(param.device, param.dtype), pncc,
                          pncc.cano.to(param.device, param.dtype), pncc.src.to(param.device, param.dtype))
     renders = RenderSource(model.decoder, planes, pose.cameras().float(), seed=seed,

@@ -19,6 +19,7 @@ from .. import model_files
 from ..errors import InputError
 from .inputs import load_image, read_image
 from .request import CAMERA_MODES, GenerateRequest
+from .stages import MAX_MOUTH_GAIN
 
 FPS = 25
 #: Shortest voice clip accepted (5 motion frames).
@@ -60,7 +61,8 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
                              f"{MIN_AUDIO_SECONDS} s of speech.")
         notes += _silence_notes(request.audio, audio, loudest_dbfs)
         if request.expression_video is not None:
-            notes.append(f"audio: {request.audio} is not used: the expressions come from --expression-video")
+            notes.append(f"audio: {request.audio} is the sound of the video; the expressions come from "
+                         "--expression-video")
     background = load_image(request.bg) if request.bg is not None else None
     landmarker = model_files.require("face_landmarker", models_dir)
     faces = _count_faces(request.image, portrait.pixels, landmarker)
@@ -83,6 +85,8 @@ def _check_options(request: GenerateRequest) -> None:
         raise InputError(f"Unknown camera mode {request.camera!r}: use one of {', '.join(CAMERA_MODES)}.")
     if not 0.0 <= request.mouth_amp <= 2.0:
         raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default 0.45).")
+    if not 0.0 <= request.mouth_scale <= MAX_MOUTH_GAIN:
+        raise InputError(f"--mouth-scale {request.mouth_scale} is outside 0..{MAX_MOUTH_GAIN:g} (1 keeps the motion).")
     if request.temperature < 0:
         raise InputError(f"--temperature must be >= 0, got {request.temperature}.")
     out = Path(request.out)
@@ -188,7 +192,8 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
         video = request.expression_video if flag == "--expression-video" else request.pose_video
         lines.append(f"video      {flag} {video}: {frames} frames at 25 fps")
     lines.append(f"camera     {request.camera}; background {'from ' + str(request.bg) if request.bg else 'extracted'}")
-    muxed = inputs.audio is not None and request.expression_video is None
-    lines.append(f"output     {request.out} (H.264 512x512{', audio muxed' if muxed else ''})")
+    sound = ("audio muxed" if inputs.audio is not None
+             else "the expression video's own sound, if it has any" if request.expression_video is not None else "")
+    lines.append(f"output     {request.out} (H.264 512x512{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
     return "\n".join(lines)
