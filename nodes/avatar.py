@@ -69,8 +69,11 @@ class ImageToTriplane(comfy_io.ComfyNode):
         for index in range(image.shape[0]):
             check_interrupt()
             u8 = to_uint8(image[index])
-            prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
-                                      masks=segmenter.masks_for(index))
+            try:
+                prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
+                                          masks=segmenter.masks_for(index))
+            except InputError as exc:
+                raise InputError(f"Image→Triplane, portrait {index + 1} of {image.shape[0]}: {exc}") from None
             progress.update(2 * index + 1)
             with on_compute_device(video_model.module), torch.inference_mode():
                 avatar = make_avatar(video_model.module, prepared)

@@ -10,44 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import replace
-from pathlib import Path
 
-import torch
-
+from r3dp_core.audio.io import decode_audio_file
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar, Motion
 
 from . import _paths
 from . import _types as t
 from ._api import comfy_io, comfy_ui
-
-
-def decode_audio(path: str | os.PathLike) -> dict:
-    """Any audio (or video-with-audio) file PyAV can read → ComfyUI AUDIO ``{"waveform": [1,C,S], "sample_rate"}``."""
-    import av
-    import numpy as np
-
-    try:
-        container = av.open(str(path))
-    except (av.error.FFmpegError, OSError) as exc:
-        raise InputError(f"Cannot open audio file {Path(path).name}: {exc}.") from None
-    with container:
-        if not container.streams.audio:
-            raise InputError(f"{Path(path).name} has no audio track.")
-        stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate or stream.rate
-        blocks = []
-        for frame in container.decode(audio=0):
-            samples = frame.to_ndarray()
-            if frame.format.is_packed:  # interleaved [1, S*C] → [C, S]
-                samples = samples.reshape(-1, len(frame.layout.channels)).T
-            if samples.dtype.kind in "iu":
-                samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
-            blocks.append(samples.astype(np.float32, copy=False))
-    if not blocks:
-        raise InputError(f"{Path(path).name} contains no audio samples.")
-    waveform = torch.from_numpy(np.concatenate(blocks, axis=1))
-    return {"waveform": waveform[None].contiguous(), "sample_rate": int(rate)}
 
 
 def _input_media_files() -> list[str]:
@@ -93,7 +63,7 @@ class LoadAudio(comfy_io.ComfyNode):
     def execute(cls, audio: str, start_seconds: float = 0.0, duration_seconds: float = 0.0):
         import folder_paths
 
-        loaded = decode_audio(folder_paths.get_annotated_filepath(audio))
+        loaded = decode_audio_file(folder_paths.get_annotated_filepath(audio))
         rate = loaded["sample_rate"]
         first = int(round(start_seconds * rate))
         last = loaded["waveform"].shape[-1] if duration_seconds <= 0 else first + int(round(duration_seconds * rate))

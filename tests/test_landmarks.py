@@ -57,7 +57,7 @@ def test_portrait_landmarks_are_a_plausible_face(portrait):
 
 
 def test_blank_image_raises_a_clear_error():
-    with pytest.raises(InputError, match="No face found in the image"):
+    with pytest.raises(InputError, match="No face found in the photo"):
         detect_landmarks_image(np.full((256, 256, 3), 128, np.uint8), MODEL)
 
 

@@ -758,3 +758,51 @@ def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
                                                                       0.25)
     bound(chain.nodes.render.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
     assert gains == [0.25, 0.25, 1.0, 1.0]
+
+
+def test_audio_loader_refuses_bad_files_with_the_clis_messages(comfy):
+    import av
+
+    from r3dp_core.audio.io import load_audio
+    from r3dp_core.errors import InputError
+
+    folder = comfy.base / "input"
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "notes.wav").write_text("not audio at all\n" * 20)
+    with av.open(str(folder / "broken_float.wav"), mode="w") as container:
+        stream = container.add_stream("pcm_f32le", rate=16000)
+        stream.layout = "mono"
+        samples = np.zeros((1, 1600), np.float32)
+        samples[0, 100] = np.nan
+        frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    for name, problem in (("empty.wav", "empty"), ("notes.wav", "not a readable audio file"),
+                          ("broken_float.wav", "NaN or infinite samples")):
+        with pytest.raises(InputError) as from_cli:
+            load_audio(folder / name)
+        with pytest.raises(InputError) as from_node:
+            comfy.nodes.io.LoadAudio.execute(name)
+        assert str(from_node.value) == str(from_cli.value)
+        assert str(from_node.value).startswith(str(folder / name)) and problem in str(from_node.value)
+
+
+def test_image_to_triplane_names_the_portrait_without_a_face(comfy, monkeypatch):
+    from r3dp_core.errors import InputError
+    from r3dp_core.geometry.landmarks import NO_FACE_ADVICE
+    from r3dp_core.pipeline import stages
+
+    def prepare_source(image, kit, **_):
+        if image.mean() > 100:
+            raise InputError(f"No face found in the photo. {NO_FACE_ADVICE}")
+        return _avatar(planes=False)
+
+    monkeypatch.setattr(stages, "prepare_source", prepare_source)
+    video = comfy.nodes.loaders.VideoModel(torch.nn.Linear(2, 2), torch.float32, "v")
+    face = comfy.nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
+    image = torch.cat([torch.ones(1, 32, 32, 3), torch.zeros(1, 32, 32, 3)])
+    with pytest.raises(InputError) as error:
+        bound(comfy.nodes.avatar.ImageToTriplane).execute(image, video, face, Path("lm.task"),
+                                                          comfy.nodes.loaders.Segmenter(path=Path("s")), 0.2, "largest")
+    assert str(error.value) == f"Image→Triplane, portrait 1 of 2: No face found in the photo. {NO_FACE_ADVICE}"

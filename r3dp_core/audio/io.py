@@ -173,7 +173,8 @@ def _finite_frames(frames: Iterator, label: str) -> Iterator:
         yield frame
 
 
-def _from_file(path: Path) -> Audio16k:
+def _open_audio(path: Path):
+    """``(container, audio stream, duration s)`` of a readable file with sound, or an ``InputError`` saying why not."""
     import av
 
     if not path.is_file():
@@ -186,19 +187,52 @@ def _from_file(path: Path) -> Audio16k:
     except (av.FFmpegError, OSError) as exc:
         raise InputError(f"{path}: not a readable audio file ({exc.strerror or exc}); it is damaged, truncated or "
                          f"not audio. {_AUDIO_HINT}") from None
+    if not container.streams.audio:
+        kinds = _describe_streams(container)
+        container.close()
+        raise InputError(f"{path}: the file has no audio stream (it holds {kinds}). {_AUDIO_HINT}")
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    else:
+        seconds = container.duration / 1e6 if container.duration else 0.0
+    return container, stream, seconds
+
+
+def _from_file(path: Path) -> Audio16k:
+    container, stream, seconds = _open_audio(path)
     with container:
-        if not container.streams.audio:
-            raise InputError(f"{path}: the file has no audio stream (it holds {_describe_streams(container)}). "
-                             f"{_AUDIO_HINT}")
-        stream = container.streams.audio[0]
         rate = stream.rate or stream.codec_context.sample_rate
-        if stream.duration is not None and stream.time_base is not None:
-            seconds = float(stream.duration * stream.time_base)
-        else:
-            seconds = container.duration / 1e6 if container.duration else 0.0
         pcm = _resample(_finite_frames(container.decode(stream), str(path)), str(path),
                         int(seconds * SAMPLE_RATE) or None)
     return Audio16k(pcm, int(rate))
+
+
+def decode_audio_file(path: str | os.PathLike) -> dict:
+    """Any audio (or video-with-sound) file at its own rate → ComfyUI ``AUDIO`` ``{"waveform": [1,C,S] float32
+    in [-1,1], "sample_rate"}``, with the same checks and messages as :func:`load_audio`."""
+    import av
+
+    path = Path(path)
+    container, stream, _ = _open_audio(path)
+    blocks = []
+    with container:
+        rate = stream.codec_context.sample_rate or stream.rate
+        try:
+            for frame in _finite_frames(container.decode(stream), str(path)):
+                samples = frame.to_ndarray()
+                if frame.format.is_packed:  # interleaved [1, S*C] → [C, S]
+                    samples = samples.reshape(-1, len(frame.layout.channels)).T
+                if samples.dtype.kind in "iu":
+                    samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
+                blocks.append(samples.astype(np.float32, copy=False))
+        except av.FFmpegError as exc:
+            raise InputError(f"{path} could not be decoded as audio ({exc}); it is damaged or not audio. "
+                             f"{_AUDIO_HINT}") from None
+    if not blocks or sum(b.shape[1] for b in blocks) == 0:
+        raise InputError(f"{path} contains no audio samples (it is empty). {_AUDIO_HINT}")
+    waveform = torch.from_numpy(np.concatenate(blocks, axis=1))
+    return {"waveform": waveform[None].contiguous(), "sample_rate": int(rate)}
 
 
 def _describe_streams(container) -> str:

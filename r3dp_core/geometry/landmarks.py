@@ -123,14 +123,17 @@ def detect_faces(image: np.ndarray, model_path: str | Path, max_faces: int = 4) 
     return sorted(faces, key=lambda pts: -float(np.prod(pts.max(0) - pts.min(0))))
 
 
+NO_FACE_ADVICE = ("Use a photo with one clearly visible, roughly frontal face (a strong profile, a covered or a very "
+                  "small face is not detected).")
+
+
 def raise_if_missing(found: np.ndarray, face: FaceChoice, require_all: bool = True) -> None:
     """InputError naming the frames without a face (all of them must have one if ``require_all``)."""
     missing = np.flatnonzero(~found)
     if missing.size and (require_all or missing.size == found.size):
-        which = "the image" if found.size == 1 else f"frame(s) {missing[:10].tolist()}"
+        which = "the photo" if found.size == 1 else f"frame(s) {missing[:10].tolist()}"
         extra = "" if face == "largest" else f" (face index {face} was requested)"
-        raise InputError(f"No face found in {which}{extra}; use a photo with a clearly visible, roughly frontal "
-                         "face.")
+        raise InputError(f"No face found in {which}{extra}. {NO_FACE_ADVICE}")
 
 
 def detect_landmarks_image(images: torch.Tensor | np.ndarray, model_path: str | Path, face: FaceChoice = "largest",

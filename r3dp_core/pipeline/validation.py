@@ -105,7 +105,7 @@ def _check_options(request: GenerateRequest) -> None:
 def _count_faces(path: Path, image: np.ndarray, landmarker: Path) -> int:
     """Faces MediaPipe finds in the portrait as the pipeline sees it (squashed to 512²)."""
     from ..geometry.crop import resize_square
-    from ..geometry.landmarks import detect_faces
+    from ..geometry.landmarks import NO_FACE_ADVICE, detect_faces
 
     faces = detect_faces(resize_square(image), landmarker, MAX_FACES)
     if faces:
@@ -114,8 +114,7 @@ def _count_faces(path: Path, image: np.ndarray, landmarker: Path) -> int:
     squashed = (f" The photo is {width}x{height} and is squashed to a square for processing, which distorts "
                 "the face: crop it to a square around the face first." if max(height, width) > 1.5 * min(height, width)
                 else "")
-    raise InputError(f"{path}: no face found in the photo. Use a photo with one clearly visible, roughly frontal "
-                     f"face (a strong profile, a covered or a very small face is not detected).{squashed}")
+    raise InputError(f"{path}: no face found in the photo. {NO_FACE_ADVICE}{squashed}")
 
 
 def _silence_notes(path: Path, audio, loudest_dbfs) -> list[str]:
