@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--temperature", type=float, default=0.2, help="audio-to-motion sampling temperature")
     gen.add_argument("--seed", type=int, default=42, help="random seed (latent noise, blinks, renderer)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    gen.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16 (low precision on GPUs only)")
+    gen.add_argument("--dtype", default="auto",
+                     help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
     gen.add_argument("--chunk-size", type=int, default=4, help="frames rendered together (memory vs speed)")
     gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
                                          "used instead of the selfie segmenter")

@@ -175,7 +175,7 @@ class RenderSource(FrameSource):
         cameras = self.cameras if self.cameras.shape[0] == 1 else self.cameras[start:stop]
         cameras = cameras.expand(stop - start, -1)
         noise = frame_noise(range(start, stop), config.resolution ** 2, config.num_coarse_samples,
-                            config.num_fine_samples, self.seed)
+                            config.num_fine_samples, self.seed, device=planes.device)
         render = render_triplanes(planes, self.decoder, cameras.to(planes.device, torch.float32), config,
                                   noise=noise, max_rays_per_chunk=self.max_rays_per_chunk)
         if trace is not None:
