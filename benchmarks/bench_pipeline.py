@@ -46,11 +46,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r3dp_core.device import enable_fast_kernels, resolve_device  # noqa: E402
-from r3dp_core.models.htbsr import HTBSRConfig  # noqa: E402
-from r3dp_core.models.i2p import I2PConfig  # noqa: E402
-from r3dp_core.models.motion_adapter import MotionAdapterConfig  # noqa: E402
-from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig  # noqa: E402
-from r3dp_core.models.torso import TorsoConfig  # noqa: E402
+from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig, tiny_config  # noqa: E402
 from r3dp_core.performance import COMPILE_MODES, optimize_for_inference  # noqa: E402
 from r3dp_core.pipeline.stream import (  # noqa: E402
     CompositeSource,
@@ -60,7 +56,6 @@ from r3dp_core.pipeline.stream import (  # noqa: E402
     TensorSource,
     iterate_chunks,
 )
-from r3dp_core.render import OSGDecoderConfig, RenderConfig  # noqa: E402
 from r3dp_core.render.noise import frame_noise  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,23 +63,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STAGES = ("ma", "render", "sr", "output")
 
 #: A reduced configuration of the same architecture (64² output), fast enough for CI on two CPU cores.
-SMALL_CONFIG = Secc2PlaneTorsoConfig(
-    i2p=I2PConfig(triplane_channels=4, encoder_blocks=(1, 1, 1, 1), encoder_widths=(8, 8, 16, 16),
-                  aspp_channels=16, aspp_rates=(2, 3, 4), vit_dim=32, vit_heads=2, low_reso_vit_depth=1,
-                  low_reso_vit_conv_channels=8, branch_channels=6, high_reso_channels=(8, 6), high_reso_num_convs=1,
-                  predictor_conv_channels=(8, 8), predictor_after_cat_channels=(8, 8, 8)),
-    motion_adapter=MotionAdapterConfig(triplane_channels=4, embed_dims=(8, 16, 24, 32), num_heads=(1, 2, 3, 4),
-                                       depths=(1, 1, 1, 1), head_channels=16, plane_cnn_channels=8),
-    decoder=OSGDecoderConfig(in_features=4, hidden_features=8, out_features=8),
-    render=RenderConfig(resolution=16, num_coarse_samples=6, num_fine_samples=6),
-    superresolution=HTBSRConfig(
-        feature_channels=8, input_resolution=16, output_resolution=64, w_dim=16, channels=12, final_channels=8,
-        encoder_channels=6,
-        torso=TorsoConfig(resolution=32, appearance_channels=(8, 8, 16), num_appearance_res_blocks=1,
-                          feature_channels=4, feature_depth=4, compressed_channels=2, hourglass_channels=(8, 8, 8),
-                          hourglass_out_channels=4, head_channels=4, num_head_res_blocks=1, fuser_channels=4,
-                          generator_channels=8, num_generator_res_blocks=1, generator_up_channels=(8, 6),
-                          occlusion_hidden_channels=4)))
+SMALL_CONFIG = tiny_config()
 
 
 @dataclass

@@ -18,34 +18,20 @@ import numpy as np
 import torch
 
 
-def write_video_model(folder: Path, parity_dir: Path) -> Path:
-    """``secc2plane_torso/model_ckpt_steps_100000.ckpt`` + ``config.yaml``: the trainer layout users download."""
+def write_trainer_checkpoint(folder: Path, parity_dir: Path, name: str, step: int) -> Path:
+    """``<name>/model_ckpt_steps_<step>.ckpt`` + ``config.yaml`` with the synthetic weights of manifest ``name``:
+    the official trainer layout users download."""
     import yaml
 
     from .case import synth_state_dict
 
-    target = folder / "secc2plane_torso"
+    target = folder / name
     target.mkdir(parents=True, exist_ok=True)
-    state = synth_state_dict(parity_dir, "secc2plane_torso")
-    torch.save({"state_dict": {"model": dict(state)}, "global_step": 100000}, target / "model_ckpt_steps_100000.ckpt")
-    config = json.loads((parity_dir / "config_secc2plane_torso.json").read_text())
+    checkpoint = target / f"model_ckpt_steps_{step}.ckpt"
+    torch.save({"state_dict": {"model": dict(synth_state_dict(parity_dir, name))}, "global_step": step}, checkpoint)
+    config = json.loads((parity_dir / f"config_{name}.json").read_text())
     (target / "config.yaml").write_text(yaml.safe_dump(config))
-    return target / "model_ckpt_steps_100000.ckpt"
-
-
-def write_audio_model(folder: Path, parity_dir: Path) -> Path:
-    """``audio2secc_vae/model_ckpt_steps_400000.ckpt`` + ``config.yaml``: the trainer layout users download."""
-    import yaml
-
-    from .case import synth_state_dict
-
-    target = folder / "audio2secc_vae"
-    target.mkdir(parents=True, exist_ok=True)
-    state = synth_state_dict(parity_dir, "audio2secc_vae")
-    torch.save({"state_dict": {"model": dict(state)}, "global_step": 400000}, target / "model_ckpt_steps_400000.ckpt")
-    config = json.loads((parity_dir / "config_audio2secc_vae.json").read_text())
-    (target / "config.yaml").write_text(yaml.safe_dump(config))
-    return target / "model_ckpt_steps_400000.ckpt"
+    return checkpoint
 
 
 def write_tiny_hubert(folder: Path) -> Path:
@@ -78,8 +64,8 @@ def write_models_folder(folder: Path, shared_dir: Path, *, bfm_folder: Path | No
     """
     parity = shared_dir / "parity"
     folder.mkdir(parents=True, exist_ok=True)
-    write_video_model(folder, parity)
-    write_audio_model(folder, parity)
+    write_trainer_checkpoint(folder, parity, "secc2plane_torso", 100000)
+    write_trainer_checkpoint(folder, parity, "audio2secc_vae", 400000)
     write_tiny_hubert(folder)
     shutil.copy(shared_dir / "models" / "face_landmarker.task", folder / "face_landmarker.task")
     write_bfm(bfm_folder or folder, shared_dir)
