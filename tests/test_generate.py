@@ -143,8 +143,9 @@ def _resident_mb() -> float:
 def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     """Two minutes of speech through audio → motion and every frame stage, into the mp4: resident memory must
     not grow while 3000 frames stream through. The face mesh is the self-test's small synthetic one with its
-    expression basis zeroed: the untrained audio model's expressions would crumple any mesh into screen-sized
-    triangles, and rasterising those would be all this test measures."""
+    identity and expression bases zeroed: the untrained audio model's expressions (and a fit through random
+    landmark correspondences) would crumple any mesh into screen-sized triangles, and rasterising those would
+    be all this test measures."""
     seconds = 120.0
     speech, rate = short_speech(shared_dir, 9.0)
     write_wav(tmp_path / "long.wav", np.tile(speech, int(np.ceil(seconds * rate / len(speech))))[: int(seconds * rate)],
@@ -153,7 +154,9 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
                                   chunk_size=16)
     inputs = validate(request, tiny_job["models_dir"])
     grid = synthetic_face_model()
+    grid.id_base.zero_()
     grid.exp_base.zero_()
+    grid.mean_shape.mul_(0.3)  # a small face: fewer pixels to rasterise per frame
     kit = dataclasses.replace(tiny_job["models"].kit, bfm=grid, secc_mesh=SECCMesh(grid.triangles, grid.ncc_code()))
     resident = []
 
@@ -165,10 +168,11 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     assert summary.frames == resident[-1][0] == 3000
     info = probe_video(summary.path)
     assert info["frames"] == 3000 and seconds <= info["audio_seconds"] <= seconds + 0.07
-    warm = next(mb for done, mb in resident if done >= 300)
-    growth = max(mb for _, mb in resident) - warm
-    # holding every 64² output frame would add ~140 MB, every SECC image ~9 GB
-    assert growth < 25, f"resident memory grew by {growth:.0f} MB over the clip: {resident[::20]}"
+    # medians, so that the allocator's transient peaks (tens of MB within a chunk) do not count; holding every
+    # 64² output frame would add ~140 MB by the end, every SECC image ~9 GB
+    early = float(np.median([mb for done, mb in resident if 300 <= done < 1000]))
+    late = float(np.median([mb for done, mb in resident if done >= 2250]))
+    assert late - early < 20, f"resident memory grew by {late - early:.0f} MB over the clip: {resident[::10]}"
 
 
 def test_video_driven_job_keeps_the_videos_sound(tiny_job, job, tmp_path):
