@@ -181,10 +181,23 @@ def test_dry_run_validates_without_models(tmp_path, landmarker_models):
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_generate_lists_missing_models(tmp_path, landmarker_models):
-    code = cli_main(["generate", "--image", "examples/portrait.png", "--audio", "examples/speech.wav",
-                     "--out", str(tmp_path / "o.mp4"), "--models-dir", str(landmarker_models)])
-    assert code == 2
+def test_generate_lists_every_missing_model_before_reading_inputs(tmp_path, landmarker_models, capsys):
+    from r3dp_core import model_files
+
+    empty = tmp_path / "empty_models"
+    empty.mkdir()
+    args = ["generate", "--image", "missing.png", "--audio", "examples/speech.wav", "--out", str(tmp_path / "o.mp4")]
+    assert cli_main(args + ["--models-dir", str(empty)]) == 2
+    err = capsys.readouterr().err
+    expected = ["video_model", "audio_model", "hubert", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces",
+                "bfm_right_eye_faces", "face_landmarker", "segmenter"]
+    assert "9 model file(s) missing" in err and "Traceback" not in err
+    assert all(str(empty / model_files.BY_KEY[key].relpath) in err for key in expected)
+    # with masks the segmenter is not needed; the landmarker folder still lacks the networks
+    masks = ["--head-mask", "examples/portrait.png", "--models-dir", str(landmarker_models)]
+    assert cli_main(args + masks) == 2
+    err = capsys.readouterr().err
+    assert "7 model file(s) missing" in err and "selfie" not in err and "face_landmarker.task" not in err
 
 
 def test_selftest_renders_a_playable_clip(tmp_path):

@@ -78,6 +78,16 @@ def needed_models(request: GenerateRequest) -> list[str]:
     return needed
 
 
+def check_model_files(request: GenerateRequest, models_dir: Path, skip: tuple[str, ...] = ()) -> None:
+    """Raise one error listing every model file the job needs and the folder lacks (where it goes, where it
+    comes from); nothing is loaded."""
+    specs = [model_files.BY_KEY[key] for key in needed_models(request) if key not in skip]
+    missing = [spec for spec in specs if spec.find(models_dir) is None]
+    if missing:
+        raise InputError(f"{len(missing)} model file(s) missing (`r3dp models fetch` downloads what can be "
+                         "downloaded):\n" + "\n".join("  - " + m.missing_message(models_dir) for m in missing))
+
+
 def load_job_models(request: GenerateRequest, models_dir: Path, precision: Precision,
                     video_model: torch.nn.Module | None = None) -> JobModels:
     """Load every model the job needs; lists all missing files at once before loading anything.
@@ -90,12 +100,7 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
     from ..performance import optimize_for_inference
     from .loaders import load_face_kit, load_video_model
 
-    specs = [model_files.BY_KEY[key] for key in needed_models(request)
-             if not (key == "video_model" and video_model is not None)]
-    missing = [spec for spec in specs if spec.find(models_dir) is None]
-    if missing:
-        raise InputError("Model files are missing:\n" + "\n".join("  - " + m.missing_message(models_dir)
-                                                                  for m in missing))
+    check_model_files(request, models_dir, skip=("video_model",) if video_model is not None else ())
     kit = load_face_kit(models_dir, need_segmenter=request.head_mask is None)
     # Per-stage low precision: the renderer and the compositing stay fp32 (whole-stream autocast costs ~10 dB).
     if video_model is None:
@@ -222,6 +227,7 @@ def generate(request: GenerateRequest, progress=None, log=print, should_stop=Non
     """Run the whole job: validate every input, load the models, render. ``progress(done, total)`` is called
     after every chunk."""
     models_dir = model_files.default_models_dir(request.models_dir)
+    check_model_files(request, models_dir)
     inputs = validate(request, models_dir)
     masks = load_masks(request)
     precision = Precision.resolve(request.device, request.dtype)
