@@ -31,7 +31,7 @@ def child(folder: Path, seconds: float, full: bool, chunk_size: int) -> dict:
 
     from r3dp_core.device import Precision
     from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
-    from r3dp_core.pipeline.generate import load_job_models, load_masks, peak_rss_mb, run_job
+    from r3dp_core.pipeline.generate import load_job_models, load_masks, peak_rss_mb, resident_mb, run_job
     from r3dp_core.pipeline.request import GenerateRequest
     from r3dp_core.pipeline.validation import validate
 
@@ -46,25 +46,12 @@ def child(folder: Path, seconds: float, full: bool, chunk_size: int) -> dict:
     resident = []
     started = time.perf_counter()
     summary = run_job(request, inputs, models, masks=load_masks(request), log=lambda _: None,
-                      progress=lambda done, total: resident.append(resident_mb()))
+                      progress=lambda done, total: resident.append(resident_mb() or peak_rss_mb()))
     warm = resident[len(resident) // 10]
     return {"seconds": seconds, "frames": summary.frames, "fps": round(summary.fps, 2),
             "wall_s": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
             "stream_growth_mb": round(max(resident) - warm, 1), "model": "full" if full else "tiny",
             "chunk_size": chunk_size}
-
-
-def resident_mb() -> float:
-    """Current resident memory (Linux /proc; elsewhere the peak, which can only overstate growth)."""
-    import os
-
-    from r3dp_core.pipeline.generate import peak_rss_mb
-
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return peak_rss_mb()
 
 
 def prepare(folder: Path, shared_dir: Path, lengths: list[float]) -> None:

@@ -157,16 +157,12 @@ class LoadAudioModel(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name: str):
-        from r3dp_core.checkpoint import load_checkpoint, load_into
-        from r3dp_core.models.a2m_vae import A2MConfig, AudioToMotionVAE
+        from r3dp_core.pipeline.loaders import load_audio_model
 
         from ._runtime import offload_device
 
-        path = _paths.resolve_model_file("audio_model", ckpt_name)
-        loaded = load_checkpoint(path, expected="audio2secc_vae")
-        model = AudioToMotionVAE(A2MConfig.from_state_dict(loaded.state_dict))
-        load_into(model, loaded.state_dict, source=ckpt_name)
-        return comfy_io.NodeOutput(AudioModel(model.eval().requires_grad_(False).to(offload_device()), ckpt_name))
+        model = load_audio_model(_paths.resolve_model_file("audio_model", ckpt_name), offload_device())
+        return comfy_io.NodeOutput(AudioModel(model, ckpt_name))
 
 
 class LoadHubert(comfy_io.ComfyNode):

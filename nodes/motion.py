@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
 from r3dp_core.errors import InputError
-from r3dp_core.pipeline.types import Motion
 
 from . import _types as t
 from ._api import comfy_io
@@ -53,9 +51,8 @@ class AudioToMotion(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, audio, audio_model: AudioModel, hubert: Hubert, mouth_amplitude: float, temperature: float,
                 blink: bool, seed: int):
-        from r3dp_core.audio.blink import blink_schedule
         from r3dp_core.audio.io import load_audio
-        from r3dp_core.audio.motion import audio_to_motion
+        from r3dp_core.pipeline.stages import speech_motion
 
         from ._runtime import Progress, on_compute_device
 
@@ -69,15 +66,9 @@ class AudioToMotion(comfy_io.ComfyNode):
         progress = Progress(100, cls.hidden.unique_id)
         with on_compute_device(audio_model.module, hubert.module) as device, \
                 torch.autocast(device.type, dtype=hubert.dtype, enabled=hubert.dtype != torch.float32):
-            exp = audio_to_motion(audio16k, audio_model.module, hubert.module, mouth_amp=mouth_amplitude,
-                                  temperature=temperature, seed=seed,
-                                  progress=lambda done, total: progress.update(100 * done // max(total, 1)))
-        # the official mux cuts the video to the audio (-shortest): the motion ends with the clip
-        frames = max(1, math.floor(audio16k.duration_s * FPS + 0.5))
-        exp = exp[:frames].float().cpu()
-        schedule = blink_schedule(exp.shape[0], enabled=blink, seed=seed)
-        motion = Motion(exp=exp, fps=FPS, blink=schedule.closure if blink else None,
-                        blink_edited=schedule.edited if blink else None, audio=clip)
+            motion = speech_motion(audio16k, audio_model.module, hubert.module, mouth_amp=mouth_amplitude,
+                                   temperature=temperature, seed=seed, blink=blink, sound=clip,
+                                   progress=lambda done, total: progress.update(100 * done // max(total, 1)))
         return comfy_io.NodeOutput(motion, motion.num_frames, FPS)
 
 

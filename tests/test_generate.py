@@ -7,7 +7,6 @@ the same ``run_job`` swap in the tiny configuration of the video model.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import cv2
@@ -20,7 +19,7 @@ from r3dp_core.device import Precision
 from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
 from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
-from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
+from r3dp_core.pipeline.generate import load_job_models, load_masks, resident_mb, run_job
 from r3dp_core.pipeline.request import GenerateRequest
 from r3dp_core.pipeline.selftest import synthetic_face_model
 from r3dp_core.pipeline.validation import validate
@@ -133,13 +132,7 @@ def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
     assert list(tmp_path.iterdir()) == []  # neither output nor a partial file
 
 
-def _resident_mb() -> float:
-    """Current (not peak) resident memory of this process."""
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-@pytest.mark.skipif(not Path("/proc/self/statm").is_file(), reason="needs Linux /proc to read resident memory")
+@pytest.mark.skipif(resident_mb() is None, reason="needs Linux /proc to read resident memory")
 def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     """Two minutes of speech through audio → motion and every frame stage, into the mp4: resident memory must
     not grow while 3000 frames stream through. The face mesh is the self-test's small synthetic one with its
@@ -161,7 +154,7 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     resident = []
 
     def sample(done: int, total: int) -> None:
-        resident.append((done, _resident_mb()))
+        resident.append((done, resident_mb()))
 
     summary = run_job(request, inputs, dataclasses.replace(tiny_job["models"], kit=kit), masks=tiny_job["masks"],
                       progress=sample, log=lambda _: None)

@@ -7,7 +7,7 @@ memory stays flat in clip length; the mp4 appears only when complete.
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 import resource
 import sys
 import time
@@ -53,8 +53,18 @@ class GenerateSummary:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
+
+
+def resident_mb() -> float | None:
+    """Current resident memory of this process in MiB (Linux ``/proc``; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
 
 
 @dataclass
@@ -95,10 +105,8 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
     ``video_model``: use this (already prepared) video model instead of the models folder's checkpoint.
     """
     from ..audio.hubert import load_hubert
-    from ..checkpoint import load_checkpoint
-    from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
     from ..performance import optimize_for_inference
-    from .loaders import load_face_kit, load_video_model
+    from .loaders import load_audio_model, load_face_kit, load_video_model
 
     check_model_files(request, models_dir, skip=("video_model",) if video_model is not None else ())
     kit = load_face_kit(models_dir, need_segmenter=request.head_mask is None)
@@ -108,13 +116,11 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
                                                               precision, fold=False), precision)
     if request.expression_video is not None:
         return JobModels(video_model, kit)
-    loaded = load_checkpoint(model_files.require("audio_model", models_dir), expected="audio2secc_vae")
-    a2m = AudioToMotionVAE(A2MConfig.from_state_dict(loaded.state_dict))
-    a2m.load_state_dict(loaded.state_dict, strict=True)
+    a2m = load_audio_model(model_files.require("audio_model", models_dir), precision.device)
     # HuBERT is the one large audio network: half precision on accelerators, fp32 on the CPU
     hubert_dtype = torch.float32 if precision.device.type == "cpu" else precision.dtype
     hubert = load_hubert(models_dir, device=precision.device, dtype=hubert_dtype)
-    return JobModels(video_model, kit, a2m.eval().to(precision.device), hubert)
+    return JobModels(video_model, kit, a2m, hubert)
 
 
 def load_masks(request: GenerateRequest):
@@ -135,21 +141,6 @@ def load_masks(request: GenerateRequest):
         raise InputError(f"{request.head_mask}: the head mask is empty (no pixel is brighter than half); "
                          "the head must be white on black.")
     return PortraitMasks(head, grey(request.body_mask) if request.body_mask is not None else None)
-
-
-def audio_motion(request: GenerateRequest, audio, models: JobModels) -> Motion:
-    """Expressions from speech (A2M), cut to the clip's length at 25 fps, with the official blink schedule."""
-    from ..audio.blink import blink_schedule
-    from ..audio.motion import audio_to_motion
-
-    exp = audio_to_motion(audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
-                          temperature=request.temperature, seed=request.seed)
-    exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))]
-    track = soundtrack(audio)
-    if not request.blink:
-        return Motion(exp=exp, audio=track)
-    schedule = blink_schedule(exp.shape[0], seed=request.seed)
-    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited, audio=track)
 
 
 def soundtrack(audio, seconds: float | None = None) -> dict:
@@ -180,7 +171,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     interrupt); whatever stops the run, no output file is left behind.
     """
     from ..video_io import VideoWriter
-    from .stages import make_avatar, prepare_source, talking_frames
+    from .stages import make_avatar, prepare_source, speech_motion, talking_frames
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -197,7 +188,9 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
             motion = dataclasses.replace(motion, audio=video_soundtrack(request, inputs, motion.duration_s))
         else:
             log("audio to motion")
-            motion = audio_motion(request, inputs.audio, models)
+            motion = speech_motion(inputs.audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
+                                   temperature=request.temperature, seed=request.seed, blink=request.blink,
+                                   sound=soundtrack(inputs.audio))
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
     pose = make_pose(request.camera, avatar, motion, pose_motion)

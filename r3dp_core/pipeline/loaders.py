@@ -13,6 +13,7 @@ from ..device import Precision
 from ..errors import ModelFileError
 from ..geometry.bfm import FaceModel3DMM
 from ..geometry.secc import LEFT_EYE_FACES_FILE, NCC_CODE_FILE, RIGHT_EYE_FACES_FILE, SECCMesh, remove_triangles
+from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
 from ..models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig
 from .stages import FaceKit
 
@@ -29,6 +30,15 @@ def load_video_model(path: str | Path, precision: Precision | None = None, fold:
     if fold:
         model.fold_constant_styles()
     return model
+
+
+def load_audio_model(path: str | Path, device: torch.device | str = "cpu") -> AudioToMotionVAE:
+    """The audio2secc VAE from an official ``.ckpt`` or a converted ``.safetensors`` (class detected from the
+    keys); strict keys, eval mode, on ``device``."""
+    loaded = load_checkpoint(path, expected="audio2secc_vae")
+    model = AudioToMotionVAE(A2MConfig.from_state_dict(loaded.state_dict))
+    load_into(model, loaded.state_dict, source=str(path))
+    return model.eval().requires_grad_(False).to(device)
 
 
 def load_secc_mesh_for(bfm: FaceModel3DMM, data_dir: Path) -> SECCMesh:

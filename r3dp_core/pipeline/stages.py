@@ -7,6 +7,7 @@ pose and an avatar into the lazy ``CompositeSource`` of ``stream.py``, which pro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,26 @@ def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float 
     return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
                       blink=motion.blink, blink_edited=motion.blink_edited,
                       edit_blink=blink_secc if motion.blink is not None else None)
+
+
+def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = 0.45,
+                  temperature: float = 0.2, seed: int = 0, blink: bool = True, sound: dict | None = None,
+                  progress=None) -> Motion:
+    """Expressions from speech (``audio_to_motion``), cut to the clip at 25 fps as the official mux does
+    (``-shortest``), with the official blink schedule; ``sound`` travels with the motion for muxing.
+
+    ``audio`` is an ``Audio16k``; ``progress(done, total)`` follows the audio model's windows.
+    """
+    from ..audio.blink import blink_schedule
+    from ..audio.motion import audio_to_motion
+
+    exp = audio_to_motion(audio, a2m, hubert, mouth_amp=mouth_amp, temperature=temperature, seed=seed,
+                          progress=progress)
+    exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))].float().cpu()
+    if not blink:
+        return Motion(exp=exp, audio=sound)
+    schedule = blink_schedule(exp.shape[0], seed=seed)
+    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited, audio=sound)
 
 
 def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:
