@@ -45,7 +45,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r3dp_core.device import enable_fast_kernels, resolve_device  # noqa: E402
+from r3dp_core.device import (  # noqa: E402
+    accelerator_api,
+    enable_fast_kernels,
+    peak_memory_allocated_mb,
+    resolve_device,
+)
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig, tiny_config  # noqa: E402
 from r3dp_core.performance import COMPILE_MODES, optimize_for_inference  # noqa: E402
 from r3dp_core.pipeline.stream import (  # noqa: E402
@@ -155,14 +160,9 @@ def synthetic_clip(kind: str, frames: int, parity_dir: Path | None, seed: int = 
 
 # ----------------------------------------------------------------------------------------------- measurement
 
-def _device_api(device: torch.device, function: str) -> Callable | None:
-    """``torch.accelerator.<function>`` (torch >= 2.9), else ``torch.<device type>.<function>`` if it exists."""
-    return getattr(torch.accelerator, function, None) or getattr(getattr(torch, device.type, None), function, None)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type != "cpu":
-        _device_api(device, "synchronize")(device)
+        accelerator_api(device, "synchronize")(device)
 
 
 class HostPeak:
@@ -187,16 +187,9 @@ class HostPeak:
 
 
 def reset_device_peak(device: torch.device) -> None:
-    reset = _device_api(device, "reset_peak_memory_stats") if device.type != "cpu" else None
+    reset = accelerator_api(device, "reset_peak_memory_stats")
     if reset is not None:
         reset(device)
-
-
-def device_peak_mb(device: torch.device) -> float | None:
-    """Peak memory allocated by tensors on the accelerator since the last reset; None on the CPU or where the
-    backend does not track it."""
-    peak = _device_api(device, "max_memory_allocated") if device.type != "cpu" else None
-    return peak(device) / 2**20 if peak is not None else None
 
 
 @dataclass
@@ -339,7 +332,7 @@ def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device
     host.reset()
     reset_device_peak(device)
     result = run_fast(model, clip, batch, device, seed)
-    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), device_peak_mb(device)
+    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), peak_memory_allocated_mb(device)
     if device.type != "cpu":
         overlapped = run_fast(model, clip, batch, device, seed, stage_sync=False)
         result.wall_seconds, result.ttff_seconds = overlapped.wall_seconds, overlapped.ttff_seconds
@@ -359,7 +352,7 @@ def measure_reference(build: Callable[[torch.device], Secc2PlaneTorso], clip: Cl
     host.reset()
     reset_device_peak(device)
     result = run_reference(model, clip, device, seed)
-    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), device_peak_mb(device)
+    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), peak_memory_allocated_mb(device)
     return result
 
 

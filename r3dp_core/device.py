@@ -7,6 +7,7 @@ gains depends on the CPU's bf16 support), never fp16, whose CPU kernels are slow
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +66,35 @@ def enable_fast_kernels(device: torch.device) -> None:
     Nothing changes on other devices. TF32 stays off, so float32 results stay float32-accurate."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+
+
+def accelerator_api(device: torch.device, function: str) -> Callable | None:
+    """``torch.accelerator.<function>`` (torch >= 2.9), else ``torch.<device type>.<function>``; None on the CPU
+    or when this torch has neither."""
+    if device.type == "cpu":
+        return None
+    return getattr(torch.accelerator, function, None) or getattr(getattr(torch, device.type, None), function, None)
+
+
+def current_accelerator() -> torch.device | None:
+    """The accelerator this process computes on (CUDA, MPS, XPU, ...), or None."""
+    if hasattr(torch, "accelerator") and hasattr(torch.accelerator, "current_accelerator"):
+        return torch.accelerator.current_accelerator()
+    return torch.device("cuda") if torch.cuda.is_available() else None
+
+
+def release_cached_memory(device: torch.device | None = None) -> None:
+    """Return the allocator's cached blocks of ``device`` (default: the current accelerator) to the driver."""
+    device = device or current_accelerator()
+    empty_cache = accelerator_api(device, "empty_cache") if device is not None else None
+    if empty_cache is not None:
+        empty_cache()
+
+
+def peak_memory_allocated_mb(device: torch.device) -> float | None:
+    """Peak memory allocated by tensors on ``device`` since the last reset, in MiB; None on the CPU."""
+    peak = accelerator_api(device, "max_memory_allocated")
+    return peak(device) / 2**20 if peak is not None else None
 
 
 @dataclass(frozen=True)

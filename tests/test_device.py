@@ -60,3 +60,18 @@ def test_fast_kernels_turn_on_cudnn_benchmarking_for_cuda_only(monkeypatch):
     enable_fast_kernels(torch.device("cuda", 0))     # only a flag: works without a GPU
     assert torch.backends.cudnn.benchmark is True
     assert not torch.backends.cuda.matmul.allow_tf32  # float32 stays float32-accurate
+
+
+def test_accelerator_memory_helpers_are_no_ops_on_the_cpu(monkeypatch):
+    from r3dp_core.device import accelerator_api, peak_memory_allocated_mb, release_cached_memory
+
+    cpu = torch.device("cpu")
+    assert accelerator_api(cpu, "empty_cache") is None and peak_memory_allocated_mb(cpu) is None
+    calls = []
+    monkeypatch.setattr(torch.accelerator, "empty_cache", lambda: calls.append("empty"))
+    monkeypatch.setattr(torch.accelerator, "max_memory_allocated", lambda device=None: 3 * 2**20)
+    release_cached_memory(cpu)
+    assert calls == []
+    fake = torch.device("meta")  # any non-CPU device goes through torch.accelerator
+    release_cached_memory(fake)
+    assert calls == ["empty"] and peak_memory_allocated_mb(fake) == 3.0

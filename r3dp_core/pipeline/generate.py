@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import model_files
-from ..device import Precision
+from ..device import Precision, peak_memory_allocated_mb, release_cached_memory
 from ..errors import InputError
 from ..geometry.camera import HeadPose, driving_pose, orbit_pose
 from .driving import video_motion
@@ -208,10 +208,9 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                                   should_stop=should_stop):
                     writer.write(chunk.image)
         finally:
-            if device.type == "cuda":
-                torch.cuda.empty_cache()  # a failed run must not keep the GPU memory of its last chunk
+            release_cached_memory(device)  # a failed run must not keep the accelerator memory of its last chunk
     render_seconds = time.perf_counter() - render_start
-    vram = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    vram = peak_memory_allocated_mb(device)
     log(f"total {time.perf_counter() - started:.1f} s")
     return GenerateSummary(request.out, frames.num_frames, render_seconds, peak_rss_mb(), vram)
 

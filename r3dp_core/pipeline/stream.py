@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..device import release_cached_memory
 from ..errors import InputError
 from ..render.noise import frame_noise
 from ..render.renderer import RenderOutput, render_triplanes
@@ -64,8 +65,7 @@ def iterate_chunks(source: FrameSource, chunk_size: int, *, on_chunk: Callable[[
                 raise
             chunk_size = max(min_chunk_size, chunk_size // 2)
             log.warning("out of memory at frames %d:%d; retrying with chunks of %d frames", start, stop, chunk_size)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            release_cached_memory()
             continue
         yield start, stop, value
         start = stop
