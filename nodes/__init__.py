@@ -1,10 +1,9 @@
 """r3dp's ComfyUI nodes (V3 API): thin adapters over ``r3dp_core``.
 
-One module per group: ``loaders`` (model files), ``avatar`` (Image→Triplane), ``motion`` (Audio/Video→3DMM),
-``camera`` (Head Pose), ``render`` (PNCC Builder, Motion Adapter, Volume Render), ``composite`` (HTB-SR
-Composite, Background Loader), ``io`` (audio loader, Save/Load Motion and Avatar), ``all_in_one``
-(Talking Portrait). Every class subclasses ``comfy_io.ComfyNode`` directly with a literal ``R3DP_`` node id,
-which is what ComfyUI-Manager's scanner needs to find them.
+One module per stage: ``loaders`` (model files), ``image_to_triplane``, ``audio_to_motion``, ``video_to_motion``,
+``head_pose``, ``pncc``, ``motion_adapter``, ``volume_render``, ``htbsr_composite``, ``background``, ``io``
+(audio loader, Save/Load Motion and Avatar) and ``all_in_one`` (Talking Portrait). Every class subclasses
+``comfy_io.ComfyNode`` directly with a literal ``R3DP_`` node id, which is what ComfyUI-Manager's scanner needs.
 """
 
 from __future__ import annotations
@@ -22,10 +21,24 @@ from ._api import ComfyExtension  # noqa: E402
 
 _paths.register_folders()
 
-from . import all_in_one, avatar, camera, composite, io, loaders, motion, render  # noqa: E402
+from . import (  # noqa: E402
+    all_in_one,
+    audio_to_motion,
+    background,
+    head_pose,
+    htbsr_composite,
+    image_to_triplane,
+    io,
+    loaders,
+    motion_adapter,
+    pncc,
+    video_to_motion,
+    volume_render,
+)
 
-NODE_CLASSES = [*loaders.NODES, *avatar.NODES, *motion.NODES, *camera.NODES, *render.NODES, *composite.NODES,
-                *io.NODES, *all_in_one.NODES]
+NODE_CLASSES = [*loaders.NODES, *image_to_triplane.NODES, *audio_to_motion.NODES, *video_to_motion.NODES,
+                *head_pose.NODES, *pncc.NODES, *motion_adapter.NODES, *volume_render.NODES, *htbsr_composite.NODES,
+                *background.NODES, *io.NODES, *all_in_one.NODES]
 
 
 class R3DPExtension(ComfyExtension):

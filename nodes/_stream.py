@@ -103,3 +103,21 @@ def output_is_linked(node_cls, slot: int) -> bool:
             if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(me) and value[1] == slot:
                 return True
     return False
+
+
+PREVIEW_CHUNK_TOOLTIP = "Frames per chunk when the preview is computed (lower it if the GPU runs out of memory)."
+
+
+def preview_frames(node_cls, stream: Stream, chunk_size: int, to_frames) -> torch.Tensor:
+    """All frames of every portrait as one IMAGE batch (portrait after portrait), computed in chunks."""
+    from r3dp_core.pipeline.images import to_comfy_image
+
+    frames = []
+
+    def consume(portrait, start, stop, value):
+        images = to_frames(value)
+        frames.append(to_comfy_image(images))
+        return images[-1]
+
+    pull(stream, chunk_size, node_cls.hidden.unique_id, consume)
+    return torch.cat(frames)

@@ -12,7 +12,7 @@ from r3dp_core.errors import InputError
 from . import _paths
 from . import _types as t
 from ._api import comfy_io
-from .camera import MODES as POSE_MODES
+from .head_pose import MODES as POSE_MODES
 from .loaders import PRECISIONS
 
 

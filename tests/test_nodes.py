@@ -398,7 +398,7 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
     video = nodes.loaders.VideoModel(module, torch.float32, "v")
     face = nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
     image = torch.rand(2, 48, 40, 4)  # RGBA batch of two portraits
-    out = bound(nodes.avatar.ImageToTriplane).execute(image, video, face, Path("lm.task"),
+    out = bound(nodes.image_to_triplane.ImageToTriplane).execute(image, video, face, Path("lm.task"),
                                                       nodes.loaders.Segmenter(path=Path("seg.tflite")), 0.3, "1")
     prepared = [c for c in calls if c[0] == "prepare"]
     assert len(prepared) == 2 and [c[0] for c in calls] == ["prepare", "make", "prepare", "make"]
@@ -443,7 +443,7 @@ def test_audio_to_motion_reaches_core_and_ends_with_the_clip(comfy, monkeypatch)
     waveform = torch.sin(torch.linspace(0, 400, int(rate * seconds)))[None, None].repeat(1, 2, 1) * 0.3
     a2m = nodes.loaders.AudioModel(torch.nn.Linear(1, 1), "a2m")
     hubert = nodes.loaders.Hubert(torch.nn.Linear(1, 1), torch.float32, "hubert")
-    out = bound(nodes.motion.AudioToMotion).execute({"waveform": waveform, "sample_rate": rate}, a2m, hubert,
+    out = bound(nodes.audio_to_motion.AudioToMotion).execute({"waveform": waveform, "sample_rate": rate}, a2m, hubert,
                                                     0.6, 0.3, True, 7)
     motion, frames, fps = out.args
     assert seen["model"] is a2m.module and seen["hubert"] is hubert.module
@@ -472,7 +472,7 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
     bfm = torch.nn.Module()
     face = nodes.loaders.FaceModel(bfm=bfm, secc_mesh=None, path=Path("bfm"))
     waveform = torch.rand(1, 1, 800)
-    out = bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 12.5, "1", images=frames,
+    out = bound(nodes.video_to_motion.VideoToMotion).execute(Path("lm"), face, 12.5, "1", images=frames,
                                                     audio={"waveform": waveform, "sample_rate": 1000})
     motion, audio, count, fps = out.args
     assert torch.equal(seen["video"], frames[..., :3]) and seen["fps"] == 12.5 and seen["face"] == 1
@@ -480,7 +480,7 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
     assert count == motion.num_frames == 20 and fps == 25.0
     assert torch.equal(motion.audio["waveform"], waveform) and audio is motion.audio
     with pytest.raises(Exception, match="driving video"):
-        bound(nodes.motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")
+        bound(nodes.video_to_motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")
 
 
 # ----------------------------------------------------------------------------------------------- camera
@@ -490,7 +490,7 @@ def test_head_pose_recipes_resolve_per_portrait(comfy):
     from r3dp_core.geometry.camera import eg3d_cameras
     from r3dp_core.pipeline.types import Motion
 
-    camera = comfy.nodes.camera
+    camera = comfy.nodes.head_pose
     src_euler, src_trans = torch.tensor([[0.1, -0.2, 0.0]]), torch.tensor([[0.0, 0.1, 0.3]])
     static = camera.HeadPose.execute("static", 20.0, 0.0, 1.0, "", "smooth", True, True).args[0]
     pose = static.pose(src_euler, src_trans, 6, 25.0)
@@ -572,10 +572,10 @@ UNLINKED = SimpleNamespace(all_node_ids=lambda: ["7", "8"], get_node=lambda i: {
 
 def _stages(chain, camera=None, preview_chunk=2, dynprompt=UNLINKED):
     nodes = chain.nodes
-    pncc, pncc_images = bound(nodes.render.PnccBuilder, dynprompt=dynprompt).execute(
+    pncc, pncc_images = bound(nodes.pncc.PnccBuilder, dynprompt=dynprompt).execute(
         chain.motion, chain.avatars, chain.face, True, preview_chunk).args
-    planes = nodes.render.MotionAdapter.execute(chain.avatars, pncc, chain.video).args[0]
-    render, raw = bound(nodes.render.VolumeRender, dynprompt=dynprompt).execute(planes, 3, preview_chunk,
+    planes = nodes.motion_adapter.MotionAdapter.execute(chain.avatars, pncc, chain.video).args[0]
+    render, raw = bound(nodes.volume_render.VolumeRender, dynprompt=dynprompt).execute(planes, 3, preview_chunk,
                                                                                camera).args
     return pncc, pncc_images, planes, render, raw
 
@@ -606,7 +606,7 @@ def test_composite_pulls_in_chunks_with_progress_and_lists_per_portrait(comfy, c
     *_, render, _ = _stages(chain)
     comfy.state.progress.clear()
     background = torch.rand(1, 30, 40, 3)
-    out = bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 2, True, background)
+    out = bound(nodes.htbsr_composite.HtbsrComposite).execute(render, 0.8, 2, True, background)
     images, head, torso, person, audio, fps = out.args
     assert [tuple(i.shape) for i in images] == [(5, 16, 16, 3)] * 2
     assert [tuple(m.shape) for m in head] == [(5, 16, 16)] * 2 and len(torso) == len(person) == 2
@@ -621,7 +621,7 @@ def test_composite_pulls_in_chunks_with_progress_and_lists_per_portrait(comfy, c
 
     assert probe_video(preview)["frames"] == 5
     # the same frames whatever the chunk size (per-frame render noise)
-    again = bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 5, False, background).args[0]
+    again = bound(nodes.htbsr_composite.HtbsrComposite).execute(render, 0.8, 5, False, background).args[0]
     assert torch.allclose(again[1], images[1], atol=1e-6)
 
 
@@ -631,7 +631,7 @@ def test_cancel_is_honoured_between_chunks(comfy, chain):
     comfy.state.checks, comfy.state.interrupt_after = 0, 2
     try:
         with pytest.raises(_Interrupted):
-            bound(nodes.composite.HtbsrComposite).execute(render, 0.8, 1, False)
+            bound(nodes.htbsr_composite.HtbsrComposite).execute(render, 0.8, 1, False)
         assert comfy.state.checks == 3
     finally:
         comfy.state.interrupt_after = None
@@ -642,7 +642,7 @@ def test_mismatched_portraits_are_refused(comfy, chain):
 
     pncc, *_ = _stages(chain)
     with pytest.raises(InputError, match="built for 2"):
-        chain.nodes.render.MotionAdapter.execute(chain.avatars[:1], pncc, chain.video)
+        chain.nodes.motion_adapter.MotionAdapter.execute(chain.avatars[:1], pncc, chain.video)
 
 
 # ----------------------------------------------------------------------------------------------- io nodes
@@ -700,7 +700,7 @@ def test_audio_loader_decodes_and_trims(comfy):
 def test_background_loader_modes(comfy):
     from r3dp_core.errors import InputError
 
-    loader = comfy.nodes.composite.BackgroundLoader
+    loader = comfy.nodes.background.BackgroundLoader
     solid = loader.execute("color", "#ff8000").args[0]
     assert solid.shape == (1, 512, 512, 3) and torch.allclose(solid[0, 0, 0], torch.tensor([1.0, 128 / 255, 0.0]))
     resized = loader.execute("image", "#000000", image=torch.rand(2, 40, 30, 3)).args[0]
@@ -754,9 +754,9 @@ def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
     real = stages.pncc_source
     monkeypatch.setattr(stages, "pncc_source", lambda kit, avatar, motion, mouth_gain=1.0:
                         gains.append(mouth_gain) or real(kit, avatar, motion, mouth_gain=1.0))
-    bound(chain.nodes.render.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2,
+    bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2,
                                                                       0.25)
-    bound(chain.nodes.render.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
+    bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
     assert gains == [0.25, 0.25, 1.0, 1.0]
 
 
@@ -803,6 +803,6 @@ def test_image_to_triplane_names_the_portrait_without_a_face(comfy, monkeypatch)
     face = comfy.nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
     image = torch.cat([torch.ones(1, 32, 32, 3), torch.zeros(1, 32, 32, 3)])
     with pytest.raises(InputError) as error:
-        bound(comfy.nodes.avatar.ImageToTriplane).execute(image, video, face, Path("lm.task"),
+        bound(comfy.nodes.image_to_triplane.ImageToTriplane).execute(image, video, face, Path("lm.task"),
                                                           comfy.nodes.loaders.Segmenter(path=Path("s")), 0.2, "largest")
     assert str(error.value) == f"Image→Triplane, portrait 1 of 2: No face found in the photo. {NO_FACE_ADVICE}"

@@ -1,0 +1,69 @@
+"""Audio→3DMM: speech → expression per frame at 25 fps, with the official blink schedule."""
+
+from __future__ import annotations
+
+import torch
+
+from r3dp_core.errors import InputError
+
+from . import _types as t
+from ._api import comfy_io
+from ._audio import materialise_audio
+from .loaders import AudioModel, Hubert
+
+FPS = 25.0
+
+
+class AudioToMotion(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_AudioToMotion",
+            display_name="Audio → 3DMM",
+            category=f"{t.CATEGORY}/motion",
+            description="Speech → expression coefficients at 25 fps (HuBERT features + pitch → the audio-to-motion "
+                        "VAE), plus the official blink schedule. The clip travels with the motion for muxing.",
+            inputs=[
+                comfy_io.Audio.Input("audio", tooltip="The voice clip (any sample rate; channel 0 drives the lips)."),
+                t.AudioModel.Input("audio_model", tooltip="From Load Audio Model."),
+                t.Hubert.Input("hubert", tooltip="From Load HuBERT."),
+                comfy_io.Float.Input("mouth_amplitude", default=0.45, min=0.0, max=2.0, step=0.01,
+                                     tooltip="How wide the mouth opens (official 0.45; 0.3 subtle, 0.7 strong)."),
+                comfy_io.Float.Input("temperature", default=0.2, min=0.0, max=1.0, step=0.01,
+                                     tooltip="Randomness of the sampled motion (official 0.2; 0 = deterministic)."),
+                comfy_io.Boolean.Input("blink", default=True,
+                                       tooltip="Blink every 5 s, as official (8-12 frame blinks)."),
+                comfy_io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=True,
+                                   tooltip="Seed of the motion sampling and the blink lengths."),
+            ],
+            outputs=[t.Motion.Output(display_name="motion"),
+                     comfy_io.Int.Output(display_name="frames"),
+                     comfy_io.Float.Output(display_name="fps")],
+            hidden=[comfy_io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, audio, audio_model: AudioModel, hubert: Hubert, mouth_amplitude: float, temperature: float,
+                blink: bool, seed: int):
+        from r3dp_core.audio.io import load_audio
+        from r3dp_core.pipeline.stages import speech_motion
+
+        from ._runtime import Progress, on_compute_device
+
+        if audio is None:
+            raise InputError("Audio→3DMM needs an audio clip: connect Load Audio (r3dp) or any AUDIO output.")
+        clip = materialise_audio(audio)
+        if clip["waveform"].ndim != 3 or clip["waveform"].shape[0] != 1:
+            raise InputError(f"Audio→3DMM takes one clip (AUDIO batch of 1), got waveform "
+                             f"{tuple(clip['waveform'].shape)}; split the batch first.")
+        audio16k = load_audio(clip)
+        progress = Progress(100, cls.hidden.unique_id)
+        with on_compute_device(audio_model.module, hubert.module) as device, \
+                torch.autocast(device.type, dtype=hubert.dtype, enabled=hubert.dtype != torch.float32):
+            motion = speech_motion(audio16k, audio_model.module, hubert.module, mouth_amp=mouth_amplitude,
+                                   temperature=temperature, seed=seed, blink=blink, sound=clip,
+                                   progress=lambda done, total: progress.update(100 * done // max(total, 1)))
+        return comfy_io.NodeOutput(motion, motion.num_frames, FPS)
+
+
+NODES = [AudioToMotion]

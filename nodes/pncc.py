@@ -1,0 +1,62 @@
+"""PNCC Builder: the driving SECC/PNCC images of a motion on each portrait's identity (lazy, chunked)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from r3dp_core.errors import InputError
+from r3dp_core.pipeline.types import Avatar, Motion
+
+from . import _types as t
+from ._api import comfy_io
+from ._stream import DEFAULT_CHUNK, PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
+from .loaders import FaceModel
+
+
+class PnccBuilder(comfy_io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return comfy_io.Schema(
+            node_id="R3DP_PnccBuilder",
+            display_name="PNCC Builder",
+            category=f"{t.CATEGORY}/render",
+            description="Renders the driving expression of every frame on each portrait's 3DMM identity as a PNCC/SECC "
+                        "image (frontal, colour-coded face), with the motion's blinks; lazily, frame chunks are made "
+                        "when a later node needs them.",
+            inputs=[
+                t.Motion.Input("motion", tooltip="The driving motion (Audio→3DMM, Video→3DMM or Load Motion)."),
+                t.Triplane.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
+                t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM."),
+                comfy_io.Boolean.Input("blink", default=True,
+                                       tooltip="Apply the motion's blink schedule (eyes close by editing the PNCC)."),
+                comfy_io.Int.Input("preview_chunk", default=DEFAULT_CHUNK, min=1, max=256,
+                                   tooltip=PREVIEW_CHUNK_TOOLTIP),
+                comfy_io.Float.Input("mouth_scale", default=1.0, min=0.0, max=3.0, step=0.05, optional=True,
+                                     tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
+                                             ">1 exaggerated); works for audio- and video-driven motion."),
+            ],
+            outputs=[t.Pncc.Output(display_name="pncc"),
+                     comfy_io.Image.Output(display_name="pncc_images",
+                                           tooltip="Every PNCC frame, rendered only when this output is connected.")],
+            hidden=[comfy_io.Hidden.unique_id, comfy_io.Hidden.dynprompt],
+        )
+
+    @classmethod
+    def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceModel, blink: bool, preview_chunk: int,
+                mouth_scale: float = 1.0):
+        from r3dp_core.pipeline.stages import FaceKit, pncc_source
+
+        if motion.num_frames < 1:
+            raise InputError("The motion has no frames.")
+        kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=None)
+        driving = motion if blink else replace(motion, blink=None, blink_edited=None)
+        with torch.inference_mode():
+            sources = [pncc_source(kit, a, driving, mouth_gain=mouth_scale) for a in avatar]
+        stream = Stream(avatars=list(avatar), motion=motion, sources=sources, kit=kit)
+        images = preview_frames(cls, stream, preview_chunk, lambda x: x) if output_is_linked(cls, 1) else None
+        return comfy_io.NodeOutput(stream, images)
+
+
+NODES = [PnccBuilder]
