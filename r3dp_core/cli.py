@@ -145,12 +145,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"models      {models_dir}: " + (f"missing {', '.join(missing)} (see `r3dp models`)" if missing
                                              else "all present"))
     if args.selftest:
-        from .pipeline.selftest import run_selftest
-
-        result = run_selftest(device=args.device, frames=args.frames)
-        print(f"selftest    {result.frames} frames at {result.size}x{result.size} -> {result.path} "
-              f"({result.fps:.2f} fps on {result.device})")
+        _selftest(args)
     return 1 if problems else 0
+
+
+def _selftest(args: argparse.Namespace) -> None:
+    from .pipeline.selftest import run_selftest
+
+    length = {"seconds": args.seconds} if args.seconds else {}
+    result = run_selftest(device=args.device, out=Path(args.out) if args.out else None, models_dir=args.models_dir,
+                          log=lambda message: print(f"selftest    {message}"), **length)
+    print(f"selftest    {result.frames} frames ({result.speech_seconds:.2f} s of speech, landmarks: "
+          f"{result.landmarks}) at {result.size}x{result.size}, {result.fps:.2f} fps on {result.device}")
+    print(f"selftest    wrote {result.path}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -249,12 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--force", action="store_true", help="import: replace files already in their slots")
     models.set_defaults(func=cmd_models)
 
-    doctor = sub.add_parser("doctor", help="check the environment; --selftest renders a clip on synthetic weights")
+    doctor = sub.add_parser("doctor", help="check the environment; --selftest runs the whole job on stand-in models")
     doctor.add_argument("--models-dir", help="models folder to check")
     doctor.add_argument("--selftest", action="store_true",
-                        help="build synthetic weights in a temporary folder and render a short clip end to end")
+                        help="run `generate` on the example photo and speech with stand-in models in a temporary "
+                             "folder: landmarks, fitting, audio, rendering and the mp4 with sound, nothing downloaded")
     doctor.add_argument("--device", default="auto", help="device for the self-test (auto, cpu, cuda, mps)")
-    doctor.add_argument("--frames", type=int, default=8, help="frames rendered by the self-test")
+    doctor.add_argument("--seconds", type=float,
+                        help="seconds of the example speech the self-test uses (default 1.2; 25 frames per second)")
+    doctor.add_argument("--out", help="the self-test's mp4 (default: r3dp-selftest.mp4 in the temporary folder)")
     doctor.set_defaults(func=cmd_doctor)
     return parser
 
