@@ -72,10 +72,10 @@ def find_hubert(models_dir: str | Path | None = None) -> Path:
         return Path(cached).parent
     raise ModelFileError(
         f"HuBERT ({HUBERT_MODEL_ID}, about 1.2 GB) is needed for audio-driven motion but was not found in "
-        f"{folder} nor in the Hugging Face cache. Download it once with\n"
+        f"{folder} nor in the Hugging Face cache. Download it once with `r3dp models fetch` (or\n"
         f"  hf download {HUBERT_MODEL_ID} --local-dir \"{folder}\"\n"
-        f"(older huggingface_hub: huggingface-cli download ...), or copy a downloaded snapshot there "
-        f"(config.json + model.safetensors or pytorch_model.bin).")
+        f"; older huggingface_hub: huggingface-cli download ...), or import a downloaded snapshot with "
+        f"`r3dp models import PATH` (config.json + model.safetensors or pytorch_model.bin).")
 
 
 HUBERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
