@@ -88,10 +88,10 @@ def folder_options(key: str) -> list[str]:
 def _missing(key: str, name: str) -> ModelFileError:
     spec = BY_KEY[key]
     searched = "\n".join(f"  - {folder}" for folder in model_folders())
-    how = f"Download it from {spec.url}" if spec.url else f"Get it from {spec.source}"
     return ModelFileError(f"{spec.purpose}: '{name}' was not found in any '{MODEL_FOLDER}' model folder:\n{searched}\n"
-                          f"{how} and put it in {model_folders()[0]}/{spec.relpath} ({spec.size}), then press "
-                          "R in ComfyUI to refresh the list.")
+                          f"It belongs at {model_folders()[0]}/{spec.relpath} ({spec.size}): {spec.how_to_get()}. "
+                          f"Give the command --models-dir \"{model_folders()[0]}\" to fill this folder, then press R "
+                          "in ComfyUI to refresh the list.")
 
 
 def resolve_model_file(key: str, name: str) -> Path:

@@ -9,6 +9,7 @@ whose pickle references anything else (a function, a class — i.e. code) is ref
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -252,3 +253,19 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: str | Path, m
             tensors[key] = tensor.clone()
         storages.add(ptr)
     save_file(tensors, str(path), metadata=dict(metadata))
+
+
+def write_converted(loaded: LoadedCheckpoint, out: str | Path) -> Path:
+    """Write a loaded official checkpoint as flat safetensors with exactly its keys; the configuration it carried
+    (``config.yaml``) goes into the metadata. Atomic: the file appears only when complete."""
+    out = Path(out)
+    metadata = {"format": "pt", "r3dp_model": loaded.kind, "r3dp_source": loaded.path.name,
+                "r3dp_config": json.dumps(loaded.config, sort_keys=True, default=str)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        save_safetensors(loaded.state_dict, partial, metadata)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+    return out

@@ -7,7 +7,6 @@ status 2, without a traceback. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ CONVERTIBLE = ("secc2plane_torso", "secc2plane", "audio2secc_vae")
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .checkpoint import MODEL_DESCRIPTIONS, load_checkpoint, save_safetensors
+    from .checkpoint import MODEL_DESCRIPTIONS, load_checkpoint, write_converted
 
     out = Path(args.output)
     if out.suffix != ".safetensors":
@@ -29,15 +28,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if loaded.kind not in CONVERTIBLE:
         raise InputError(f"{args.input} looks like {MODEL_DESCRIPTIONS[loaded.kind]}; `r3dp convert` converts "
                          "Real3D-Portrait checkpoints (secc2plane_torso, audio2secc_vae).")
-    metadata = {"format": "pt", "r3dp_model": loaded.kind, "r3dp_source": Path(args.input).name,
-                "r3dp_config": json.dumps(loaded.config, sort_keys=True, default=str)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    try:
-        save_safetensors(loaded.state_dict, partial, metadata)
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_converted(loaded, out)
     print(f"wrote {out}: {loaded.kind}, {len(loaded.state_dict)} tensors"
           f"{', config from config.yaml' if loaded.config else ''}")
     return 0
@@ -47,8 +38,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     from . import model_files
 
     models_dir = model_files.default_models_dir(args.models_dir)
+    if args.action != "import" and args.path:
+        raise InputError(f"`r3dp models {args.action}` takes no path; did you mean `r3dp models import {args.path}`?")
     if args.action == "fetch":
         return _fetch_models(models_dir)
+    if args.action == "import":
+        return _import_models(args, models_dir)
     print(f"models folder: {models_dir}")
     missing = 0
     for spec, found in model_files.status(models_dir):
@@ -56,12 +51,23 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {spec.key:<20} {state}")
         missing += found is None
     if missing:
-        print(f"{missing} file(s) missing: `r3dp models fetch` downloads what can be downloaded and explains "
-              "the rest.")
+        print(f"{missing} file(s) missing: `r3dp models fetch` downloads what has a public address; "
+              "`r3dp models import PATH` puts the official release and the BFM bundle (folder or archive) in place.")
     return 0
 
 
-def _fetch_models(models_dir: Path) -> int:
+def _download_progress(key: str):
+    """A one-line progress bar on stderr for one download."""
+    def show(done: int, total: int | None) -> None:
+        size = f"{done / 2**20:.1f}" + (f"/{total / 2**20:.1f}" if total else "") + " MB"
+        print(f"\r  {key:<20} {size}", end="", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _fetch_models(models_dir: Path, opener=None, snapshot_download=None) -> int:
+    """Download every missing file that has a public address; list the manual steps for the rest.
+    ``opener``/``snapshot_download`` replace the network calls (tests)."""
     from . import model_files
 
     manual = []
@@ -70,13 +76,48 @@ def _fetch_models(models_dir: Path) -> int:
             print(f"  {spec.key:<20} present")
         elif spec.url:
             print(f"  {spec.key:<20} downloading {spec.url}")
-            model_files.download(spec, models_dir)
+            model_files.download(spec, models_dir, progress=_download_progress(spec.key),
+                                 **({"opener": opener} if opener else {}))
+            print(file=sys.stderr)
             print(f"  {spec.key:<20} saved to {models_dir / spec.relpath}")
+        elif spec.hub_repo:
+            print(f"  {spec.key:<20} downloading {spec.hub_repo} from Hugging Face ({spec.size})")
+            target = model_files.fetch_hubert(models_dir, snapshot_download=snapshot_download)
+            print(f"  {spec.key:<20} saved to {target}")
         else:
             manual.append(spec)
     for spec in manual:
-        print(f"  {spec.key:<20} manual step: {spec.source}\n  {'':<20} then place it at {models_dir / spec.relpath}")
+        print(f"  {spec.key:<20} manual step: {spec.source}")
+    if manual:
+        print("then run `r3dp models import PATH` with the downloaded folder or archive: it finds each file, checks "
+              "it and puts it in its place.")
     return 0
+
+
+def _import_models(args: argparse.Namespace, models_dir: Path) -> int:
+    from .model_import import import_models
+
+    if not args.path:
+        raise InputError("`r3dp models import` needs the folder or archive (.zip, .tar.gz) to import from.")
+    report = import_models(args.path, models_dir, link=args.link, convert=args.convert, force=args.force)
+    how = "linked" if args.link else "converted" if args.convert else "copied"
+    for key, source, target in report.placed:
+        print(f"  {key:<20} {how} {source} -> {target}")
+    for key, existing in report.kept:
+        print(f"  {key:<20} kept {existing} (already present; --force replaces it)")
+    for source, reason in report.refused:
+        print(f"  REFUSED              {source}: {reason}")
+    for source, reason in report.skipped:
+        print(f"  skipped              {source}: {reason}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    if report.missing:
+        print(f"still missing in {models_dir}:")
+        for spec in report.missing:
+            print(f"  {spec.key:<20} {spec.relpath} — {spec.how_to_get()}")
+    else:
+        print(f"all model files are in {models_dir}")
+    return 1 if report.refused else 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -104,12 +145,19 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     print(f"models      {models_dir}: " + (f"missing {', '.join(missing)} (see `r3dp models`)" if missing
                                              else "all present"))
     if args.selftest:
-        from .pipeline.selftest import run_selftest
-
-        result = run_selftest(device=args.device, frames=args.frames)
-        print(f"selftest    {result.frames} frames at {result.size}x{result.size} -> {result.path} "
-              f"({result.fps:.2f} fps on {result.device})")
+        _selftest(args)
     return 1 if problems else 0
+
+
+def _selftest(args: argparse.Namespace) -> None:
+    from .pipeline.selftest import run_selftest
+
+    length = {"seconds": args.seconds} if args.seconds else {}
+    result = run_selftest(device=args.device, out=Path(args.out) if args.out else None, models_dir=args.models_dir,
+                          log=lambda message: print(f"selftest    {message}"), **length)
+    print(f"selftest    {result.frames} frames ({result.speech_seconds:.2f} s of speech, landmarks: "
+          f"{result.landmarks}) at {result.size}x{result.size}, {result.fps:.2f} fps on {result.device}")
+    print(f"selftest    wrote {result.path}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -194,17 +242,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="validate every input and report what would be done, without loading any other model")
     gen.set_defaults(func=cmd_generate)
 
-    models = sub.add_parser("models", help="list present and missing model files, or fetch them")
-    models.add_argument("action", nargs="?", choices=["list", "fetch"], default="list")
+    models = sub.add_parser("models", help="list present and missing model files, fetch or import them",
+                            description="list: what the models folder holds and lacks. fetch: download every "
+                                        "missing file that has a public address (HuBERT included), with resume and "
+                                        "checksums. import PATH: check the files of a downloaded folder or archive "
+                                        "(the official release, the BFM bundle, flat) and put each in its slot.")
+    models.add_argument("action", nargs="?", choices=["list", "fetch", "import"], default="list")
+    models.add_argument("path", nargs="?", help="import: the folder or archive (.zip, .tar.gz) you downloaded")
     models.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
+    models.add_argument("--link", action="store_true", help="import: symlink the files instead of copying them")
+    models.add_argument("--convert", action="store_true",
+                        help="import: write the checkpoints as .safetensors (as `r3dp convert` does)")
+    models.add_argument("--force", action="store_true", help="import: replace files already in their slots")
     models.set_defaults(func=cmd_models)
 
-    doctor = sub.add_parser("doctor", help="check the environment; --selftest renders a clip on synthetic weights")
+    doctor = sub.add_parser("doctor", help="check the environment; --selftest runs the whole job on stand-in models")
     doctor.add_argument("--models-dir", help="models folder to check")
     doctor.add_argument("--selftest", action="store_true",
-                        help="build synthetic weights in a temporary folder and render a short clip end to end")
+                        help="run `generate` on the example photo and speech with stand-in models in a temporary "
+                             "folder: landmarks, fitting, audio, rendering and the mp4 with sound, nothing downloaded")
     doctor.add_argument("--device", default="auto", help="device for the self-test (auto, cpu, cuda, mps)")
-    doctor.add_argument("--frames", type=int, default=8, help="frames rendered by the self-test")
+    doctor.add_argument("--seconds", type=float,
+                        help="seconds of the example speech the self-test uses (default 1.2; 25 frames per second)")
+    doctor.add_argument("--out", help="the self-test's mp4 (default: r3dp-selftest.mp4 in the temporary folder)")
     doctor.set_defaults(func=cmd_doctor)
     return parser
 

@@ -2,13 +2,21 @@
 
 Inside ComfyUI the folder is ``models/real3dportrait`` (registered by the node pack with folder_paths);
 standalone it is ``--models-dir``, else ``$R3DP_MODELS``, else ``~/.cache/r3dp/models``.
+
+Two commands fill it, and only when the user runs them (nothing is ever downloaded at run time):
+``r3dp models fetch`` downloads the files that have a public address (HTTP with timeout, retries, resume, size
+and sha256 checks; HuBERT through ``huggingface_hub``); ``r3dp models import PATH`` puts the files users download
+by hand (the official release, the BFM bundle) in their slots after checking them (``model_import.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
+import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +24,8 @@ from pathlib import Path
 from .errors import ModelFileError, R3DPError
 
 OFFICIAL_README = "https://github.com/yerfor/Real3DPortrait#prepare-models"
+IMPORT_COMMAND = "r3dp models import PATH"
+FETCH_COMMAND = "r3dp models fetch"
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,14 @@ class ModelFile:
     sha256: str | None = None
     required_for: tuple[str, ...] = ("generate",)
     alternatives: tuple[str, ...] = ()   # other accepted relative paths (e.g. a converted .safetensors)
+    size_bytes: int | None = None        # exact size where the official file is known byte for byte
+    hub_repo: str | None = None          # a Hugging Face repository ``r3dp models fetch`` snapshots into the slot
+    licence: str = ""
+
+    @property
+    def fetchable(self) -> bool:
+        """``r3dp models fetch`` can get it (a direct URL or a Hugging Face repository)."""
+        return self.url is not None or self.hub_repo is not None
 
     def candidates(self, models_dir: Path) -> list[Path]:
         return [models_dir / p for p in (self.relpath, *self.alternatives)]
@@ -38,10 +56,15 @@ class ModelFile:
     def find(self, models_dir: Path) -> Path | None:
         return next((p for p in self.candidates(models_dir) if p.exists()), None)
 
+    def how_to_get(self) -> str:
+        """The exact command that fills this slot (and where the file comes from)."""
+        if self.fetchable:
+            return f"run `{FETCH_COMMAND}` (it downloads it from {self.url or 'Hugging Face ' + self.hub_repo})"
+        return (f"get it from {self.source}, then run `{IMPORT_COMMAND}` with the downloaded folder or archive "
+                "(it checks every file and puts it in its place)")
+
     def missing_message(self, models_dir: Path) -> str:
-        how = f"download it from {self.url}" if self.url else f"get it from {self.source}"
-        return (f"Missing model file for {self.purpose}: {models_dir / self.relpath} — {how} "
-                f"and put it there (or run `r3dp models fetch`{'' if self.url else ' for instructions'}).")
+        return f"Missing model file for {self.purpose}: {models_dir / self.relpath} — {self.how_to_get()}."
 
 
 MODEL_FILES: tuple[ModelFile, ...] = (
@@ -49,39 +72,46 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "the video model (Image→Triplane, Motion Adapter, renderer, HTB-SR)",
               f"the official Real3D-Portrait checkpoints (Google Drive/Baidu links in {OFFICIAL_README}); "
               "copy checkpoints/240210_real3dportrait_orig/secc2plane_torso_orig/ with its config.yaml",
-              "≈ 0.6 GB", alternatives=("secc2plane_torso.safetensors",)),
+              "≈ 0.6 GB", alternatives=("secc2plane_torso.safetensors",), licence="Real3D-Portrait release (research)"),
     ModelFile("audio_model", "audio2secc_vae/model_ckpt_steps_400000.ckpt",
               "the audio-to-motion model",
               f"the official Real3D-Portrait checkpoints ({OFFICIAL_README}); copy "
               "checkpoints/240210_real3dportrait_orig/audio2secc_vae/ with its config.yaml",
-              "≈ 50 MB", required_for=("audio",), alternatives=("audio2secc_vae.safetensors",)),
+              "≈ 50 MB", required_for=("audio",), alternatives=("audio2secc_vae.safetensors",),
+              licence="Real3D-Portrait release (research)"),
     ModelFile("hubert", "hubert/hubert-large-ls960-ft",
               "HuBERT speech features (facebook/hubert-large-ls960-ft)",
               "Hugging Face: huggingface-cli download facebook/hubert-large-ls960-ft --local-dir "
-              "<models>/hubert/hubert-large-ls960-ft", "≈ 1.2 GB", required_for=("audio",)),
+              "<models>/hubert/hubert-large-ls960-ft", "≈ 1.2 GB", required_for=("audio",),
+              hub_repo="facebook/hubert-large-ls960-ft", licence="Apache-2.0"),
     ModelFile("bfm", "BFM/BFM_model_front.mat", "the BFM 3D morphable face model",
               "the BFM bundle linked in the official README (deep_3drecon/BFM/; Basel Face Model 2009 needs a "
-              "free sign-up at https://faces.dmi.unibas.ch/bfm/)", "≈ 200 MB"),
+              "free sign-up at https://faces.dmi.unibas.ch/bfm/)", "≈ 200 MB",
+              licence="Basel Face Model 2009 (non-commercial)"),
     ModelFile("bfm_mediapipe_index", "BFM/index_mp468_from_mesh35709.npy",
-              "the MediaPipe→BFM landmark index", "the same BFM bundle (deep_3drecon/BFM/)", "4 KB"),
+              "the MediaPipe→BFM landmark index", "the same BFM bundle (deep_3drecon/BFM/)", "4 KB",
+              licence="part of the BFM bundle"),
     ModelFile("bfm_left_eye_faces", "BFM/bfm_left_eye_faces.npy", "the SECC eye-hole triangles (left eye)",
               "the official Real3D-Portrait repository (deep_3drecon/bfm_left_eye_faces.npy, MIT)", "5 KB",
               url="https://raw.githubusercontent.com/yerfor/Real3DPortrait/main/deep_3drecon/bfm_left_eye_faces.npy",
-              sha256="9651756ea2c0fac069a1edf858ed1f125eddc358fa74c529a370c1e7b5730d28"),
+              sha256="9651756ea2c0fac069a1edf858ed1f125eddc358fa74c529a370c1e7b5730d28", size_bytes=4680,
+              licence="MIT"),
     ModelFile("bfm_right_eye_faces", "BFM/bfm_right_eye_faces.npy", "the SECC eye-hole triangles (right eye)",
               "the official Real3D-Portrait repository (deep_3drecon/bfm_right_eye_faces.npy, MIT)", "5 KB",
               url="https://raw.githubusercontent.com/yerfor/Real3DPortrait/main/deep_3drecon/bfm_right_eye_faces.npy",
-              sha256="28cb5bbacf578d30a3d5006ec28c617fe5a3ecaeeeb87d9433a884e0f0301a2e"),
+              sha256="28cb5bbacf578d30a3d5006ec28c617fe5a3ecaeeeb87d9433a884e0f0301a2e", size_bytes=4648,
+              licence="MIT"),
     ModelFile("face_landmarker", "face_landmarker.task", "MediaPipe face landmarks",
               "MediaPipe (Apache-2.0)", "3.8 MB",
               url="https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
                   "face_landmarker.task",
               sha256="64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff",
-              required_for=("generate", "dry-run")),
+              size_bytes=3_758_596, required_for=("generate", "dry-run"), licence="Apache-2.0"),
     ModelFile("segmenter", "selfie_multiclass_256x256.tflite", "MediaPipe 6-class selfie segmentation",
               "MediaPipe (Apache-2.0)", "16 MB",
               url="https://storage.googleapis.com/mediapipe-models/image_segmenter/selfie_multiclass_256x256/"
-                  "float32/latest/selfie_multiclass_256x256.tflite"),
+                  "float32/latest/selfie_multiclass_256x256.tflite",
+              licence="Apache-2.0"),  # no published digest, and "latest" may change: checked by size only
 )
 
 BY_KEY = {m.key: m for m in MODEL_FILES}
@@ -122,30 +152,153 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def download(spec: ModelFile, models_dir: Path, progress=None, opener=urllib.request.urlopen) -> Path:
-    """Download ``spec`` with resume (``.partial`` + HTTP Range) and sha256 verification; atomic rename."""
+# ------------------------------------------------------------------------------------------------- downloads
+
+DOWNLOAD_TIMEOUT_S = 30.0        # per connection attempt and per read: a stalled host fails instead of hanging
+DOWNLOAD_ATTEMPTS = 4
+DOWNLOAD_BACKOFF_S = 2.0         # waits 2, 4, 8 s between attempts
+_BLOCK = 1 << 20
+
+
+class DownloadError(R3DPError):
+    """A download that cannot complete (host unreachable, file gone); the message names the manual step."""
+
+
+class _Retry(Exception):
+    """A failure worth another attempt (timeout, dropped connection, server error, short read)."""
+
+
+def manual_step(spec: ModelFile, models_dir: Path) -> str:
+    """What to do by hand when ``r3dp models fetch`` cannot reach the host."""
+    where = spec.url or f"https://huggingface.co/{spec.hub_repo}"
+    return (f"download {where} on a machine that can reach it and either copy it to {models_dir / spec.relpath} "
+            f"or put it in a folder and run `{IMPORT_COMMAND}` with that folder")
+
+
+def _total_from_content_range(header: str | None) -> int | None:
+    """The full size in a ``Content-Range: bytes a-b/N`` or ``bytes */N`` header (None when absent or ``*``)."""
+    match = re.search(r"/(\d+)\s*$", header or "")
+    return int(match.group(1)) if match else None
+
+
+def _transfer(request_url: str, partial: Path, opener, timeout: float, progress) -> int | None:
+    """One attempt: continue ``partial`` from its current size. Returns the file's full size when the server
+    told it (None otherwise); ``partial`` then holds the whole file.
+
+    Raises ``_Retry`` for transient failures, ``DownloadError`` for permanent ones.
+    """
+    offset = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(request_url, headers={"Range": f"bytes={offset}-"} if offset else {})
+    try:
+        response = opener(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416:  # nothing left after `offset`: the partial is complete, or longer than the file
+            total = _total_from_content_range(exc.headers.get("Content-Range") if exc.headers else None)
+            if total is not None and total == offset:
+                return total
+            partial.unlink(missing_ok=True)
+            raise _Retry(f"the server refused to resume at byte {offset} (HTTP 416); starting over") from None
+        if exc.code >= 500 or exc.code == 429:
+            raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:  # DNS, refused connection, connect timeout
+        raise _Retry(str(getattr(exc, "reason", exc))) from None
+    with response:
+        status = getattr(response, "status", 200)
+        resumed = offset > 0 and status == 206
+        if resumed:
+            total = _total_from_content_range(response.headers.get("Content-Range"))
+        else:  # a fresh download, or a server that ignored the Range header and sent everything
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        done = offset if resumed else 0
+        try:
+            with open(partial, "ab" if resumed else "wb") as out:
+                while block := response.read(_BLOCK):
+                    out.write(block)
+                    done += len(block)
+                    if progress:
+                        progress(done, total)
+        except OSError as exc:  # read timeout or dropped connection: what arrived stays in the partial
+            raise _Retry(f"the connection broke after {done} bytes ({exc})") from None
+    if total is not None and done < total:
+        raise _Retry(f"the connection closed after {done} of {total} bytes")
+    return total
+
+
+def download(spec: ModelFile, models_dir: Path, progress=None, opener=urllib.request.urlopen, *,
+             timeout: float = DOWNLOAD_TIMEOUT_S, attempts: int = DOWNLOAD_ATTEMPTS,
+             backoff: float = DOWNLOAD_BACKOFF_S, sleep=time.sleep) -> Path:
+    """Download ``spec.url`` into its slot: resumable ``.partial`` (HTTP Range), ``timeout`` per connection and
+    read, ``attempts`` tries with exponential back-off, size and sha256 checks, then an atomic rename.
+
+    A complete ``.partial`` left by an earlier run (the server answers HTTP 416 to the resume request) is
+    verified and moved into place. ``progress(done_bytes, total_bytes_or_None)`` is called after every block.
+
+    Raises:
+        DownloadError: the host cannot be reached after every attempt, or the file is gone (HTTP 4xx); the
+            message names the manual step.
+        ModelFileError: the downloaded file has the wrong size or sha256 (the partial file is removed).
+    """
     if spec.url is None:
         raise R3DPError(f"{spec.relpath} cannot be downloaded automatically: {spec.source}.")
     target = models_dir / spec.relpath
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    offset = partial.stat().st_size if partial.exists() else 0
-    request = urllib.request.Request(spec.url, headers={"Range": f"bytes={offset}-"} if offset else {})
-    try:
-        with opener(request) as response:
-            resumed = offset and getattr(response, "status", 200) == 206
-            with open(partial, "ab" if resumed else "wb") as out:
-                done = offset if resumed else 0
-                while block := response.read(1 << 20):
-                    out.write(block)
-                    done += len(block)
-                    if progress:
-                        progress(done)
-    except OSError as exc:
-        raise R3DPError(f"Download of {spec.url} failed ({exc}); run the command again to resume.") from None
-    if spec.sha256 and (actual := sha256_of(partial)) != spec.sha256:
-        partial.unlink()
-        raise ModelFileError(f"{spec.relpath}: checksum mismatch (sha256 {actual}, expected {spec.sha256}); "
-                             "the partial file was removed, run the command again.")
+    total = None
+    for attempt in range(attempts):
+        try:
+            total = _transfer(spec.url, partial, opener, timeout, progress)
+            break
+        except _Retry as exc:
+            if attempt == attempts - 1:
+                raise DownloadError(f"Could not download {spec.key} from {spec.url} after {attempts} attempts "
+                                    f"({exc}). The host may be unreachable from here (offline, proxy or firewall): "
+                                    f"{manual_step(spec, models_dir)}. Running `{FETCH_COMMAND}` again resumes "
+                                    "where it stopped.") from None
+            sleep(backoff * 2**attempt)
+        except DownloadError as exc:
+            raise DownloadError(f"Could not download {spec.key} from {spec.url}: {exc}. "
+                                f"{manual_step(spec, models_dir)}.") from None
+    verify_download(spec, partial, total)
     os.replace(partial, target)
+    return target
+
+
+def verify_download(spec: ModelFile, partial: Path, server_size: int | None) -> None:
+    """Size (the registry's exact size, else the server's) and sha256 (where published); a bad file is removed."""
+    actual = partial.stat().st_size
+    expected = spec.size_bytes if spec.size_bytes is not None else server_size
+    if expected is not None and actual != expected:
+        partial.unlink()
+        raise ModelFileError(f"{spec.relpath}: the download has {actual} bytes, expected {expected}; the partial "
+                             f"file was removed, run `{FETCH_COMMAND}` again.")
+    if spec.sha256 and (digest := sha256_of(partial)) != spec.sha256:
+        partial.unlink()
+        raise ModelFileError(f"{spec.relpath}: checksum mismatch (sha256 {digest}, expected {spec.sha256}); "
+                             f"the partial file was removed, run `{FETCH_COMMAND}` again.")
+
+
+def fetch_hubert(models_dir: Path, snapshot_download=None) -> Path:
+    """Snapshot ``facebook/hubert-large-ls960-ft`` (the revision the official code pins) into its slot with
+    ``huggingface_hub`` (which shows progress and resumes), then check its config.
+
+    ``snapshot_download``: the hub call (``huggingface_hub.snapshot_download`` by default; tests pass a fake).
+    """
+    from .audio.hubert import HUBERT_REVISION, check_hubert_folder
+
+    spec = BY_KEY["hubert"]
+    target = models_dir / spec.relpath
+    if snapshot_download is None:
+        from huggingface_hub import snapshot_download
+    try:
+        snapshot_download(repo_id=spec.hub_repo, revision=HUBERT_REVISION, local_dir=str(target),
+                          allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin", "*.txt"])
+    except Exception as exc:  # huggingface_hub raises its own HTTP/offline/IO error types, which vary by version
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DownloadError(f"Could not download HuBERT ({spec.hub_repo}) from Hugging Face ({reason}). If this "
+                            f"machine is offline or huggingface.co is blocked, run `hf download {spec.hub_repo} "
+                            f"--local-dir DIR` elsewhere and `{IMPORT_COMMAND}` with DIR here, or copy DIR to "
+                            f"{target}. Running `{FETCH_COMMAND}` again resumes.") from None
+    check_hubert_folder(target)
     return target

@@ -200,15 +200,6 @@ def test_generate_lists_every_missing_model_before_reading_inputs(tmp_path, land
     assert "7 model file(s) missing" in err and "selfie" not in err and "face_landmarker.task" not in err
 
 
-def test_selftest_renders_a_playable_clip(tmp_path):
-    from r3dp_core.pipeline.selftest import run_selftest
-
-    result = run_selftest(device="cpu", frames=2, out=tmp_path / "selftest.mp4")
-    info = probe_video(result.path)
-    assert info["frames"] == 2 and (info["width"], info["height"]) == (512, 512)
-    assert result.fps > 0
-
-
 def test_mouth_gain_scales_only_the_driving_mouth():
     from r3dp_core.errors import InputError
     from r3dp_core.geometry.secc import SECCMesh

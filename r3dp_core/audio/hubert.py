@@ -72,10 +72,39 @@ def find_hubert(models_dir: str | Path | None = None) -> Path:
         return Path(cached).parent
     raise ModelFileError(
         f"HuBERT ({HUBERT_MODEL_ID}, about 1.2 GB) is needed for audio-driven motion but was not found in "
-        f"{folder} nor in the Hugging Face cache. Download it once with\n"
+        f"{folder} nor in the Hugging Face cache. Download it once with `r3dp models fetch` (or\n"
         f"  hf download {HUBERT_MODEL_ID} --local-dir \"{folder}\"\n"
-        f"(older huggingface_hub: huggingface-cli download ...), or copy a downloaded snapshot there "
-        f"(config.json + model.safetensors or pytorch_model.bin).")
+        f"; older huggingface_hub: huggingface-cli download ...), or import a downloaded snapshot with "
+        f"`r3dp models import PATH` (config.json + model.safetensors or pytorch_model.bin).")
+
+
+HUBERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def check_hubert_folder(folder: str | Path) -> None:
+    """Check a HuBERT folder without loading it: ``config.json`` of a HuBERT with 1024-d features, and weights.
+
+    Raises:
+        ModelFileError: naming what is wrong and where to get the right model.
+    """
+    import json
+
+    folder = Path(folder)
+    config_path = folder / "config.json"
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{config_path} cannot be read as a transformers config ({exc}); HuBERT needs "
+                             f"{HUBERT_MODEL_ID}'s config.json.") from None
+    if not isinstance(config, dict) or config.get("model_type") != "hubert":
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise ModelFileError(f"{folder} holds a '{kind}' model, not HuBERT: the audio model needs {HUBERT_MODEL_ID}.")
+    if config.get("hidden_size") != FEATURE_DIM:
+        raise ModelFileError(f"{folder} holds a HuBERT with {config.get('hidden_size')}-d features; the audio model "
+                             f"needs {HUBERT_MODEL_ID} ({FEATURE_DIM}-d).")
+    if not any((folder / name).is_file() for name in HUBERT_WEIGHT_FILES):
+        raise ModelFileError(f"{folder} has HuBERT's config.json but no weights ({' or '.join(HUBERT_WEIGHT_FILES)}); "
+                             f"download {HUBERT_MODEL_ID} again.")
 
 
 def load_hubert(models_dir: str | Path | None = None, device: str | torch.device = "cpu",

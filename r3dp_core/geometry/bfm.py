@@ -136,6 +136,16 @@ def _check_shapes(mat: Path, f: dict[str, np.ndarray]) -> int:
     return n_vertices
 
 
+def check_bfm_file(mat: str | os.PathLike) -> int:
+    """Check a ``BFM_model_front.mat`` has the fields and shapes r3dp reads; returns its vertex count.
+
+    Raises:
+        ModelFileError: naming the missing field or wrong shape.
+    """
+    mat = Path(mat)
+    return _check_shapes(mat, _read_mat(mat))
+
+
 def _read_index(index: Path, n_vertices: int) -> np.ndarray:
     try:
         mp = np.load(index, allow_pickle=False)

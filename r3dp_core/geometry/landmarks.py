@@ -10,6 +10,7 @@ MediaPipe's result order. ``face=0`` runs MediaPipe with ``num_faces=1`` exactly
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,31 @@ class Landmarks:
 
     points: torch.Tensor
     found: torch.Tensor
+
+
+# A stand-in landmarker (``r3dp doctor --selftest`` without MediaPipe's model file): a JSON file holding one
+# fixed face, [478,2] coordinates normalised to the image, returned for every image. MediaPipe's .task files are
+# zip archives, so the two cannot be confused.
+STANDIN_KEY = "r3dp_standin_landmarks"
+
+
+def standin_layout(model_path: str | Path) -> np.ndarray | None:
+    """The normalised ``[478,2]`` face of a stand-in landmarker file, or None for a real MediaPipe model."""
+    prefix = ('{"' + STANDIN_KEY).encode()
+    try:
+        with open(model_path, "rb") as fh:
+            if fh.read(len(prefix)) != prefix:
+                return None
+    except OSError:
+        return None
+    return np.asarray(json.loads(Path(model_path).read_text())[STANDIN_KEY], dtype=np.float64)
+
+
+def write_standin_landmarker(path: str | Path, layout: np.ndarray) -> Path:
+    """Write a stand-in landmarker file that 'detects' ``layout`` (``[478,2]`` in [0,1]) in every image."""
+    path = Path(path)
+    path.write_text(json.dumps({STANDIN_KEY: np.asarray(layout, dtype=np.float64).tolist()}))
+    return path
 
 
 def _check_face_choice(face: FaceChoice) -> None:
@@ -104,6 +130,8 @@ def detect_image_points(frames: np.ndarray, model_path: str | Path, face: FaceCh
     found [T] bool); frames without the face hold zeros. Prefer :func:`detect_landmarks_image`."""
     _check_face_choice(face)
     count, height, width = frames.shape[:3]
+    if (layout := standin_layout(model_path)) is not None:
+        return np.repeat((layout * (width, height))[None], count, axis=0), np.ones(count, dtype=bool)
     points = np.zeros((count, NUM_LANDMARKS, 2))
     found = np.zeros(count, dtype=bool)
     with _create_landmarker(model_path, video=False, num_faces=_num_faces(face, max_faces)) as landmarker:
@@ -118,6 +146,8 @@ def detect_faces(image: np.ndarray, model_path: str | Path, max_faces: int = 4) 
     """IMAGE-mode detection of every face (up to ``max_faces``) in one uint8 image [H,W,3] → list of [478,2]
     float64 pixel points, largest first (the one ``face='largest'`` picks)."""
     height, width = image.shape[:2]
+    if (layout := standin_layout(model_path)) is not None:
+        return [layout * (width, height)]
     with _create_landmarker(model_path, video=False, num_faces=max(max_faces, 1)) as landmarker:
         faces = _faces(landmarker.detect(_to_image(np.ascontiguousarray(image))), width, height)
     return sorted(faces, key=lambda pts: -float(np.prod(pts.max(0) - pts.min(0))))

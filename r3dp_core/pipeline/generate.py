@@ -215,13 +215,15 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     return GenerateSummary(request.out, frames.num_frames, render_seconds, peak_rss_mb(), vram)
 
 
-def generate(request: GenerateRequest, progress=None, log=print, should_stop=None) -> GenerateSummary:
+def generate(request: GenerateRequest, progress=None, log=print, should_stop=None,
+             video_model: torch.nn.Module | None = None) -> GenerateSummary:
     """Run the whole job: validate every input, load the models, render. ``progress(done, total)`` is called
-    after every chunk."""
+    after every chunk. ``video_model``: an already loaded video model instead of the models folder's (the
+    self-test's tiny one)."""
     models_dir = model_files.default_models_dir(request.models_dir)
-    check_model_files(request, models_dir)
+    check_model_files(request, models_dir, skip=("video_model",) if video_model is not None else ())
     inputs = validate(request, models_dir)
     masks = load_masks(request)
     precision = Precision.resolve(request.device, request.dtype)
-    models = load_job_models(request, models_dir, precision)
+    models = load_job_models(request, models_dir, precision, video_model=video_model)
     return run_job(request, inputs, models, masks=masks, progress=progress, log=log, should_stop=should_stop)

@@ -1,32 +1,40 @@
-"""``r3dp doctor --selftest``: prove an installation renders, before any official file is downloaded.
+"""``r3dp doctor --selftest``: the real job on stand-in models, before any official file is downloaded.
 
-Builds randomly initialised weights for the video model and saves them in a temporary folder, loads them
-back through the same loader as real checkpoints, makes a synthetic face mesh and portrait, and renders a
-short clip through the streaming pipeline into an mp4. The pictures are meaningless; the code path is the
-real one.
+A temporary models folder is filled with synthetic stand-ins for every official file, in the layouts users
+download: the video model (the tiny configuration of the same architecture, saved and loaded back strictly),
+the audio model (the real architecture, random weights, trainer ``.ckpt``), a one-layer HuBERT with the large
+model's feature size, and a BFM-format face model (a smooth dome with the official ``.mat`` fields, the
+MediaPipe index and the eye-triangle files). Then ``generate`` runs on the example photo and a cut of the
+example speech: landmarks, 3DMM fitting, segmentation (head/body masks stand in for the segmenter), HuBERT →
+audio-to-motion → PNCC → Motion Adapter → volume render → HTB-SR → H.264 + AAC. The pictures are meaningless;
+every stage and every loader is the real one.
+
+Landmarks: MediaPipe's ``face_landmarker.task`` when the models folder (or ``landmarker``) has it; otherwise a
+stand-in landmarker file that reports one fixed face in the middle of the photo (see
+``geometry.landmarks.standin_layout``), so the self-test needs no download at all. Either way the stand-in
+BFM's landmark vertices are laid out where those landmarks are, so the fit is well posed.
 """
 
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ..checkpoint import save_safetensors
-from ..device import Precision
+from .. import model_files
+from ..errors import ModelFileError
 from ..geometry.bfm import FaceModel3DMM
-from ..geometry.camera import static_pose
-from ..geometry.secc import SECCMesh
-from ..models.secc2plane_torso import Secc2PlaneTorso
-from ..video_io import VideoWriter
-from .loaders import load_video_model
-from .stages import FaceKit, talking_frames
-from .stream import iterate_chunks
-from .types import Avatar, Motion
+from ..geometry.landmarks import NUM_LANDMARKS
+from .types import Avatar
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SELFTEST_SECONDS = 1.2      # 30 frames: the speech is cut so the run stays well under a minute on a CPU
+DOME_GRID = 48
 
 
 @dataclass
@@ -34,12 +42,14 @@ class SelftestResult:
     path: Path
     frames: int
     size: int
-    seconds: float
+    seconds: float           # rendering time (the one-off work of the portrait and the motion excluded)
     device: str
+    speech_seconds: float
+    landmarks: str           # "MediaPipe" or "stand-in"
 
     @property
     def fps(self) -> float:
-        return self.frames / self.seconds
+        return self.frames / self.seconds if self.seconds else float("nan")
 
 
 def synthetic_face_model(grid: int = 48, seed: int = 0) -> FaceModel3DMM:
@@ -76,28 +86,185 @@ def synthetic_avatar(size: int = 512) -> Avatar:
                   background=image.flip(-1), segmap=segmap)
 
 
-def run_selftest(device: str = "auto", frames: int = 8, out: Path | None = None, seed: int = 0) -> SelftestResult:
-    """Render ``frames`` frames of a synthetic talking head with randomly initialised weights."""
-    precision = Precision.resolve(device, "fp32")
+def _dome_vertices(grid: int = DOME_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The stand-in face: a dome over a ``grid``² lattice (x right, y up, z out, ±0.75 × ±1 units) and its
+    triangles (0-based)."""
+    u, v = np.meshgrid(np.linspace(-1, 1, grid), np.linspace(-1, 1, grid), indexing="ij")
+    depth = np.sqrt(np.clip(1 - (u**2 + v**2), 0, None))
+    vertices = np.stack([0.75 * v, -1.0 * u, 0.55 * depth], axis=-1).reshape(-1, 3)
+    ids = np.arange(grid * grid).reshape(grid, grid)
+    quads = np.stack([ids[:-1, :-1], ids[1:, :-1], ids[1:, 1:], ids[:-1, 1:]], axis=-1).reshape(-1, 4)
+    triangles = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    return vertices - vertices.mean(0), triangles
+
+
+def standin_face_layout() -> np.ndarray:
+    """478 landmark positions (normalised image coordinates) of the stand-in landmarker: a sunflower pattern
+    filling an ellipse in the middle of the photo, a quarter of its area (no crop is needed)."""
+    index = np.arange(NUM_LANDMARKS) + 0.5
+    radius = np.sqrt(index / NUM_LANDMARKS)
+    angle = index * math.pi * (3 - math.sqrt(5))
+    return np.stack([0.5 + 0.3 * radius * np.cos(angle), 0.45 + 0.36 * radius * np.sin(angle)], axis=-1)
+
+
+def _smooth_basis(vertices: np.ndarray, count: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """``[3N, count]`` deformation modes that are low-order polynomials of the vertex position: any
+    combination keeps the surface smooth (random per-vertex modes would crumple it)."""
+    x, y = vertices[:, 0] / 0.75, vertices[:, 1]
+    features = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)             # [N, 6]
+    weights = rng.standard_normal((count, 3, features.shape[1])) * scale
+    modes = np.einsum("nj,kij->nik", features, weights)                                  # [N, 3, count]
+    return modes.reshape(-1, count).astype(np.float32)
+
+
+def write_standin_bfm(folder: Path, layout: np.ndarray, seed: int = 0) -> Path:
+    """``BFM/`` with a dome in the official formats: ``BFM_model_front.mat`` (meanshape, idBase, exBase, tri,
+    keypoints), the MediaPipe index (each landmark on the dome vertex under its ``layout`` position, the dome
+    spanning the landmarks' box) and the two eye-triangle files (1-based, like the official ones)."""
+    import scipy.io
+
+    from ..geometry.secc import LEFT_EYE_FACES_FILE, RIGHT_EYE_FACES_FILE
+
+    rng = np.random.default_rng(seed)
+    vertices, triangles = _dome_vertices()
+    low, high = layout.min(0), layout.max(0)
+    # landmark → dome coordinates: the landmarks' box onto 90 % of the dome's (image y down, dome y up)
+    target_x = ((layout[:, 0] - low[0]) / (high[0] - low[0]) * 2 - 1) * 0.9 * 0.75
+    target_y = -((layout[:, 1] - low[1]) / (high[1] - low[1]) * 2 - 1) * 0.9
+    distance = (vertices[None, :, 0] - target_x[:, None]) ** 2 + (vertices[None, :, 1] - target_y[:, None]) ** 2
+    mp_index = distance.argmin(1)
+    centroids = vertices[triangles].mean(1)
+    eyes = [np.flatnonzero(np.hypot(centroids[:, 0] - side * 0.25, centroids[:, 1] - 0.3) < 0.08) + 1
+            for side in (-1, 1)]
+    target = folder / "BFM"
+    target.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(target / "BFM_model_front.mat", {
+        "meanshape": vertices.reshape(1, -1).astype(np.float32),
+        "idBase": _smooth_basis(vertices, 80, 0.02, rng),
+        "exBase": _smooth_basis(vertices, 64, 0.015, rng),
+        "tri": (triangles + 1).astype(np.float64),
+        "keypoints": (mp_index[:68] + 1).astype(np.float64)[None]})
+    np.save(target / "index_mp468_from_mesh35709.npy", mp_index[:468].astype(np.int64))
+    np.save(target / LEFT_EYE_FACES_FILE, eyes[0].astype(np.int64))
+    np.save(target / RIGHT_EYE_FACES_FILE, eyes[1].astype(np.int64))
+    return target / "BFM_model_front.mat"
+
+
+def write_standin_models(folder: Path, layout: np.ndarray, landmarker: Path | None, seed: int = 0) -> torch.nn.Module:
+    """Fill ``folder`` with the stand-ins (see the module docstring); returns the tiny video model, loaded back
+    from its file with strict keys."""
+    from ..checkpoint import load_checkpoint, load_into, save_safetensors
+    from ..geometry.landmarks import write_standin_landmarker
+    from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
+    from ..models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+    from ..parity.synthetic_job import write_tiny_hubert
+
+    folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    video_file = folder / model_files.BY_KEY["video_model"].alternatives[0]
+    save_safetensors(Secc2PlaneTorso(tiny_config()).state_dict(), video_file,
+                     {"format": "pt", "r3dp_model": "secc2plane_torso"})
+    video_model = Secc2PlaneTorso(tiny_config())
+    load_into(video_model, load_checkpoint(video_file, expected="secc2plane_torso").state_dict, str(video_file))
+    audio_file = folder / model_files.BY_KEY["audio_model"].relpath
+    audio_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model": AudioToMotionVAE(A2MConfig()).state_dict()}}, audio_file)
+    write_tiny_hubert(folder)
+    write_standin_bfm(folder, layout, seed)
+    landmarker_slot = folder / model_files.BY_KEY["face_landmarker"].relpath
+    if landmarker is not None:
+        shutil.copyfile(landmarker, landmarker_slot)
+    else:
+        write_standin_landmarker(landmarker_slot, layout)
+    return video_model.eval().requires_grad_(False)
+
+
+def _masks_from_layout(layout: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Head (landmark ellipse grown for hair) and body (below the chin) masks, uint8 [H,W]: the segmenter's
+    stand-in."""
+    y, x = np.mgrid[0:height, 0:width]
+    points = layout * (width, height)
+    (left, top), (right, bottom) = points.min(0), points.max(0)
+    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
+    head = ((x - centre_x) / (0.65 * (right - left))) ** 2 + ((y - centre_y) / (0.65 * (bottom - top))) ** 2 < 1
+    body = (y > bottom - 0.05 * (bottom - top)) & (np.abs(x - centre_x) < 0.9 * (right - left)) & ~head
+    return head.astype(np.uint8) * 255, body.astype(np.uint8) * 255
+
+
+def _example_inputs(folder: Path, seconds: float) -> tuple[Path, Path, float]:
+    """The example photo and the first ``seconds`` of the example speech (a synthetic portrait and a tone
+    stand in where the examples are not installed). Returns (image, speech, speech seconds)."""
+    import cv2
+
+    from ..audio.io import load_audio
+    from ..parity.synthetic_job import write_wav
+
+    image = EXAMPLES / "portrait.png"
+    if not image.is_file():
+        card = ((synthetic_avatar(512).image[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255)
+        image = folder / "portrait.png"
+        cv2.imwrite(str(image), card.astype(np.uint8)[..., ::-1])
+    speech = EXAMPLES / "speech.wav"
+    if speech.is_file():
+        pcm = load_audio(speech).pcm[0]
+        samples = pcm[: int(round(seconds * 16000))].astype(np.float32) / 32768
+    else:
+        t = np.arange(int(round(seconds * 16000))) / 16000
+        samples = (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+    cut = folder / "speech.wav"
+    write_wav(cut, samples, 16000)
+    return image, cut, len(samples) / 16000
+
+
+def _find_landmarker(models_dir: Path | None) -> Path | None:
+    found = model_files.BY_KEY["face_landmarker"].find(model_files.default_models_dir(models_dir))
+    return found if found is not None and found.is_file() else None
+
+
+def run_selftest(device: str = "auto", out: Path | None = None, seconds: float = SELFTEST_SECONDS,
+                 models_dir: Path | None = None, landmarker: Path | None | str = "auto", seed: int = 0,
+                 log=lambda message: None) -> SelftestResult:
+    """``generate`` on stand-in models (see the module docstring) from the example photo and speech.
+
+    Args:
+        out: the mp4 (default: ``r3dp-selftest.mp4`` in the temporary directory).
+        seconds: how much of the example speech to use; the clip has ``seconds × 25`` frames.
+        models_dir: where to look for MediaPipe's face landmarker (nothing else is read from it).
+        landmarker: ``"auto"`` (the models folder's, else the stand-in), a ``face_landmarker.task`` path, or None
+            for the stand-in.
+    """
+    import cv2
+
+    from ..geometry.crop import resize_square
+    from ..geometry.landmarks import detect_image_points
+    from .generate import generate
+    from .inputs import load_image
+    from .request import GenerateRequest
+
+    if landmarker == "auto":
+        landmarker = _find_landmarker(models_dir)
+    out = Path(out) if out else Path(tempfile.gettempdir()) / "r3dp-selftest.mp4"
     with tempfile.TemporaryDirectory(prefix="r3dp-selftest-") as tmp:
-        weights = Path(tmp) / "secc2plane_torso.safetensors"
-        save_safetensors(Secc2PlaneTorso().state_dict(), weights, {"format": "pt", "r3dp_model": "secc2plane_torso"})
-        model = load_video_model(weights, precision)
-    bfm = synthetic_face_model().to(precision.device)
-    kit = FaceKit(bfm=bfm, secc_mesh=SECCMesh(bfm.triangles, bfm.ncc_code()).to(precision.device),
-                  landmarker_path=Path("unused"))
-    phase = torch.linspace(0, 2 * math.pi, frames)
-    exp = torch.zeros(frames, 64)
-    exp[:, 0] = 2 * torch.sin(phase)  # a moving "mouth" so consecutive frames differ
-    motion = Motion(exp=exp)
-    avatar = synthetic_avatar()
-    out = out or Path(tempfile.gettempdir()) / "r3dp-selftest.mp4"
-    with torch.inference_mode():
-        source = talking_frames(model, kit, avatar, motion, static_pose(avatar.euler, avatar.trans, frames),
-                                seed=seed)
-        start = time.perf_counter()  # per-frame throughput: the portrait's one-off work is done above
-        with VideoWriter(out, fps=25) as writer:
-            for _, _, chunk in iterate_chunks(source, chunk_size=4):
-                writer.write(chunk.image)
-    return SelftestResult(out, frames, 512, time.perf_counter() - start, str(precision.device))
+        tmp = Path(tmp)
+        image, speech, speech_seconds = _example_inputs(tmp, seconds)
+        photo = load_image(image)
+        if landmarker is not None:
+            points, found = detect_image_points(resize_square(photo)[None], landmarker)
+            if not found[0]:
+                raise ModelFileError(f"MediaPipe found no face in {image} with {landmarker}; the landmarker file "
+                                     "may be damaged: delete it and run `r3dp models fetch`.")
+            layout = points[0] / 512
+        else:
+            layout = standin_face_layout()
+        log("writing the stand-in models")
+        video_model = write_standin_models(tmp / "models", layout, landmarker, seed)
+        head, body = _masks_from_layout(layout, *photo.shape[:2])
+        cv2.imwrite(str(tmp / "head.png"), head)
+        cv2.imwrite(str(tmp / "body.png"), body)
+        request = GenerateRequest(image=image, audio=speech, out=out, models_dir=tmp / "models",
+                                  head_mask=tmp / "head.png", body_mask=tmp / "body.png", device=device,
+                                  dtype="fp32", seed=seed)
+        summary = generate(request, log=log, video_model=video_model)
+    return SelftestResult(summary.path, summary.frames, video_model.config.superresolution.output_resolution,
+                          summary.seconds, str(next(video_model.parameters()).device), speech_seconds,
+                          "MediaPipe" if landmarker is not None else "stand-in")

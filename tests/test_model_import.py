@@ -1,0 +1,198 @@
+"""`r3dp models import PATH` on fake official releases built here: the nested release layout and a flat folder,
+as folders and as archives; wrong files in a slot are refused with their reason and nothing is written for them.
+
+Checkpoints carry the official key names and shapes; their tensors are zero-stride views of one number, so a
+full-size video checkpoint is a few hundred kilobytes on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from r3dp_core import cli, model_files
+from r3dp_core.checkpoint import load_checkpoint
+from r3dp_core.errors import InputError
+from r3dp_core.model_import import import_models, official_keys
+
+RELEASE = Path("checkpoints") / "240210_real3dportrait_orig"
+
+
+def official_like(kind: str) -> dict[str, torch.Tensor]:
+    """Every official key of ``kind`` with its official shape (values: zero-stride views, nearly no storage)."""
+    return {key: torch.zeros(()) if not shape else torch.zeros(1).expand(shape)
+            for key, shape in official_keys(kind).items()}
+
+
+def write_ckpt(path: Path, state_dict: dict, config: dict | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model": state_dict}, "global_step": 1}, path)
+    if config is not None:
+        (path.parent / "config.yaml").write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bfm_folder(tmp_path_factory, parity_dir):
+    import os
+
+    os.environ.setdefault("R3DP_PARITY_CACHE", str(tmp_path_factory.mktemp("parity_cache")))
+    from r3dp_core.parity.synth_bfm import ensure_synth_bfm
+
+    return ensure_synth_bfm(parity_dir)
+
+
+def write_hubert(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "hubert", "hidden_size": 1024}))
+    (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def official_release(root: Path, shared_dir: Path, parity_dir: Path, bfm_folder: Path) -> Path:
+    """The official checkpoints folder + the deep_3drecon BFM bundle, as the downloads unpack."""
+    video_config = json.loads((parity_dir / "config_secc2plane_torso.json").read_text())
+    write_ckpt(root / RELEASE / "secc2plane_torso_orig" / "model_ckpt_steps_100000.ckpt",
+               official_like("secc2plane_torso"), video_config)
+    write_ckpt(root / RELEASE / "audio2secc_vae" / "model_ckpt_steps_400000.ckpt", official_like("audio2secc_vae"),
+               json.loads((parity_dir / "config_audio2secc_vae.json").read_text()))
+    write_ckpt(root / RELEASE / "secc2plane_orig" / "model_ckpt_steps_100000.ckpt", {"x": torch.zeros(1)})
+    write_ckpt(root / "checkpoints" / "pretrained_ckpts" / "mit_b0.pth", {"x": torch.zeros(1)})
+    bfm = root / "deep_3drecon" / "BFM"
+    bfm.mkdir(parents=True)
+    for name in ("BFM_model_front.mat", "index_mp468_from_mesh35709.npy"):
+        shutil.copy(bfm_folder / name, bfm / name)
+    (bfm / "01_MorphableModel.mat").write_bytes(b"not needed")
+    for name in ("bfm_left_eye_faces.npy", "bfm_right_eye_faces.npy"):
+        shutil.copy(shared_dir / "official_data" / name, root / "deep_3drecon" / name)
+    return root
+
+
+@pytest.fixture
+def release(tmp_path, shared_dir, parity_dir, bfm_folder) -> Path:
+    return official_release(tmp_path / "download", shared_dir, parity_dir, bfm_folder)
+
+
+def _missing(models: Path) -> set[str]:
+    return {spec.key for spec, found in model_files.status(models) if found is None}
+
+
+def _check_release_imported(models: Path, report) -> None:
+    placed = {key for key, _, _ in report.placed}
+    assert placed == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces",
+                      "bfm_right_eye_faces"}
+    assert report.refused == []
+    assert {spec.key for spec in report.missing} == _missing(models) == {"hubert", "face_landmarker", "segmenter"}
+    video = load_checkpoint(models / "secc2plane_torso" / "model_ckpt_steps_100000.ckpt", expected="secc2plane_torso")
+    assert len(video.state_dict) == 1030 and video.config["triplane_hid_dim"] == 32   # config.yaml came along
+    assert (models / "audio2secc_vae" / "config.yaml").is_file()
+    skipped = {path.name: reason for path, reason in report.skipped}
+    assert "head-only" in skipped["model_ckpt_steps_100000.ckpt"] and "initialisation" in skipped["mit_b0.pth"]
+
+
+def test_official_release_folder_is_checked_and_copied(release, tmp_path):
+    models = tmp_path / "models"
+    report = import_models(release, models)
+    _check_release_imported(models, report)
+    assert not (models / "BFM" / "BFM_model_front.mat").is_symlink()
+    from r3dp_core.geometry.bfm import FaceModel3DMM
+
+    bfm = FaceModel3DMM.from_file(models / "BFM" / "BFM_model_front.mat")
+    assert bfm.n_vertices == 35709
+
+
+def test_official_release_zip_through_the_cli(release, tmp_path, capsys):
+    archive = shutil.make_archive(str(tmp_path / "Real3DPortrait"), "zip", release)
+    models = tmp_path / "models"
+    assert cli.main(["models", "import", archive, "--models-dir", str(models)]) == 0
+    out = capsys.readouterr().out
+    assert "copied" in out and "still missing" in out and "r3dp models fetch" in out
+    assert _missing(models) == {"hubert", "face_landmarker", "segmenter"}
+    assert [p.name for p in models.iterdir() if p.name.startswith(".import-")] == []   # the extraction is gone
+    # a second import keeps what is there unless forced
+    report = import_models(archive, models)
+    assert report.placed == [] and len(report.kept) == 6
+
+
+def test_flat_folder_as_tar_gz_with_hubert_and_convert(tmp_path, shared_dir, bfm_folder):
+    flat = tmp_path / "flat"
+    write_ckpt(flat / "model_ckpt_steps_400000.ckpt", official_like("audio2secc_vae"))   # found by its keys
+    for name in ("BFM_model_front.mat", "index_mp468_from_mesh35709.npy"):
+        shutil.copy(bfm_folder / name, flat / name)
+    shutil.copy(shared_dir / "models" / "face_landmarker.task", flat / "face_landmarker.task")
+    (flat / "selfie_multiclass_256x256.tflite").write_bytes(b"\0\0\0\0TFL3" + bytes(64))
+    write_hubert(flat / "hubert-large-ls960-ft")
+    archive = tmp_path / "models.tar.gz"
+    with tarfile.open(archive, "w:gz") as bundle:
+        bundle.add(flat, arcname=".")
+    models = tmp_path / "models"
+    report = import_models(archive, models, convert=True)
+    assert report.refused == []
+    assert {key for key, _, _ in report.placed} == {"audio_model", "bfm", "bfm_mediapipe_index", "face_landmarker",
+                                                     "segmenter", "hubert"}
+    converted = load_checkpoint(models / "audio2secc_vae.safetensors", expected="audio2secc_vae")
+    assert set(converted.state_dict) == set(official_keys("audio2secc_vae"))
+    assert converted.metadata["r3dp_model"] == "audio2secc_vae"
+    assert (models / "hubert" / "hubert-large-ls960-ft" / "config.json").is_file()
+    assert _missing(models) == {"video_model", "bfm_left_eye_faces", "bfm_right_eye_faces"}
+
+
+def test_link_places_symlinks_to_the_downloaded_files(release, tmp_path):
+    models = tmp_path / "models"
+    import_models(release, models, link=True)
+    target = models / "secc2plane_torso" / "model_ckpt_steps_100000.ckpt"
+    assert target.is_symlink() and target.resolve() == (release / RELEASE / "secc2plane_torso_orig" /
+                                                         "model_ckpt_steps_100000.ckpt").resolve()
+    with pytest.raises(InputError, match="--link needs a folder"):
+        import_models(shutil.make_archive(str(tmp_path / "r"), "zip", release), tmp_path / "m2", link=True)
+
+
+def test_wrong_files_in_their_slots_are_refused_with_the_reason(release, tmp_path, capsys):
+    video = release / RELEASE / "secc2plane_torso_orig" / "model_ckpt_steps_100000.ckpt"
+    write_ckpt(video, official_like("audio2secc_vae"))                          # the audio model in the video slot
+    audio = official_like("audio2secc_vae")
+    audio.pop("mouth_amp_embed")
+    audio["blink_embed.weight"] = torch.zeros(3, 128)
+    write_ckpt(release / RELEASE / "audio2secc_vae" / "model_ckpt_steps_400000.ckpt", audio)   # another version
+    import scipy.io
+
+    scipy.io.savemat(release / "deep_3drecon" / "BFM" / "BFM_model_front.mat", {"shapePC": np.zeros((3, 2))})
+    np.save(release / "deep_3drecon" / "bfm_left_eye_faces.npy", np.arange(569))
+    models = tmp_path / "models"
+    assert cli.main(["models", "import", str(release), "--models-dir", str(models)]) == 1
+    out = capsys.readouterr().out
+    reasons = {path.relative_to(release).as_posix(): reason
+               for path, reason in import_models(release, models).refused}
+    assert "looks like Real3D-Portrait's audio model" in reasons[video.relative_to(release).as_posix()]
+    assert "the video_model slot needs Real3D-Portrait's video model" in reasons[video.relative_to(release).as_posix()]
+    audio_reason = reasons[f"{RELEASE.as_posix()}/audio2secc_vae/model_ckpt_steps_400000.ckpt"]
+    assert "differ from the official audio2secc_vae" in audio_reason
+    assert "1 missing (e.g. mouth_amp_embed)" in audio_reason and "blink_embed.weight (3, 128) instead of (2, 128)" \
+        in audio_reason
+    assert "01_MorphableModel" in reasons["deep_3drecon/BFM/BFM_model_front.mat"]
+    assert "sha256" in reasons["deep_3drecon/bfm_left_eye_faces.npy"]
+    assert out.count("REFUSED") == 4
+    assert {"video_model", "audio_model", "bfm", "bfm_left_eye_faces"} <= _missing(models)   # nothing written
+    assert not (models / "secc2plane_torso").exists()
+
+
+def test_archives_that_escape_the_folder_and_bad_paths_are_refused(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        bundle.writestr("../outside.txt", "x")
+    with pytest.raises(InputError, match="outside the folder"):
+        import_models(archive, tmp_path / "models")
+    assert not (tmp_path / "outside.txt").exists()
+    with pytest.raises(InputError, match="does not exist"):
+        import_models(tmp_path / "nowhere", tmp_path / "models")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="neither a folder nor an archive"):
+        import_models(tmp_path / "notes.txt", tmp_path / "models")
