@@ -60,8 +60,9 @@ def test_single_triangle_coverage_and_barycentrics():
     vertices = torch.tensor([[[1.0, 1.0, 2.0], [9.0, 1.0, 2.0], [1.0, 9.0, 2.0]]])
     frags = rasterize_triangles(vertices, torch.tensor([[0, 1, 2]]), (10, 12))
     rows, cols = torch.meshgrid(torch.arange(10), torch.arange(12), indexing="ij")
-    inside = (rows >= 1) & (cols >= 1) & (rows + cols <= 9)      # centres on the hypotenuse count as inside
-    assert inside.sum() == 36
+    # strict inside test (PyTorch3D's): the 8 centres on the hypotenuse (rows + cols == 9) are not covered
+    inside = (rows >= 1) & (cols >= 1) & (rows + cols <= 8)
+    assert inside.sum() == 28
     assert torch.equal(frags.mask[0], inside)
     expected_l1 = (cols + 0.5 - 1) / 8
     expected_l2 = (rows + 0.5 - 1) / 8
@@ -147,9 +148,18 @@ def test_equal_depth_goes_to_the_lower_triangle_index(depth_test):
     vertices = torch.tensor([square * 3])
     faces = torch.tensor([[3, 4, 5], [0, 1, 2], [6, 7, 8]])           # three identical triangles
     frags = rasterize_triangles(vertices, faces, 8, depth_test=depth_test)
-    assert frags.mask[0].sum() == 36 and torch.all(frags.face_index[0][frags.mask[0]] == 0)
+    assert frags.mask[0].sum() == 28 and torch.all(frags.face_index[0][frags.mask[0]] == 0)
     with pytest.raises(ValueError, match="depth_test"):
         rasterize_triangles(vertices, faces, 8, depth_test="sorted")
+
+
+def test_pixel_centres_on_a_shared_edge_belong_to_neither_triangle():
+    # PyTorch3D's strict test leaves a one-pixel crack where a shared edge passes exactly through pixel centres
+    square = torch.tensor([[[0.0, 0.0, 3.0], [8.0, 0.0, 3.0], [8.0, 8.0, 3.0], [0.0, 8.0, 3.0]]])
+    frags = rasterize_triangles(square, torch.tensor([[0, 1, 2], [0, 2, 3]]), 8)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    assert torch.equal(frags.mask[0], rows != cols)
+    assert torch.equal(frags.face_index[0][rows != cols], (rows > cols).long()[rows != cols])
 
 
 def test_skips_degenerate_behind_camera_and_offscreen_triangles():
