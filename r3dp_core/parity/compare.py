@@ -3,7 +3,8 @@
 A check passes when ``|x - ref| <= atol + rtol*|ref|`` holds elementwise and ``rms(x - ref) <= rms_max``
 (the case's ``suggested_tolerance``). Large tensors are stored as crops or lattices; the same views are
 taken of the stage's full-size output before comparing. Tensors without a suggested tolerance (integer
-indices, masks) must match exactly.
+indices, masks) must match exactly. Rasterised maps, whose tolerance gives ``n_bad_max``, are scored per image
+with the pixel metric of :class:`PixelCheck` instead.
 """
 
 from __future__ import annotations
