@@ -17,6 +17,9 @@ from r3dp_core.geometry.secc import (
     render_secc,
     render_secc_for_expressions,
 )
+from r3dp_core.parity.case import ParityCase
+from r3dp_core.parity.compare import PixelCheck, mask_agreement, pixel_agreement
+from r3dp_core.parity.runner import check_outputs, stage_module
 
 OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "official_data"
 if not OFFICIAL_DATA.is_dir():
@@ -60,8 +63,9 @@ def test_single_triangle_coverage_and_barycentrics():
     vertices = torch.tensor([[[1.0, 1.0, 2.0], [9.0, 1.0, 2.0], [1.0, 9.0, 2.0]]])
     frags = rasterize_triangles(vertices, torch.tensor([[0, 1, 2]]), (10, 12))
     rows, cols = torch.meshgrid(torch.arange(10), torch.arange(12), indexing="ij")
-    inside = (rows >= 1) & (cols >= 1) & (rows + cols <= 9)      # centres on the hypotenuse count as inside
-    assert inside.sum() == 36
+    # strict inside test (PyTorch3D's): the 8 centres on the hypotenuse (rows + cols == 9) are not covered
+    inside = (rows >= 1) & (cols >= 1) & (rows + cols <= 8)
+    assert inside.sum() == 28
     assert torch.equal(frags.mask[0], inside)
     expected_l1 = (cols + 0.5 - 1) / 8
     expected_l2 = (rows + 0.5 - 1) / 8
@@ -147,9 +151,18 @@ def test_equal_depth_goes_to_the_lower_triangle_index(depth_test):
     vertices = torch.tensor([square * 3])
     faces = torch.tensor([[3, 4, 5], [0, 1, 2], [6, 7, 8]])           # three identical triangles
     frags = rasterize_triangles(vertices, faces, 8, depth_test=depth_test)
-    assert frags.mask[0].sum() == 36 and torch.all(frags.face_index[0][frags.mask[0]] == 0)
+    assert frags.mask[0].sum() == 28 and torch.all(frags.face_index[0][frags.mask[0]] == 0)
     with pytest.raises(ValueError, match="depth_test"):
         rasterize_triangles(vertices, faces, 8, depth_test="sorted")
+
+
+def test_pixel_centres_on_a_shared_edge_belong_to_neither_triangle():
+    # PyTorch3D's strict test leaves a one-pixel crack where a shared edge passes exactly through pixel centres
+    square = torch.tensor([[[0.0, 0.0, 3.0], [8.0, 0.0, 3.0], [8.0, 8.0, 3.0], [0.0, 8.0, 3.0]]])
+    frags = rasterize_triangles(square, torch.tensor([[0, 1, 2], [0, 2, 3]]), 8)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    assert torch.equal(frags.mask[0], rows != cols)
+    assert torch.equal(frags.face_index[0][rows != cols], (rows > cols).long()[rows != cols])
 
 
 def test_skips_degenerate_behind_camera_and_offscreen_triangles():
@@ -158,6 +171,14 @@ def test_skips_degenerate_behind_camera_and_offscreen_triangles():
                               [-30.0, -30.0, 1.0], [-20.0, -30.0, 1.0], [-30.0, -20.0, 1.0]]])  # off screen
     frags = rasterize_triangles(vertices, torch.arange(9).reshape(3, 3), 8)
     assert not frags.mask.any()
+
+
+def test_degenerate_threshold_is_pytorch3d_ndc_area():
+    # a sliver (doubled area 2e-5 px²) strictly around the centre of pixel (0, 0): PyTorch3D skips faces whose
+    # doubled area is <= 1e-8 in NDC, i.e. 1e-8·(S/2)² px², so it is drawn at 8 px and skipped at 512 px
+    sliver = torch.tensor([[[0.4, 0.49995, 2.0], [0.6, 0.49995, 2.0], [0.5, 0.50005, 2.0]]])
+    assert rasterize_triangles(sliver, torch.tensor([[0, 1, 2]]), 8).face_index[0, 0, 0] == 0
+    assert not rasterize_triangles(sliver, torch.tensor([[0, 1, 2]]), 512).mask.any()
 
 
 def test_project_to_screen_official_convention():
@@ -252,3 +273,59 @@ def test_render_secc_for_expressions_uses_zero_pose_vertices():
     assert not torch.equal(secc[1], secc[2])                                      # expressions change the render
     cano = render_secc_for_expressions(model, mesh, id_coeff, torch.zeros(1, 64))
     assert int(((cano[0] - secc[0]).abs() > 1e-5).any(0).sum()) <= 4
+
+
+@pytest.fixture(scope="module")
+def secc_case(parity_dir, parity_cache):
+    case = ParityCase.load(parity_dir / "case_geom_secc.safetensors")
+    with torch.inference_mode():
+        outputs = stage_module(case.stage).run(case)
+    return case, outputs
+
+
+def test_parity_secc_against_official_pytorch3d(secc_case):
+    """case_geom_secc: official SECC_Renderer (PyTorch3D 0.7.8) for src, cano, 3 driving and 6 posed frames."""
+    case, outputs = secc_case
+    report = check_outputs(case, outputs)
+    assert report.passed, report.summary()
+    assert report.unchecked == ["proj_matrix"] and not report.missing_outputs
+    pixel_checks = {c.key: c for c in report.checks if isinstance(c, PixelCheck)}
+    for call, frames in (("src", 1), ("cano", 1), ("drv", 3), ("posed", 6)):
+        for path in ("vertices", "3dmm") + (("pipeline",) if call != "posed" else ()):
+            check = pixel_checks[f"secc_{call}@{path}"]
+            # observed: at most 1 flipped edge pixel per image (the case allows 20), rms of the rest <= 2.1e-6
+            assert len(check.n_bad) == frames and max(check.n_bad) <= 2 and not any(check.n_unexcused)
+            assert max(check.rms) < 5e-6 and check.quirk_total > 0 and check.quirk_wrong == 0
+        for path in ("vertices", "3dmm"):
+            assert pixel_checks[f"mask_{call}@{path}"].n_bad == [0] * frames
+        # the face-0 quirk: official mask = pix_to_face > 0 drops triangle 0 of each call's first mesh
+        rows = torch.tensor(case.quirk_pixels(f"secc_{call}"))
+        assert rows.shape[0] >= 5 and torch.all(rows[:, 0] == 0)
+        for path in ("vertices", "3dmm"):
+            secc, mask = outputs[f"secc_{call}@{path}"], outputs[f"mask_{call}@{path}"]
+            assert torch.all(secc[rows[:, 0], :, rows[:, 1], rows[:, 2]] == -1.0)
+            assert torch.all(mask[rows[:, 0], 0, rows[:, 1], rows[:, 2]] == 0)
+            assert torch.all(secc[mask.expand_as(secc) == 0] == -1.0)
+    # inference builds src from driving frame 0 (not the photo's fitted expression)
+    # (bitwise in the official run; here the batched 3DMM matmul may differ in the last ulp from the single one)
+    src_vs_drv0 = (outputs["secc_src@pipeline"][0] - outputs["secc_drv@pipeline"][0]).abs()
+    assert int((src_vs_drv0 > 1e-5).any(0).sum()) <= 4
+    assert torch.equal(outputs["face_buf"], case.stored["face_buf"])
+
+
+def test_secc_pixel_metric_catches_official_convention_slips(secc_case):
+    case, outputs = secc_case
+    mesh = SECCMesh(case.tensor("face_buf").long(), case.tensor("vertex_colors"))
+    vertices = case.tensor("face_vertex_src")
+    reference, tolerance = case.stored["secc_src"], case.tensors_meta["secc_src"]["suggested_tolerance"]
+    quirks = case.quirk_pixels("secc_src")
+    # the face-0 quirk ignored: only the quirk pixels notice (7 bad pixels are within n_bad_max)
+    secc, mask = render_secc(vertices, mesh, face0_period=None, return_mask=True)
+    ignored = pixel_agreement("secc_src", "secc_src", secc, reference, tolerance, quirks)
+    assert ignored.n_bad == [7] and ignored.quirk_wrong == 7 and not ignored.passed
+    assert not mask_agreement("mask_src", "mask_src", mask, case.stored["mask_src"], 20, quirks).passed
+    # a 0.01 px shift in x flips edge pixels beyond n_bad_max and lifts the rms
+    shifted = vertices.clone()
+    shifted[..., 0] += 0.01 * shifted[..., 2] / 2320
+    slipped = pixel_agreement("secc_src", "secc_src", render_secc(shifted, mesh), reference, tolerance, quirks)
+    assert slipped.n_bad[0] > 40 and slipped.rms[0] > tolerance["rms_max"] and not slipped.passed

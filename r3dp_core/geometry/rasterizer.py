@@ -5,8 +5,10 @@ Conventions
   pixel (row r, col c) is sampled at its centre ``(c + 0.5, r + 0.5)``.
 * A vertex is ``(x_screen, y_screen, depth)`` where depth is the positive view-space distance along the
   optical axis (not NDC), so perspective-correct interpolation weights are ``(l_i / z_i) / sum_j (l_j / z_j)``.
-* A pixel is covered by a triangle when its centre lies inside or exactly on the triangle (all screen-space
-  barycentrics >= 0). Both windings are drawn (no back-face culling); degenerate triangles are skipped.
+* A pixel is covered by a triangle when its centre lies strictly inside it (all screen-space barycentrics
+  > 0), as in PyTorch3D, which the official SECC renderer uses: a centre exactly on an edge belongs to
+  neither triangle. Both windings are drawn (no back-face culling). Triangles whose doubled area is at most
+  1e-8 in PyTorch3D's NDC units (the shorter image side spans 2) are skipped as degenerate, as PyTorch3D does.
   Triangles with a vertex at depth <= ``near`` are dropped whole (no near-plane clipping), which never
   happens for faces in front of the camera.
 * The nearest triangle wins; exact depth ties go to the lower triangle index, so the result is deterministic.
@@ -33,6 +35,8 @@ import torch
 
 _NO_HIT = torch.iinfo(torch.int64).max
 _LOW_32_BITS = 0xFFFFFFFF
+# PyTorch3D's kEpsilon: faces with |doubled area| <= this in NDC are not drawn (rasterize_meshes_cpu.cpp)
+_DEGENERATE_NDC_AREA = 1e-8
 
 
 @dataclass
@@ -118,8 +122,9 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
     row1 = torch.floor(xy_max[:, 1] - 0.5).clamp(-1, height - 1)
     e1 = tris[:, 1, :2] - tris[:, 0, :2]
     e2 = tris[:, 2, :2] - tris[:, 0, :2]
+    min_doubled_area = _DEGENERATE_NDC_AREA * (min(height, width) / 2) ** 2
     drawable = ((tris[..., 2] > near).all(-1) & torch.isfinite(tris).all(-1).all(-1)
-                & ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]) != 0))
+                & ((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).abs() > min_doubled_area))
     ncols = (col1 - col0 + 1).clamp(min=0).long()
     counts = torch.where(drawable, ncols * (row1 - row0 + 1).clamp(min=0).long(), 0)
 
@@ -149,7 +154,7 @@ def rasterize_triangles(vertices: torch.Tensor, faces: torch.Tensor, image_size:
             i = offset - k * ncols[owner]
             l0, l1, l2, inv_depth = _evaluate(planes[owner], i.float(), k.float())
             depth = 1.0 / inv_depth
-            inside = (l0 >= 0) & (l1 >= 0) & (l2 >= 0) & (depth > near)
+            inside = (l0 > 0) & (l1 > 0) & (l2 > 0) & (depth > near)
             owner, i, k = owner[inside], i[inside], k[inside]
             yield owner, (image_of[owner] * height + row0[owner] + k) * width + col0[owner] + i, depth[inside]
 

@@ -123,6 +123,19 @@ class ParityCase:
             self._cache[name] = self._resolve(name)
         return self._cache[name]
 
+    def quirk_pixels(self, name: str) -> list[list[int]]:
+        """``[b, row, col]`` pixels where the reference shows an official quirk and must be matched exactly.
+
+        The SECC case lists them (the face-0 mask quirk) on each call's ``secc_*`` tensor; the same pixels hold
+        for that call's ``mask_*``.
+        """
+        info = self.tensors_meta.get(name, {})
+        if "quirk_pixels" in info:
+            return info["quirk_pixels"]
+        if name.startswith("mask_"):
+            return self.tensors_meta.get("secc_" + name[len("mask_"):], {}).get("quirk_pixels", [])
+        return []
+
     def image(self, name: str) -> torch.Tensor:
         """A uint8 HWC image input as float ``[1,3,H,W]`` in [-1,1] (the official conversion)."""
         return u8_image_to_tensor(self.tensor(name))

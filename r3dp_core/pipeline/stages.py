@@ -145,6 +145,8 @@ def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float 
         # The sequence index drives the official triangle-0 quirk (every 50th frame and single renders).
         return secc_images(kit, identity, exp, frame_offset=first_frame, mouth_gain=mouth_gain, mouth_weights=weights)
 
+    # src is driving frame 0, not the photo's fitted exp: official real3d_infer.py:404 renders exp[0:1] of the
+    # driving sequence (case_geom_secc: src == drv[0] bitwise), and matching the official outputs is the default.
     return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
                       blink=motion.blink, blink_edited=motion.blink_edited,
                       edit_blink=blink_secc if motion.blink is not None else None)
