@@ -113,7 +113,7 @@ def _drift(generator: torch.Generator, times: torch.Tensor) -> torch.Tensor:
 
 def natural_head_motion(num_frames: int, fps: float, speech_energy: torch.Tensor | None = None, seed: int = 0,
                         strength: float = 1.0, *, energy_fps: float | None = None,
-                        limits: NaturalMotionLimits = NaturalMotionLimits(), idle_level: float = 0.3
+                        limits: NaturalMotionLimits = NaturalMotionLimits(), idle_level: float = 0.2
                         ) -> torch.Tensor:
     """Seeded, smooth, bounded, speech-aware head motion as deviations from a base pose.
 

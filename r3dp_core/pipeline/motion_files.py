@@ -145,6 +145,18 @@ def load_official_motion(path: str | Path) -> Motion:
     return Motion(exp=exp, fps=25.0, euler=euler, trans=trans)
 
 
+def motion_at_25_fps(motion: Motion) -> Motion:
+    """The motion at 25 fps (the clip's rate), resampled as driving videos are (nearest earlier frame, see
+    :func:`~r3dp_core.pipeline.driving.resample_index`); a blink schedule is dropped (it is made per frame)."""
+    from .driving import FPS, resample_index
+
+    if abs(motion.fps - FPS) < 1e-6:
+        return motion
+    index = resample_index(motion.num_frames, motion.fps)
+    return Motion(exp=motion.exp[index], fps=FPS, euler=None if motion.euler is None else motion.euler[index],
+                  trans=None if motion.trans is None else motion.trans[index], audio=motion.audio)
+
+
 def load_motion_file(path: str | Path) -> Motion:
     """A motion from a file: our saved motions (``.safetensors``) or the official ``.npy`` coefficient dicts."""
     path = Path(path)
@@ -157,4 +169,4 @@ def load_motion_file(path: str | Path) -> Motion:
                      "coefficient dict; this file is neither.")
 
 
-__all__ = ["load_motion_file", "load_official_motion", "read_npy_dict"]
+__all__ = ["load_motion_file", "load_official_motion", "motion_at_25_fps", "read_npy_dict"]
