@@ -88,7 +88,8 @@ def test_pickled_code_is_refused_without_running(tmp_path):
 BAD_FILES = {
     "plain-array": (lambda: np.zeros((8, 64), np.float32),
                     r"single float32 array of shape \(8, 64\), not the official"),
-    "list": (lambda: np.array([np.zeros(3)] * 2 + [None], dtype=object), "holds a ndarray, not the official coefficient dict"),
+    "list": (lambda: np.array([np.zeros(3)] * 2 + [None], dtype=object),
+             "holds a ndarray, not the official coefficient dict"),
     "no-exp": (lambda: {"euler": np.zeros((4, 3)), "trans": np.zeros((4, 3))}, "no 'exp' entry .found: euler, trans"),
     "exp-width": (lambda: {"exp": np.zeros((4, 70))}, r"'exp' must be \[T,64\], got \[4, 70\]"),
     "exp-text": (lambda: {"exp": "abc"}, r"'exp' must be a numeric array \[T,64\], got a str"),
