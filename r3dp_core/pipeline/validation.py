@@ -226,7 +226,8 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
         lines.append(f"motion     --motion {request.motion}: {inputs.motion.num_frames} frames at 25 fps")
     lines.append(f"camera     {request.camera}; background {'from ' + str(request.bg) if request.bg else 'extracted'}")
     sound = ("audio muxed" if inputs.audio is not None
-             else "the expression video's own sound, if it has any" if request.expression_video is not None else "")
+             else "the expression video's own sound, if it has any" if request.expression_video is not None
+             else "the motion file's own sound, if it has any" if request.motion is not None else "")
     lines.append(f"output     {request.out} (H.264 512x512{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
     return "\n".join(lines)
