@@ -36,7 +36,8 @@ def register_folders() -> None:
 
     _merge_folder(folder_paths, MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER), MODEL_EXTENSIONS)
     output = folder_paths.get_output_directory()
-    _merge_folder(folder_paths, MOTION_FOLDER, os.path.join(output, "r3dp", "motions"), {".safetensors"})
+    _merge_folder(folder_paths, MOTION_FOLDER, os.path.join(output, "r3dp", "motions"),
+                  {".safetensors", ".npy"})  # .npy: official coefficient dicts
     _merge_folder(folder_paths, AVATAR_FOLDER, os.path.join(output, "r3dp", "avatars"), {".safetensors"})
 
 
@@ -127,7 +128,7 @@ def resolve_saved_file(folder: str, name: str, what: str) -> Path:
     if path is None:
         searched = ", ".join(folder_paths.get_folder_paths(folder))
         raise ModelFileError(f"{what} file '{name}' was not found in {searched}. Save one with the matching Save node "
-                             "or copy the .safetensors file there, then press R to refresh.")
+                             "or copy the file there, then press R to refresh.")
     return Path(path)
 
 

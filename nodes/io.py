@@ -124,11 +124,14 @@ class LoadMotion(comfy_io.ComfyNode):
             node_id="R3DP_LoadMotion",
             display_name="Load Motion",
             category=f"{t.CATEGORY}/io",
-            description="Loads a motion saved by Save Motion (from output/r3dp/motions or any folder registered as "
-                        "'r3dp_motions' in extra_model_paths.yaml).",
+            description="Loads a motion saved by Save Motion, or an official Real3D-Portrait coefficient file (.npy "
+                        "dict with 'exp' [T,64] and optionally 'euler'/'trans' [T,3]; read without running pickled "
+                        "code), from output/r3dp/motions or any folder registered as 'r3dp_motions' in "
+                        "extra_model_paths.yaml.",
             inputs=[
                 comfy_io.Combo.Input("motion_file", options=_paths.saved_file_options(_paths.MOTION_FOLDER),
-                                     tooltip="A saved motion file; press R after saving a new one."),
+                                     tooltip="A saved motion (.safetensors) or official coefficient file (.npy); "
+                                             "press R after adding a new one."),
             ],
             outputs=[t.Motion.Output(display_name="motion"),
                      comfy_io.Float.Output(display_name="fps"),
@@ -137,7 +140,9 @@ class LoadMotion(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, motion_file: str):
-        motion = Motion.load(_paths.resolve_saved_file(_paths.MOTION_FOLDER, motion_file, "Motion"))
+        from r3dp_core.pipeline.motion_files import load_motion_file
+
+        motion = load_motion_file(_paths.resolve_saved_file(_paths.MOTION_FOLDER, motion_file, "Motion"))
         return comfy_io.NodeOutput(motion, float(motion.fps), motion.num_frames)
 
     @classmethod

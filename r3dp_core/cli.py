@@ -175,7 +175,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
         chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
         head_mask=Path(args.head_mask) if args.head_mask else None,
-        body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels)
+        body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels,
+        motion=Path(args.motion) if args.motion else None, map_to_init_pose=args.map_to_init_pose,
+        head_threshold=args.head_threshold)
     if args.dry_run:
         models_dir = model_files.default_models_dir(request.models_dir)
         inputs = validate(request, models_dir)
@@ -237,7 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
                                          "used instead of the selfie segmenter")
     gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")
     gen.add_argument("--debug-panels", action="store_true",
-                     help="write source | SECC | raw render | final side by side (2048x512) to inspect a run")
+                     help="write source | SECC | raw render | depth | final side by side (2560x512) to inspect a run")
+    gen.add_argument("--motion", help="motion file driving the face instead of audio: an r3dp .safetensors motion "
+                                      "(Save Motion) or an official .npy coefficient dict (exp [T,64], optional "
+                                      "euler/trans [T,3] for the head pose); --audio, if given, is its sound")
+    gen.add_argument("--map-to-init-pose", action=argparse.BooleanOptionalAction, default=True,
+                     help="a driving head pose starts at the photo's pose and applies the driving pose's changes "
+                          "(official default); --no-map-to-init-pose uses the driving pose as it is")
+    gen.add_argument("--head-threshold", type=float, default=0.9,
+                     help="HTB-SR: rendered head opacity above which a pixel counts as solid head, 0-1 (official 0.9)")
     gen.add_argument("--dry-run", action="store_true",
                      help="validate every input and report what would be done, without loading any other model")
     gen.set_defaults(func=cmd_generate)

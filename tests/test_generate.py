@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from r3dp_core import cli
+from r3dp_core.audio.blink import blink_schedule
 from r3dp_core.device import Precision
 from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
@@ -22,6 +23,7 @@ from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_model
 from r3dp_core.pipeline.generate import load_job_models, load_masks, resident_mb, run_job
 from r3dp_core.pipeline.request import GenerateRequest
 from r3dp_core.pipeline.selftest import synthetic_face_model
+from r3dp_core.pipeline.stages import with_blinks
 from r3dp_core.pipeline.validation import validate
 from r3dp_core.video_io import probe_video, read_video_frames
 
@@ -86,19 +88,36 @@ def _run(tiny_job: dict, out: Path, **changes):
                    progress=changes.get("progress"), should_stop=changes.get("should_stop"))
 
 
-def test_debug_panels_show_source_secc_render_and_final_side_by_side(tiny_job, tmp_path):
+def test_debug_panels_show_source_secc_render_depth_and_final_side_by_side(tiny_job, tmp_path):
     plain = _run(tiny_job, tmp_path / "plain.mp4", chunk_size=3)
     panels = _run(tiny_job, tmp_path / "panels.mp4", chunk_size=3, debug_panels=True)
     assert plain.frames == panels.frames == 8
     final = np.concatenate([chunk for chunk, _ in read_video_frames(plain.path)])
     strip = np.concatenate([chunk for chunk, _ in read_video_frames(panels.path)])
-    assert final.shape == (8, 64, 64, 3) and strip.shape == (8, 64, 256, 3)
+    assert final.shape == (8, 64, 64, 3) and strip.shape == (8, 64, 320, 3)
     # the last panel is the final frame (up to H.264 noise), the first the still source
-    assert np.abs(strip[..., 192:, :].astype(int) - final).mean() < 6
+    assert np.abs(strip[..., 256:, :].astype(int) - final).mean() < 6
     assert np.abs(strip[1:, :, :64].astype(int) - strip[:-1, :, :64]).mean() < 2
     # the SECC panel is mostly the black (−1) background around a colour-coded face
     secc = strip[..., 64:128, :]
     assert (secc.max(-1) < 30).mean() > 0.3 and secc.std() > 10
+    # the depth panel is grey, normalised over each frame: from near black to white
+    depth = strip[..., 192:256, :].astype(int)
+    assert np.abs(depth - depth.mean(-1, keepdims=True)).mean() < 4
+    assert depth.min(axis=(1, 2, 3)).max() < 40 and depth.max(axis=(1, 2, 3)).min() > 215
+
+
+def test_depth_panel_normalises_each_frame_to_grey():
+    from r3dp_core.pipeline.stream import depth_panel
+
+    depth = torch.stack([torch.linspace(2.0, 3.0, 16).reshape(1, 4, 4), torch.full((1, 4, 4), 2.5)])
+    depth[0, 0, 1, 1] = 4.0  # a far pixel (a ray that misses the head) sets the white end
+    panel = depth_panel(depth)
+    assert panel.shape == (2, 3, 4, 4)
+    assert torch.equal(panel[:, 0], panel[:, 1]) and torch.equal(panel[:, 1], panel[:, 2])
+    expected = (depth[0, 0] - 2.0) / 2.0 * 2 - 1
+    assert torch.allclose(panel[0, 0], expected, atol=1e-6) and panel[0].min() == -1 and panel[0].max() == 1
+    assert torch.equal(panel[1], torch.full((3, 4, 4), -1.0))  # a flat frame: no NaN
 
 
 def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
@@ -168,7 +187,7 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     assert late - early < 20, f"resident memory grew by {late - early:.0f} MB over the clip: {resident[::10]}"
 
 
-def test_video_driven_job_keeps_the_videos_sound(tiny_job, job, tmp_path):
+def test_video_driven_job_keeps_the_videos_sound_and_blinks(tiny_job, job, tmp_path, monkeypatch):
     from r3dp_core.video_io import VideoWriter
 
     portrait = cv2.cvtColor(cv2.imread(str(job["root"] / "portrait.png")), cv2.COLOR_BGR2RGB)
@@ -179,8 +198,87 @@ def test_video_driven_job_keeps_the_videos_sound(tiny_job, job, tmp_path):
         writer.write(np.stack(nodding))  # 0.4 s of video, 2 s of sound
     request = dataclasses.replace(tiny_job["request"], audio=None, expression_video=tmp_path / "driving.mp4",
                                   out=tmp_path / "driven.mp4", chunk_size=4)
+    seen = _spy_on_frames(monkeypatch)
     summary = run_job(request, validate(request, tiny_job["models_dir"]), tiny_job["models"],
                       masks=tiny_job["masks"], log=lambda _: None)
     info = probe_video(summary.path)
     assert summary.frames == info["frames"] == 10
     assert 0.4 <= info["audio_seconds"] <= 0.4 + 0.07  # the video's own sound, cut to the clip
+    # --blink applies to video-driven clips as well (the official pipeline blinks the driving SECC in both cases)
+    official = blink_schedule(10, seed=request.seed)
+    assert torch.equal(seen["motion"].blink, official.closure)
+    assert torch.equal(seen["motion"].blink_edited, official.edited)
+    assert with_blinks(seen["motion"], False).blink is None
+
+
+def _spy_on_frames(monkeypatch) -> dict:
+    """Record what ``run_job`` hands to ``talking_frames`` (motion, pose, and the lazy frame source)."""
+    from r3dp_core.pipeline import stages
+
+    seen = {}
+    original = stages.talking_frames
+
+    def spy(model, kit, avatar, motion, pose, **options):
+        frames = original(model, kit, avatar, motion, pose, **options)
+        seen.update(avatar=avatar, motion=motion, pose=pose, frames=frames)
+        return frames
+
+    monkeypatch.setattr(stages, "talking_frames", spy)
+    return seen
+
+
+def _cli_on_tiny_models(tiny_job, monkeypatch) -> None:
+    """``r3dp generate`` runs the real ``run_job`` with the tiny video model in place of the full-size one."""
+    from r3dp_core.pipeline import generate as generate_module
+
+    def tiny_generate(request, progress=None, log=print, should_stop=None):
+        inputs = validate(request, tiny_job["models_dir"])
+        return run_job(request, inputs, tiny_job["models"], masks=load_masks(request), progress=progress,
+                       log=lambda _: None, should_stop=should_stop)
+
+    monkeypatch.setattr(generate_module, "generate", tiny_generate)
+
+
+def test_official_npy_motion_drives_a_clip_from_the_command_line(tiny_job, job, tmp_path, monkeypatch, capsys):
+    """The official coefficient dict (key names and shapes of the official tools) drives expressions and pose;
+    --no-map-to-init-pose and --head-threshold reach the stages they act in."""
+    rng = np.random.default_rng(0)
+    t = np.arange(6, dtype=np.float32)
+    euler = np.stack([0.02 * np.sin(t), 0.1 * np.sin(t / 2), 0.01 * t], 1).astype(np.float32)
+    trans = np.stack([0.01 * t, -0.01 * t, np.full_like(t, 0.3)], 1).astype(np.float32)
+    coefficients = {"id": rng.normal(size=(6, 80)).astype(np.float32) * 0.1,
+                    "exp": rng.normal(size=(6, 64)).astype(np.float32) * 0.05, "euler": euler, "trans": trans}
+    np.save(tmp_path / "official.npy", coefficients)
+    _cli_on_tiny_models(tiny_job, monkeypatch)
+    seen = _spy_on_frames(monkeypatch)
+
+    out = tmp_path / "from_npy.mp4"
+    assert cli.main(_args(job, out, "--motion", str(tmp_path / "official.npy"), "--no-map-to-init-pose",
+                          "--head-threshold", "0.7", "--chunk-size", "4")) == 0
+    assert f"wrote {out}: 6 frames" in capsys.readouterr().out
+    info = probe_video(out)
+    assert info["frames"] == 6 and 0.24 <= info["audio_seconds"] <= 0.24 + 0.07  # --audio, cut to the motion
+    assert torch.equal(seen["motion"].exp, torch.from_numpy(coefficients["exp"]))
+    assert seen["motion"].blink is not None  # --blink (default) applies to file-driven clips too
+    assert torch.allclose(seen["pose"].euler, torch.from_numpy(euler))  # the file's pose, not mapped
+    assert torch.allclose(seen["pose"].trans, torch.from_numpy(trans))
+    assert seen["frames"].head_threshold == 0.7
+
+    # default mapping: the file's pose changes start from the photo's pose
+    assert cli.main(_args(job, tmp_path / "mapped.mp4", "--motion", str(tmp_path / "official.npy"))) == 0
+    avatar = seen["avatar"]
+    assert torch.allclose(seen["pose"].euler[0], avatar.euler[0].to(seen["pose"].euler), atol=1e-6)
+    assert torch.allclose(seen["pose"].euler - seen["pose"].euler[:1], torch.from_numpy(euler - euler[:1]), atol=1e-6)
+    assert seen["frames"].head_threshold == 0.9
+
+    # expressions only, no audio, no blinks: a silent clip with the photo's pose held
+    np.save(tmp_path / "exp_only.npy", {"exp": coefficients["exp"]})
+    root = job["root"]
+    silent = tmp_path / "silent.mp4"
+    assert cli.main(["generate", "--image", str(root / "portrait.png"), "--out", str(silent), "--models-dir",
+                     str(job["models"]), "--head-mask", str(root / "head.png"), "--body-mask", str(root / "body.png"),
+                     "--device", "cpu", "--motion", str(tmp_path / "exp_only.npy"), "--no-blink"]) == 0
+    info = probe_video(silent)
+    assert info["frames"] == 6 and info["audio_seconds"] is None
+    assert seen["motion"].blink is None
+    assert torch.equal(seen["pose"].euler, avatar.euler[:1].expand(6, 3).to(seen["pose"].euler))

@@ -673,6 +673,24 @@ def test_motion_and_avatar_round_trip_through_files(comfy):
         io.LoadMotion.execute("nope.safetensors")
 
 
+def test_load_motion_reads_official_coefficient_files(comfy):
+    from r3dp_core.errors import InputError
+
+    io = comfy.nodes.io
+    folder = comfy.base / "output" / "r3dp" / "motions" / "official"
+    folder.mkdir(parents=True, exist_ok=True)
+    exp, euler, trans = (np.random.default_rng(0).normal(size=(7, n)).astype(np.float32) for n in (64, 3, 3))
+    np.save(folder / "drv.npy", {"exp": exp, "euler": euler, "trans": trans, "id": np.zeros((7, 80), np.float32)})
+    np.save(folder / "broken.npy", {"exp": np.zeros((7, 32))})
+    names = comfy.nodes._paths.saved_file_options("r3dp_motions")
+    assert "official/drv.npy" in names and "official/broken.npy" in names
+    motion, fps, frames = io.LoadMotion.execute("official/drv.npy").args
+    assert (fps, frames) == (25.0, 7) and torch.equal(motion.exp, torch.from_numpy(exp))
+    assert torch.equal(motion.euler, torch.from_numpy(euler)) and torch.equal(motion.trans, torch.from_numpy(trans))
+    with pytest.raises(InputError, match=r"'exp' must be \[T,64\]"):
+        io.LoadMotion.execute("official/broken.npy")
+
+
 def test_audio_loader_decodes_and_trims(comfy):
     import av
 

@@ -28,15 +28,16 @@ from .types import Motion
 from .validation import validate
 
 
-def make_pose(mode: str, avatar, motion: Motion, pose_motion: Motion | None) -> HeadPose:
+def make_pose(mode: str, avatar, motion: Motion, pose_motion: Motion | None, map_to_init_pose: bool = True
+              ) -> HeadPose:
     from .stages import head_pose
 
     if pose_motion is not None and mode in ("auto", "driving"):
         return driving_pose(pose_motion.euler, pose_motion.trans, motion.num_frames, avatar.euler[:1],
-                            avatar.trans[:1])
+                            avatar.trans[:1], map_to_init_pose=map_to_init_pose)
     if mode == "orbit":
         return orbit_pose(avatar.euler[:1], avatar.trans[:1], motion.num_frames)
-    return head_pose(avatar, motion, mode)
+    return head_pose(avatar, motion, mode, map_to_init_pose=map_to_init_pose)
 
 
 @dataclass
@@ -83,7 +84,7 @@ def needed_models(request: GenerateRequest) -> list[str]:
               "face_landmarker"]
     if request.head_mask is None:
         needed.append("segmenter")
-    if request.expression_video is None:
+    if request.expression_video is None and request.motion is None:
         needed += ["audio_model", "hubert"]
     return needed
 
@@ -114,7 +115,7 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
     if video_model is None:
         video_model = optimize_for_inference(load_video_model(model_files.require("video_model", models_dir),
                                                               precision, fold=False), precision)
-    if request.expression_video is not None:
+    if request.expression_video is not None or request.motion is not None:
         return JobModels(video_model, kit)
     a2m = load_audio_model(model_files.require("audio_model", models_dir), precision.device)
     # HuBERT is the one large audio network: half precision on accelerators, fp32 on the CPU
@@ -171,7 +172,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     interrupt); whatever stops the run, no output file is left behind.
     """
     from ..video_io import VideoWriter
-    from .stages import make_avatar, prepare_source, speech_motion, talking_frames
+    from .stages import make_avatar, prepare_source, speech_motion, talking_frames, with_blinks
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -182,10 +183,17 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
         source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
                                 min_face_area=request.min_face_area)
         avatar = make_avatar(model, source)
-        if request.expression_video is not None:
+        if inputs.motion is not None:
+            log(f"driving from the motion file {request.motion}")
+            motion = inputs.motion
+            if inputs.audio is not None:
+                motion = dataclasses.replace(motion, audio=soundtrack(inputs.audio, motion.duration_s))
+            motion = with_blinks(motion, request.blink, request.seed)
+        elif request.expression_video is not None:
             log("fitting the driving video")
             motion = video_motion(request.expression_video, models.kit, log=log)
             motion = dataclasses.replace(motion, audio=video_soundtrack(request, inputs, motion.duration_s))
+            motion = with_blinks(motion, request.blink, request.seed)
         else:
             log("audio to motion")
             motion = speech_motion(inputs.audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
@@ -193,11 +201,11 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                    sound=soundtrack(inputs.audio))
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
-    pose = make_pose(request.camera, avatar, motion, pose_motion)
+    pose = make_pose(request.camera, avatar, motion, pose_motion, request.map_to_init_pose)
 
     with torch.inference_mode():
         frames = talking_frames(model, models.kit, avatar, motion, pose, seed=request.seed,
-                                mouth_gain=request.mouth_scale)
+                                head_threshold=request.head_threshold, mouth_gain=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)
         log(f"rendering {frames.num_frames} frames on {device}")

@@ -31,4 +31,7 @@ class GenerateRequest:
     models_dir: Path | None = None
     head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
     body_mask: Path | None = None            # with head_mask: the rest of the person
-    debug_panels: bool = False               # source | SECC | raw render | final, side by side
+    debug_panels: bool = False               # source | SECC | raw render | depth | final, side by side
+    motion: Path | None = None               # a motion file (.safetensors of ours, official .npy) drives the face
+    map_to_init_pose: bool = True            # a driving pose starts at the photo's pose (official True)
+    head_threshold: float = 0.9              # HTB-SR: head alpha above this counts as solid head (official 0.9)

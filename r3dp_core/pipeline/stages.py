@@ -7,6 +7,7 @@ pose and an avatar into the lazy ``CompositeSource`` of ``stream.py``, which pro
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,20 +161,33 @@ def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth
 
     ``audio`` is an ``Audio16k``; ``progress(done, total)`` follows the audio model's windows.
     """
-    from ..audio.blink import blink_schedule
     from ..audio.motion import audio_to_motion
 
     exp = audio_to_motion(audio, a2m, hubert, mouth_amp=mouth_amp, temperature=temperature, seed=seed,
                           progress=progress)
     exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))].float().cpu()
-    if not blink:
-        return Motion(exp=exp, audio=sound)
-    schedule = blink_schedule(exp.shape[0], seed=seed)
-    return Motion(exp=exp, blink=schedule.closure, blink_edited=schedule.edited, audio=sound)
+    return with_blinks(Motion(exp=exp, audio=sound), blink, seed)
 
 
-def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:
-    """``static`` (source pose held), ``driving`` (the motion's own pose mapped onto the source), or ``auto``."""
+def with_blinks(motion: Motion, enabled: bool, seed: int = 0) -> Motion:
+    """The motion with the official periodic blink schedule (or without blinks when not ``enabled``).
+
+    The official pipeline blinks the driving SECC whatever drives it (speech, a video, a coefficient file); a
+    motion that already has a schedule (e.g. a saved audio motion) keeps it.
+    """
+    from ..audio.blink import blink_schedule
+
+    if not enabled:
+        return dataclasses.replace(motion, blink=None, blink_edited=None)
+    if motion.blink is not None:
+        return motion
+    schedule = blink_schedule(motion.num_frames, seed=seed)
+    return dataclasses.replace(motion, blink=schedule.closure, blink_edited=schedule.edited)
+
+
+def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto", map_to_init_pose: bool = True) -> HeadPose:
+    """``static`` (source pose held), ``driving`` (the motion's own pose, mapped onto the source pose when
+    ``map_to_init_pose``), or ``auto``."""
     if mode == "auto":
         mode = "driving" if motion.euler is not None else "static"
     if mode == "static":
@@ -181,7 +195,8 @@ def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto") -> HeadPose:
     if mode == "driving":
         if motion.euler is None or motion.trans is None:
             raise InputError("This motion carries no head pose (audio-driven); use the static pose or a pose video.")
-        return driving_pose(motion.euler, motion.trans, motion.num_frames, avatar.euler[:1], avatar.trans[:1])
+        return driving_pose(motion.euler, motion.trans, motion.num_frames, avatar.euler[:1], avatar.trans[:1],
+                            map_to_init_pose=map_to_init_pose)
     raise InputError(f"Unknown head-pose mode {mode!r}: use static, driving or auto.")
 
 

@@ -211,14 +211,34 @@ class CompositeSource(FrameSource):
 
 @dataclass
 class PanelFrames:
-    image: torch.Tensor                                 # [B,3,S,4S] in [-1,1]
+    image: torch.Tensor                                 # [B,3,S,5S] in [-1,1]
+
+
+def depth_panel(depth: torch.Tensor) -> torch.Tensor:
+    """The official debug view of the renderer's depth: grey, min–max normalised, near dark and far white.
+
+    The official ``concat_debug`` normalises over the whole sequence, which a streamed clip does not know
+    until its last frame; each frame is normalised over its own depths instead (frames render the same in any
+    chunk). Its largest depth is the far end of the rays that miss the head, so the background is white.
+
+    Args:
+        depth: ``[B,1,R,R]`` expected depth (``RenderOutput.depth``).
+
+    Returns:
+        ``[B,3,R,R]`` in [-1,1].
+    """
+    low = depth.amin(dim=(1, 2, 3), keepdim=True)
+    high = depth.amax(dim=(1, 2, 3), keepdim=True)
+    unit = (depth - low) / (high - low).clamp(min=torch.finfo(depth.dtype).tiny)
+    return (unit * 2 - 1).expand(-1, 3, -1, -1)
 
 
 @dataclass
 class DebugPanelSource(FrameSource):
-    """Side-by-side panels for inspecting a clip: source | driving SECC | raw volume render | final frame.
+    """Side-by-side panels for inspecting a clip (the official ``concat_debug``): source | driving SECC | raw
+    volume render | depth (:func:`depth_panel`) | final frame.
 
-    Every panel is shown at the final frame's size ``S`` (the 128² raw render upsampled, nearest).
+    Every panel is shown at the final frame's size ``S`` (the 128² raw render and depth upsampled, nearest).
     """
 
     composite: CompositeSource
@@ -239,6 +259,7 @@ class DebugPanelSource(FrameSource):
                                                         **({} if mode == "nearest" else {"antialias": True}))
             return image.expand(batch, -1, -1, -1).clamp(-1, 1)
 
-        panels = [panel(self.source_image, "bilinear"), panel(trace["secc"], "bilinear"),
-                  panel(trace["render"].rgb, "nearest"), final.clamp(-1, 1)]
+        render = trace["render"]
+        panels = [panel(self.source_image, "bilinear"), panel(trace["secc"], "bilinear"), panel(render.rgb, "nearest"),
+                  panel(depth_panel(render.depth.float()), "nearest"), final.clamp(-1, 1)]
         return PanelFrames(torch.cat(panels, dim=-1))

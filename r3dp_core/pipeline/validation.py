@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import model_files
+from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
 from .inputs import load_image, read_image
 from .request import CAMERA_MODES, GenerateRequest
@@ -24,8 +25,6 @@ from .stages import MAX_MOUTH_GAIN
 FPS = 25
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
-#: Below this level (loudest 20 ms, dBFS) a clip counts as silence: the mouth will stay closed.
-SILENCE_DBFS = -50.0
 #: Frames of a driving video checked for a face (spread over its length).
 VIDEO_SAMPLE_FRAMES = 16
 #: Most faces the portrait check looks for (the largest one is used, as in the pipeline).
@@ -44,6 +43,7 @@ class ValidatedInputs:
     faces: int = 1
     video_frames: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    motion: object | None = None             # the --motion file's Motion, at 25 fps
 
 
 def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
@@ -63,6 +63,9 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
         if request.expression_video is not None:
             notes.append(f"audio: {request.audio} is the sound of the video; the expressions come from "
                          "--expression-video")
+        if request.motion is not None:
+            notes.append(f"audio: {request.audio} is the sound of the clip; the expressions come from --motion")
+    motion = _read_motion(request.motion, notes) if request.motion is not None else None
     background = load_image(request.bg) if request.bg is not None else None
     landmarker = model_files.require("face_landmarker", models_dir)
     faces = _count_faces(request.image, portrait.pixels, landmarker)
@@ -73,14 +76,41 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
         if video is not None:
             video_frames[flag] = _check_video(video, landmarker, notes)
     if request.pose_video is not None:
-        notes += _length_notes(request, audio, video_frames)
+        notes += _length_notes(request, audio, video_frames, motion)
     return ValidatedInputs(image=portrait.pixels, audio=audio, background=background,
-                           face_found_in=str(request.image), faces=faces, video_frames=video_frames, notes=notes)
+                           face_found_in=str(request.image), faces=faces, video_frames=video_frames, notes=notes,
+                           motion=motion)
+
+
+def _read_motion(path: Path, notes: list[str]):
+    """The ``--motion`` file at 25 fps (the clip's frame rate), with a note of what it drives."""
+    from .motion_files import load_motion_file, motion_at_25_fps
+
+    motion = load_motion_file(path)
+    if abs(motion.fps - FPS) > 1e-3:
+        notes.append(f"motion: {path} is at {motion.fps:g} fps; resampled to {FPS} fps")
+        motion = motion_at_25_fps(motion)
+    pose = "expressions and head pose" if motion.euler is not None else "expressions only (no head pose)"
+    notes.append(f"motion: {path}: {motion.num_frames} frames at {FPS} fps, {pose}")
+    return motion
+
+
+#: Camera modes that do not follow a pose video: fitting one for them would be wasted and silently ignored.
+CAMERAS_WITHOUT_POSE_VIDEO = ("static", "orbit")
 
 
 def _check_options(request: GenerateRequest) -> None:
-    if request.audio is None and request.expression_video is None:
-        raise InputError("Give a voice clip (--audio) or a driving video (--expression-video).")
+    if request.audio is None and request.expression_video is None and request.motion is None:
+        raise InputError("Give a voice clip (--audio), a driving video (--expression-video) or a motion file "
+                         "(--motion).")
+    if request.motion is not None and request.expression_video is not None:
+        raise InputError("--motion and --expression-video both drive the face; give one of them.")
+    if request.pose_video is not None and request.camera in CAMERAS_WITHOUT_POSE_VIDEO:
+        raise InputError(f"--pose-video is followed only by --camera driving (or auto); --camera {request.camera} "
+                         "keeps its own head path and would ignore the video. Drop --pose-video, or use "
+                         "--camera driving to follow it.")
+    if not 0.0 <= request.head_threshold <= 1.0:
+        raise InputError(f"--head-threshold {request.head_threshold} is outside 0..1 (official 0.9).")
     if request.camera not in CAMERA_MODES:
         raise InputError(f"Unknown camera mode {request.camera!r}: use one of {', '.join(CAMERA_MODES)}.")
     if not 0.0 <= request.mouth_amp <= 2.0:
@@ -160,10 +190,12 @@ def _check_video(path: Path, landmarker: Path, notes: list[str]) -> int:
     return length
 
 
-def _length_notes(request: GenerateRequest, audio, video_frames: dict[str, int]) -> list[str]:
+def _length_notes(request: GenerateRequest, audio, video_frames: dict[str, int], motion=None) -> list[str]:
     pose = video_frames["--pose-video"]
     if request.expression_video is not None:
         clip = video_frames["--expression-video"]
+    elif motion is not None:
+        clip = motion.num_frames
     elif audio is not None:
         clip = max(1, int(np.floor(audio.duration_s * FPS + 0.5)))
     else:
@@ -190,9 +222,12 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     for flag, frames in inputs.video_frames.items():
         video = request.expression_video if flag == "--expression-video" else request.pose_video
         lines.append(f"video      {flag} {video}: {frames} frames at 25 fps")
+    if inputs.motion is not None:
+        lines.append(f"motion     --motion {request.motion}: {inputs.motion.num_frames} frames at 25 fps")
     lines.append(f"camera     {request.camera}; background {'from ' + str(request.bg) if request.bg else 'extracted'}")
     sound = ("audio muxed" if inputs.audio is not None
-             else "the expression video's own sound, if it has any" if request.expression_video is not None else "")
+             else "the expression video's own sound, if it has any" if request.expression_video is not None
+             else "the motion file's own sound, if it has any" if request.motion is not None else "")
     lines.append(f"output     {request.out} (H.264 512x512{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
     return "\n".join(lines)

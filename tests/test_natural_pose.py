@@ -1,0 +1,185 @@
+"""Natural head motion, pose strength and pose smoothing (r3dp_core.geometry.natural_pose), speech energy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from r3dp_core.audio.energy import speech_energy
+from r3dp_core.audio.io import Audio16k
+from r3dp_core.errors import InputError
+from r3dp_core.geometry.camera import HeadPose, eg3d_cameras
+from r3dp_core.geometry.natural_pose import (
+    NaturalMotionLimits,
+    apply_deviation,
+    camera_to_pose,
+    natural_head_motion,
+    scale_pose,
+    smooth_pose,
+)
+
+DEG = 180 / math.pi
+
+
+def _speech_and_pauses(seconds: float, speak: float = 3.0, pause: float = 3.0) -> Audio16k:
+    """Syllable-like bursts (4 per second, 220 Hz carrier) for ``speak`` s, then ``pause`` s of silence, repeated."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    speaking = (t % (speak + pause)) < speak
+    syllables = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 2
+    wave = 0.4 * np.sin(2 * np.pi * 220 * t) * syllables * speaking
+    return Audio16k(pcm=(wave * 32767).astype(np.int16)[None], source_rate=16000)
+
+
+def test_speech_energy_follows_the_voice_at_any_frame_rate():
+    audio = _speech_and_pauses(12.0)
+    e25 = speech_energy(audio, 25)
+    e50 = speech_energy(audio, 50)
+    assert e25.shape == (300,) and e50.shape == (600,)
+    assert float(e25.min()) >= 0 and float(e25.max()) <= 1
+    t = torch.arange(300) / 25
+    speaking = (t % 6) < 3
+    inner_pause = ((t % 6) > 3.2) & ((t % 6) < 5.8)
+    assert float(e25[speaking].mean()) > 0.4 and float(e25[inner_pause].max()) == 0.0
+    assert torch.equal(e50[::2], e25)  # a function of time, sampled at the frames' times
+    silent = Audio16k(pcm=np.zeros((1, 16000), np.int16), source_rate=16000)
+    assert torch.equal(speech_energy(silent, 25), torch.zeros(25))
+    assert speech_energy(audio, 25, num_frames=400)[-50:].abs().max() == 0  # past the clip's end: silence
+
+
+def _velocity_and_acceleration(deviation: torch.Tensor, fps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = deviation[:, :3].double() * DEG
+    velocity = torch.diff(angles, dim=0) * fps
+    return velocity, torch.diff(velocity, dim=0) * fps
+
+
+def test_natural_motion_is_bounded_smooth_and_seeded():
+    energy = speech_energy(_speech_and_pauses(20.0), 25)
+    limits = NaturalMotionLimits()
+    for seed in range(4):
+        for strength in (1.0, 0.5, 2.0):
+            motion = natural_head_motion(500, 25, energy, seed=seed, strength=strength)
+            assert motion.shape == (500, 6) and motion.dtype == torch.float32
+            peak = motion.abs().amax(0)
+            assert peak[0] * DEG < strength * limits.pitch_degrees
+            assert peak[1] * DEG < strength * limits.yaw_degrees
+            assert peak[2] * DEG < strength * limits.roll_degrees
+            assert float(peak[3:5].max()) < strength * limits.sway and float(peak[5]) == 0.0
+        velocity, acceleration = _velocity_and_acceleration(natural_head_motion(500, 25, energy, seed=seed), 25)
+        # a calm head: well under 60°/s and 400°/s² on every axis (white jitter of the same size would give
+        # thousands); and it does move (not frozen)
+        assert float(velocity.abs().max()) < 60 and float(acceleration.abs().max()) < 400
+        assert float(natural_head_motion(500, 25, energy, seed=seed)[:, 1].std()) * DEG > 0.5
+    same = natural_head_motion(300, 25, energy[:300], seed=7)
+    assert torch.equal(same, natural_head_motion(300, 25, energy[:300], seed=7))
+    other = natural_head_motion(300, 25, energy[:300], seed=8)
+    assert float((same - other)[:, :3].abs().max()) * DEG > 1.0
+    assert torch.equal(natural_head_motion(300, 25, energy[:300], seed=7, strength=0.0), torch.zeros(300, 6))
+
+
+def test_natural_motion_moves_more_while_speaking_and_nods_on_syllables():
+    audio = _speech_and_pauses(24.0, speak=4.0, pause=4.0)
+    energy = speech_energy(audio, 25)
+    t = torch.arange(600) / 25
+    # the middle of each segment (the envelope takes ~0.5 s to follow the voice)
+    speaking = ((t % 8) > 1.0) & ((t % 8) < 3.5)
+    pausing = ((t % 8) > 5.0) & ((t % 8) < 7.5)
+    for seed in range(4):
+        motion = natural_head_motion(600, 25, energy, seed=seed)
+        velocity, _ = _velocity_and_acceleration(motion, 25)
+        speed = velocity.abs().sum(-1)
+        assert float(speed[speaking[1:]].mean()) > 2 * float(speed[pausing[1:]].mean())
+        # the pitch carries nods while speaking: its motion in speech is far above the pauses'
+        pitch_speed = velocity[:, 0].abs()
+        assert float(pitch_speed[speaking[1:]].mean()) > 2 * float(pitch_speed[pausing[1:]].mean())
+    # no speech information: a steady drift without nods
+    steady = natural_head_motion(600, 25, None, seed=0)
+    assert float(steady[:, 1].abs().max()) > 0 and torch.equal(steady, natural_head_motion(600, 25, seed=0))
+
+
+def test_natural_motion_is_frame_rate_independent():
+    for seed in (0, 5):
+        at25 = natural_head_motion(250, 25, None, seed=seed)
+        at50 = natural_head_motion(500, 50, None, seed=seed)
+        assert torch.allclose(at50[::2], at25, atol=1e-6)
+    audio = _speech_and_pauses(10.0)
+    # energy at a fixed rate: exactly the same head path at shared times
+    grid = speech_energy(audio, 100)
+    at25 = natural_head_motion(250, 25, grid, seed=3, energy_fps=100)
+    at50 = natural_head_motion(500, 50, grid, seed=3, energy_fps=100)
+    at30 = natural_head_motion(300, 30, grid, seed=3, energy_fps=100)
+    assert torch.allclose(at50[::2], at25, atol=1e-6)
+    assert torch.allclose(at30[::6], at25[::5], atol=1e-6)  # every 0.2 s
+    # per-frame energy (sampled at each rate): the same path up to that sampling (nods of ~4° agree within 1°)
+    per_frame25 = natural_head_motion(250, 25, speech_energy(audio, 25), seed=3)
+    per_frame50 = natural_head_motion(500, 50, speech_energy(audio, 50), seed=3)
+    assert float((per_frame50[::2] - per_frame25)[:, :3].abs().max()) * DEG < 1.0
+    assert float((per_frame50[::2] - per_frame25)[:, 1:3].abs().max()) * DEG < 0.1
+
+
+def test_natural_motion_rejects_bad_arguments():
+    with pytest.raises(InputError, match="strength must be >= 0"):
+        natural_head_motion(10, 25, strength=-1)
+    with pytest.raises(InputError, match="fps must be positive"):
+        natural_head_motion(10, 0)
+    with pytest.raises(InputError, match=r"speech_energy must be \[N\]"):
+        natural_head_motion(10, 25, torch.zeros(10, 2))
+
+
+def _driving_pose(frames: int = 40) -> tuple[torch.Tensor, torch.Tensor]:
+    t = torch.arange(frames, dtype=torch.float32)
+    euler = torch.stack([0.1 * torch.sin(t / 5), 0.05 + 0.2 * torch.sin(t / 7), 0.03 * torch.cos(t / 3)], 1)
+    trans = torch.stack([0.1 * torch.sin(t / 4), 0.05 * torch.cos(t / 6), torch.full_like(t, 0.3)], 1)
+    return euler, trans
+
+
+def test_pose_strength_scales_deviations_linearly():
+    euler, trans = _driving_pose()
+    still_e, still_t = scale_pose(euler, trans, 0.0)
+    assert torch.equal(still_e, euler[:1].expand_as(euler)) and torch.equal(still_t, trans[:1].expand_as(trans))
+    same_e, same_t = scale_pose(euler, trans, 1.0)
+    assert torch.allclose(same_e, euler) and torch.allclose(same_t, trans)
+    half_e, _ = scale_pose(euler, trans, 0.5)
+    double_e, double_t = scale_pose(euler, trans, 2.0)
+    assert torch.allclose(double_e - euler[:1], 2 * (euler - euler[:1]), atol=1e-6)
+    assert torch.allclose(double_t - trans[:1], 2 * (trans - trans[:1]), atol=1e-6)
+    assert torch.allclose(half_e - euler[:1], 0.5 * (double_e - euler[:1]) / 2, atol=1e-6)
+    mean_e, mean_t = scale_pose(euler, trans, 0.0, reference="mean")
+    assert torch.allclose(mean_e, euler.mean(0, keepdim=True).expand_as(euler))
+    assert torch.allclose(scale_pose(euler, trans, 3.0, "mean")[0].mean(0), euler.mean(0), atol=1e-6)
+    with pytest.raises(InputError, match="'first' or 'mean'"):
+        scale_pose(euler, trans, 1.0, reference="last")
+
+
+def test_natural_deviation_adds_to_a_base_pose():
+    euler, trans = torch.tensor([[0.1, -0.2, 0.0]]), torch.tensor([[0.0, 0.1, 0.4]])
+    deviation = natural_head_motion(50, 25, None, seed=1)
+    new_euler, new_trans = apply_deviation(euler, trans, deviation)
+    assert new_euler.shape == new_trans.shape == (50, 3)
+    assert torch.allclose(new_euler - euler, deviation[:, :3]) and torch.allclose(new_trans - trans, deviation[:, 3:])
+    assert torch.equal(new_trans[:, 2], trans[:, 2].expand(50))  # depth fixed, as official
+
+
+def test_smoothing_window_reuses_the_official_camera_smoothing():
+    euler, trans = _driving_pose()
+    jitter = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 0.02
+    noisy = euler + jitter
+    back_e, back_t = camera_to_pose(eg3d_cameras(noisy, trans, dtype=torch.float64))
+    assert torch.allclose(back_e.float(), noisy, atol=1e-5) and torch.allclose(back_t.float(), trans, atol=1e-5)
+    same_e, same_t = smooth_pose(noisy, trans, 1)
+    assert torch.equal(same_e, noisy) and torch.equal(same_t, trans)
+    roughness = []
+    for window in (1, 3, 7, 15):
+        smooth_e, smooth_t = smooth_pose(noisy, trans, window)
+        assert smooth_e.shape == (40, 3) and smooth_e.dtype == noisy.dtype
+        # exactly what the renderer gets from HeadPose.cameras(window)
+        assert torch.allclose(eg3d_cameras(smooth_e, smooth_t), HeadPose(noisy, trans).cameras(window), atol=1e-5)
+        roughness.append(float(torch.diff(smooth_e, n=2, dim=0).abs().mean()))
+    assert roughness[0] > 2 * roughness[1] > 0 and roughness[1] > roughness[2] > roughness[3]
+    constant_e, constant_t = smooth_pose(euler[:1].expand(20, 3), trans[:1].expand(20, 3), 7)
+    assert torch.allclose(constant_e, euler[:1].expand(20, 3), atol=1e-6)
+    assert torch.allclose(constant_t, trans[:1].expand(20, 3), atol=1e-5)
+    with pytest.raises(InputError, match="odd number of frames"):
+        smooth_pose(euler, trans, 4)
