@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r3dp_core.render import OSGDecoder, RenderConfig, render_triplanes  # noqa: E402
+from r3dp_core.models.decoder import OSGDecoder  # noqa: E402
+from r3dp_core.render import RenderConfig, render_triplanes  # noqa: E402
 from r3dp_core.render.renderer import default_max_rays_per_chunk  # noqa: E402
 
 

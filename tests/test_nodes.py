@@ -533,7 +533,8 @@ class _SuperResolution(torch.nn.Module):
 
 class _VideoModel(torch.nn.Module):
     def __init__(self):
-        from r3dp_core.render import OSGDecoder, OSGDecoderConfig, RenderConfig
+        from r3dp_core.models.decoder import OSGDecoder, OSGDecoderConfig
+        from r3dp_core.render import RenderConfig
 
         super().__init__()
         torch.manual_seed(0)
