@@ -18,8 +18,6 @@ import torch
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar, Motion
 
-DEFAULT_CHUNK = 4
-
 
 @dataclass
 class Stream:

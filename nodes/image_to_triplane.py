@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar
 
@@ -37,9 +38,9 @@ class ImageToTriplane(comfy_io.ComfyNode):
                 t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM (for the 3DMM fit)."),
                 t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
                 t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
-                comfy_io.Float.Input("min_face_area", default=0.2, min=0.05, max=0.8, step=0.01,
+                comfy_io.Float.Input("min_face_area", default=defaults.MIN_FACE_AREA, min=0.05, max=0.8, step=0.01,
                                      tooltip="Crop the photo so the face covers at least this fraction of the frame "
-                                             "(official 0.2; 0.15-0.5 are sensible)."),
+                                             f"(official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)."),
                 comfy_io.Combo.Input("face", options=["largest", "0", "1", "2", "3"], default="largest",
                                      tooltip="Which face to use when the photo shows several: the largest, or "
                                              "MediaPipe's n-th detection."),

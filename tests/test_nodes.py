@@ -466,7 +466,8 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
 
     def motion_from_frames(video, fps, landmarker, bfm, face="largest"):
         seen.update(video=video, fps=fps, landmarker=landmarker, bfm=bfm, face=face)
-        return Motion(exp=torch.ones(20, 64), euler=torch.zeros(20, 3), trans=torch.zeros(20, 3))
+        # an fps other than 25: the node must report the motion's own rate, not a constant
+        return Motion(exp=torch.ones(20, 64), fps=30.0, euler=torch.zeros(20, 3), trans=torch.zeros(20, 3))
 
     monkeypatch.setattr(driving, "motion_from_frames", motion_from_frames)
     bfm = torch.nn.Module()
@@ -477,7 +478,7 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
     motion, audio, count, fps = out.args
     assert torch.equal(seen["video"], frames[..., :3]) and seen["fps"] == 12.5 and seen["face"] == 1
     assert seen["landmarker"] == Path("lm") and seen["bfm"] is bfm
-    assert count == motion.num_frames == 20 and fps == 25.0
+    assert count == motion.num_frames == 20 and fps == motion.fps == 30.0
     assert torch.equal(motion.audio["waveform"], waveform) and audio is motion.audio
     with pytest.raises(Exception, match="driving video"):
         bound(nodes.video_to_motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import SAMPLE_RATE
 from ..errors import InputError
 
-SAMPLE_RATE = 16000
 MIN_SAMPLES = 400            # HuBERT's receptive field: shorter clips give no feature frame
 _DECODE_BLOCK_S = 1.0        # seconds of an in-memory waveform handed to the resampler at a time
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..defaults import SAMPLE_RATE
 from ..errors import R3DPError
 
-SAMPLE_RATE = 16000
 HOP = 320        # 20 ms at 16 kHz: one f0 value per HuBERT frame
 MEL_FFT = 512    # the official mel STFT (center=False) only fixes the number of f0 frames
 

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import MOUTH_AMP, TEMPERATURE
 from ..errors import InputError, ModelFileError
 
 FRAME_MULTIPLE_50HZ = 8      # inputs are zero-padded to this many 50 Hz frames (4 motion frames = 1 latent)
@@ -399,8 +400,8 @@ class AudioToMotionVAE(nn.Module):
 
     @torch.inference_mode()
     def predict_expression(self, hubert: torch.Tensor, f0: torch.Tensor | None = None, *,
-                           mouth_amp: float | torch.Tensor | None = 0.45, blink: torch.Tensor | None = None,
-                           temperature: float = 0.2, eps: torch.Tensor | None = None,
+                           mouth_amp: float | torch.Tensor | None = MOUTH_AMP, blink: torch.Tensor | None = None,
+                           temperature: float = TEMPERATURE, eps: torch.Tensor | None = None,
                            generator: torch.Generator | None = None, seed: int | None = None,
                            chunk_frames: int | None = 1000) -> torch.Tensor:
         """Expression coefficients for a whole clip, in overlapping windows of ``chunk_frames`` motion frames.

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .. import model_files
+from ..defaults import MASK_THRESHOLD
 from ..device import Precision, peak_memory_allocated_mb, release_cached_memory
 from ..errors import InputError
 from ..geometry.camera import HeadPose, driving_pose, orbit_pose
@@ -137,7 +138,7 @@ def load_masks(request: GenerateRequest):
         return torch.from_numpy(load_image(path)).float().amax(-1) / 255
 
     head = grey(request.head_mask)
-    if not bool((head > 0.5).any()):
+    if not bool((head > MASK_THRESHOLD).any()):
         raise InputError(f"{request.head_mask}: the head mask is empty (no pixel is brighter than half); "
                          "the head must be white on black.")
     return PortraitMasks(head, grey(request.body_mask) if request.body_mask is not None else None)
@@ -203,7 +204,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
         log(f"rendering {frames.num_frames} frames on {device}")
         render_start = time.perf_counter()
         try:
-            with VideoWriter(request.out, fps=25, audio=motion.audio) as writer:
+            with VideoWriter(request.out, fps=motion.fps, audio=motion.audio) as writer:
                 for _, _, chunk in iterate_chunks(frames, request.chunk_size, on_chunk=progress,
                                                   should_stop=should_stop):
                     writer.write(chunk.image)
