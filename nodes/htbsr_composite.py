@@ -77,7 +77,7 @@ class HtbsrComposite(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, render: Stream, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
-        from r3dp_core.pipeline.images import to_comfy_image
+        from r3dp_core.images import to_comfy_image
 
         from ._runtime import write_preview_video
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from r3dp_core import defaults
@@ -12,13 +11,6 @@ from r3dp_core.pipeline.types import Avatar
 from . import _types as t
 from ._api import comfy_io
 from .loaders import FaceModel, Segmenter, VideoModel
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One ComfyUI IMAGE ``[H,W,C]`` in [0,1] → RGB uint8 ``[H,W,3]`` (alpha dropped, grey expanded)."""
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, 3)
-    return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 class ImageToTriplane(comfy_io.ComfyNode):
@@ -56,7 +48,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
     def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceModel, landmarker, segmenter: Segmenter,
                 min_face_area: float, face: str):
         from r3dp_core.geometry.segmentation import HEAD_CLASSES
-        from r3dp_core.pipeline.images import to_comfy_image
+        from r3dp_core.images import comfy_to_uint8, to_comfy_image
         from r3dp_core.pipeline.stages import FaceKit, make_avatar, prepare_source
 
         from ._runtime import Progress, check_interrupt, on_compute_device
@@ -69,7 +61,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
         avatars = []
         for index in range(image.shape[0]):
             check_interrupt()
-            u8 = to_uint8(image[index])
+            u8 = comfy_to_uint8(image[index])
             try:
                 prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
                                           masks=segmenter.masks_for(index))

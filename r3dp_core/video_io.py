@@ -18,12 +18,7 @@ import torch
 
 from .defaults import MOTION_FPS
 from .errors import InputError
-
-
-def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
-    """``[B,3,H,W]`` float in [-1,1] → uint8 ``[B,H,W,3]`` (round half up, as the official ``(x+1)*127.5``)."""
-    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+from .images import to_uint8_hwc
 
 
 class VideoWriter:

@@ -7,7 +7,8 @@ import hashlib
 import pytest
 import torch
 
-from r3dp_core.parity.case import ParityCase, u8_image_to_tensor
+from r3dp_core.images import u8_image_to_tensor
+from r3dp_core.parity.case import ParityCase
 from r3dp_core.parity.compare import compare_tensor, parse_view
 from r3dp_core.parity.runner import check_outputs
 

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from ..defaults import MIN_FACE_AREA
+from ..images import as_uint8_frames
 from .landmarks import FaceChoice, detect_image_points, raise_if_missing
-from .uint8_images import as_uint8_frames
 
 SOURCE_SIZE = 512
 

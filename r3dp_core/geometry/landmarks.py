@@ -19,7 +19,7 @@ import torch
 
 from ..defaults import MOTION_FPS
 from ..errors import InputError, ModelFileError
-from .uint8_images import as_uint8_frames
+from ..images import as_uint8_frames
 
 NUM_LANDMARKS = 478
 # The official video extraction spaces VIDEO-mode timestamps 20 frame periods (of 25 fps) apart to weaken

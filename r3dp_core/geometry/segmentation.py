@@ -15,8 +15,8 @@ import torch
 
 from ..defaults import MASK_THRESHOLD
 from ..errors import InputError, ModelFileError
+from ..images import as_uint8_frames
 from ..model_files import BY_KEY
-from .uint8_images import as_uint8_frames
 
 BACKGROUND, HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS = range(6)
 NUM_CLASSES = 6

@@ -58,7 +58,7 @@ def motion_from_frames(frames: torch.Tensor | np.ndarray, fps: float, landmarker
         InputError: no frames, or too few frames with a face.
     """
     from ..geometry.landmarks import track_video
-    from ..geometry.uint8_images import as_uint8_frames
+    from ..images import as_uint8_frames
 
     video = as_uint8_frames(frames)
     if video.shape[0] == 0:

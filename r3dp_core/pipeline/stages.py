@@ -32,7 +32,7 @@ from ..geometry.segmentation import (
     one_hot_segmap,
     segment_selfie_multiclass,
 )
-from .images import u8_image_to_tensor
+from ..images import u8_image_to_tensor
 from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
 from .types import Avatar, Motion
 
