@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -48,16 +47,13 @@ def write_voice(path: Path, seconds: float, rate: int, channels: int) -> None:
             out.mux(packet)
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # Linux reports kB
-
-
 def child(path: str, warmup: str) -> None:
     import torch
     from transformers import HubertConfig, HubertModel
 
     sys.path.insert(0, str(ROOT))
     from r3dp_core.audio.motion import audio_to_motion
+    from r3dp_core.device import peak_resident_mb
     from r3dp_core.models.a2m_vae import AudioToMotionVAE
 
     torch.manual_seed(0)
@@ -67,11 +63,11 @@ def child(path: str, warmup: str) -> None:
                                       feat_extract_norm="layer")).eval()
     model = AudioToMotionVAE().eval()
     audio_to_motion(warmup, model, hubert, seed=0)
-    after_warmup = peak_rss_mb()
+    after_warmup = peak_resident_mb()
     start = time.perf_counter()
     exp = audio_to_motion(path, model, hubert, seed=0)
     print(json.dumps({"frames": exp.shape[0], "seconds": time.perf_counter() - start,
-                      "warmup_peak_mb": after_warmup, "peak_mb": peak_rss_mb()}))
+                      "warmup_peak_mb": after_warmup, "peak_mb": peak_resident_mb()}))
 
 
 def main() -> None:

@@ -29,9 +29,9 @@ def child(folder: Path, seconds: float, full: bool, chunk_size: int) -> dict:
     """One job in this process; returns its figures."""
     import torch
 
-    from r3dp_core.device import Precision
+    from r3dp_core.device import Precision, peak_resident_mb, resident_mb
     from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
-    from r3dp_core.pipeline.generate import load_job_models, load_masks, peak_rss_mb, resident_mb, run_job
+    from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
     from r3dp_core.pipeline.request import GenerateRequest
     from r3dp_core.pipeline.validation import validate
 
@@ -46,10 +46,10 @@ def child(folder: Path, seconds: float, full: bool, chunk_size: int) -> dict:
     resident = []
     started = time.perf_counter()
     summary = run_job(request, inputs, models, masks=load_masks(request), log=lambda _: None,
-                      progress=lambda done, total: resident.append(resident_mb() or peak_rss_mb()))
+                      progress=lambda done, total: resident.append(resident_mb() or peak_resident_mb()))
     warm = resident[len(resident) // 10]
     return {"seconds": seconds, "frames": summary.frames, "fps": round(summary.fps, 2),
-            "wall_s": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "wall_s": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_resident_mb(), 1),
             "stream_growth_mb": round(max(resident) - warm, 1), "model": "full" if full else "tiny",
             "chunk_size": chunk_size}
 

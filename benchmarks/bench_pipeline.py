@@ -33,7 +33,6 @@ import gc
 import json
 import os
 import platform
-import resource
 import sys
 import time
 from collections.abc import Callable
@@ -41,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -49,9 +47,12 @@ from r3dp_core.device import (  # noqa: E402
     accelerator_api,
     enable_fast_kernels,
     peak_memory_allocated_mb,
+    peak_resident_mb,
+    reset_peak_resident,
     resolve_device,
 )
-from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig, tiny_config  # noqa: E402
+from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso  # noqa: E402
+from r3dp_core.parity.synthetic_clip import Clip, model_factory, synthetic_clip  # noqa: E402
 from r3dp_core.performance import COMPILE_MODES, optimize_for_inference  # noqa: E402
 from r3dp_core.pipeline.stream import (  # noqa: E402
     CompositeSource,
@@ -67,33 +68,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 STAGES = ("ma", "render", "sr", "output")
 
-#: A reduced configuration of the same architecture (64² output), fast enough for CI on two CPU cores.
-SMALL_CONFIG = tiny_config()
-
-
-@dataclass
-class Clip:
-    """One portrait and T driving frames, on the benchmark device; images ``[*,3,S,S]`` in [-1,1]."""
-
-    head: torch.Tensor            # [1,3,S,S] I2P input
-    cano_secc: torch.Tensor       # [1,3,S,S]
-    src_secc: torch.Tensor        # [1,3,S,S]
-    secc: torch.Tensor            # [T,3,S,S] driving SECC
-    cameras: torch.Tensor         # [T,25]
-    torso: torch.Tensor           # [1,3,S,S]
-    background: torch.Tensor      # [1,3,S,S]
-    segmap: torch.Tensor          # [1,6,S,S] one-hot
-    kp_source: torch.Tensor       # [1,68,3]
-    kp_driving: torch.Tensor      # [T,68,3]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.secc.shape[0])
-
-    def to(self, device: torch.device) -> Clip:
-        return Clip(**{name: value.to(device) for name, value in self.__dict__.items()})
-
-
 # ----------------------------------------------------------------------------------------------- models, inputs
 
 def shared_parity_dir(shared: str | None) -> Path | None:
@@ -101,61 +75,6 @@ def shared_parity_dir(shared: str | None) -> Path | None:
     return root / "parity" if (root / "parity" / "manifest_secc2plane_torso.json").is_file() else None
 
 
-def model_factory(kind: str, parity_dir: Path | None) -> Callable[[torch.device], Secc2PlaneTorso]:
-    """A function building a fresh float32 eval model with the same synthetic weights on a device."""
-    if kind == "small":
-        torch.manual_seed(0)
-        weights = Secc2PlaneTorso(SMALL_CONFIG).state_dict()
-        config = SMALL_CONFIG
-    else:
-        if parity_dir is None:
-            raise SystemExit("--model full needs the shared parity folder (synthetic weights); pass --shared")
-        from r3dp_core.parity.case import synth_state_dict
-
-        config = Secc2PlaneTorsoConfig.from_hparams(json.loads((parity_dir / "config_secc2plane_torso.json")
-                                                               .read_text()))
-        weights = synth_state_dict(parity_dir, "secc2plane_torso")
-
-    def build(device: torch.device) -> Secc2PlaneTorso:
-        model = Secc2PlaneTorso(config)
-        model.load_state_dict(weights, strict=True)
-        return model.to(device).eval()
-
-    return build
-
-
-def synthetic_clip(kind: str, frames: int, parity_dir: Path | None, seed: int = 0) -> Clip:
-    """The parity case's portrait, SECC maps and camera (full), or random images (small); T varied frames."""
-    gen = torch.Generator().manual_seed(seed)
-    size = SMALL_CONFIG.superresolution.output_resolution if kind == "small" else 512
-    camera = torch.tensor([1, 0, 0, 0, 0, -1, 0, 0.006, 0, 0, -1, 2.861, 0, 0, 0, 1,
-                           4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1])
-    if kind == "full" and parity_dir is not None:
-        from r3dp_core.parity.case import ParityCase, segmap_to_onehot
-
-        case = ParityCase.load(parity_dir / "case_full_forward.safetensors")
-        head, cano, src, tgt = (case.image(n) for n in ("ref_head_u8", "secc_cano_u8", "secc_src_u8", "secc_tgt_u8"))
-        torso, background = case.image("ref_torso_u8"), case.image("bg_u8")
-        segmap = segmap_to_onehot(case.tensor("segmap_idx"))
-        kp_source, kp_target = case.tensor("kp_s"), case.tensor("kp_d")
-        camera = case.tensor("camera")[0]
-    else:
-        def image() -> torch.Tensor:
-            return torch.rand(1, 3, size, size, generator=gen) * 2 - 1
-
-        head, cano, src, tgt, torso, background = (image() for _ in range(6))
-        labels = torch.randint(0, 6, (1, size, size), generator=gen)
-        labels[:, size * 5 // 8:, size // 5: size * 4 // 5] = 4
-        segmap = F.one_hot(labels, 6).permute(0, 3, 1, 2).float()
-        kp_source = torch.cat([torch.rand(1, 68, 2, generator=gen) * 1.6 - 0.8, torch.zeros(1, 68, 1)], -1)
-        kp_target = kp_source
-    # Frames move between the source and driving SECC, the keypoints jitter and the camera slides sideways.
-    mix = torch.linspace(0, 1, frames).view(-1, 1, 1, 1)
-    secc = src + mix * (tgt - src)
-    kp_driving = kp_target + 0.02 * torch.randn(frames, 68, 3, generator=gen) * torch.tensor([1.0, 1.0, 0.0])
-    cameras = camera.repeat(frames, 1)
-    cameras[:, 3] += torch.linspace(-0.05, 0.05, frames)
-    return Clip(head, cano, src, secc, cameras, torso, background, segmap, kp_source, kp_driving)
 
 
 # ----------------------------------------------------------------------------------------------- measurement
@@ -163,27 +82,6 @@ def synthetic_clip(kind: str, frames: int, parity_dir: Path | None, seed: int = 
 def synchronize(device: torch.device) -> None:
     if device.type != "cpu":
         accelerator_api(device, "synchronize")(device)
-
-
-class HostPeak:
-    """Peak resident memory of this process in MiB; Linux's VmHWM can be reset, elsewhere it is the process
-    peak since start (``ru_maxrss``)."""
-
-    def reset(self) -> None:
-        try:
-            Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-    def peak_mb(self) -> float:
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        scale = 1 if sys.platform == "darwin" else 1024
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def reset_device_peak(device: torch.device) -> None:
@@ -327,12 +225,11 @@ def measure(build: Callable[[torch.device], Secc2PlaneTorso], clip: Clip, device
                    "kp_driving": clip.kp_driving[:batch]})
     for _ in range(warmup):
         run_fast(model, warm, batch, device, seed)
-    host = HostPeak()
     gc.collect()
-    host.reset()
+    reset_peak_resident()
     reset_device_peak(device)
     result = run_fast(model, clip, batch, device, seed)
-    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), peak_memory_allocated_mb(device)
+    result.peak_rss_mb, result.peak_vram_mb = peak_resident_mb(), peak_memory_allocated_mb(device)
     if device.type != "cpu":
         overlapped = run_fast(model, clip, batch, device, seed, stage_sync=False)
         result.wall_seconds, result.ttff_seconds = overlapped.wall_seconds, overlapped.ttff_seconds
@@ -347,12 +244,11 @@ def measure_reference(build: Callable[[torch.device], Secc2PlaneTorso], clip: Cl
     model = build(device)
     for _ in range(warmup):
         run_reference(model, Clip(**{**clip.__dict__, "secc": clip.secc[:1]}), device, seed)
-    host = HostPeak()
     gc.collect()
-    host.reset()
+    reset_peak_resident()
     reset_device_peak(device)
     result = run_reference(model, clip, device, seed)
-    result.peak_rss_mb, result.peak_vram_mb = host.peak_mb(), peak_memory_allocated_mb(device)
+    result.peak_rss_mb, result.peak_vram_mb = peak_resident_mb(), peak_memory_allocated_mb(device)
     return result
 
 

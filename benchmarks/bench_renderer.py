@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r3dp_core.render import OSGDecoder, RenderConfig, render_triplanes  # noqa: E402
+from r3dp_core.device import peak_resident_mb  # noqa: E402
+from r3dp_core.models.decoder import OSGDecoder  # noqa: E402
+from r3dp_core.render import RenderConfig, render_triplanes  # noqa: E402
 from r3dp_core.render.renderer import default_max_rays_per_chunk  # noqa: E402
 
 
@@ -37,11 +38,6 @@ def _cameras(batch: int) -> torch.Tensor:
         focal = 2985.29 / 700
         rows.append(c2w + [focal, 0.0, 0.5, 0.0, focal, 0.5, 0.0, 0.0, 1.0])
     return torch.tensor(rows)
-
-
-def _peak_rss_bytes() -> int:
-    scale = 1 if sys.platform == "darwin" else 1024   # ru_maxrss is bytes on macOS, KiB on Linux
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def _synchronize(device: torch.device) -> None:
@@ -66,7 +62,7 @@ def run(batch: int, resolution: int, chunk: int, device: torch.device, repeats: 
             render_triplanes(planes, decoder, camera, config, generator=noise_generator, max_rays_per_chunk=chunk)
         _synchronize(device)
 
-    rss_before = _peak_rss_bytes()
+    rss_before = peak_resident_mb() * 2**20
     render()  # warm-up (kernels, allocator)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -80,7 +76,7 @@ def run(batch: int, resolution: int, chunk: int, device: torch.device, repeats: 
     elif device.type == "mps":
         peak, peak_kind = torch.mps.driver_allocated_memory(), "mps_driver_allocated_memory"
     else:
-        peak, peak_kind = _peak_rss_bytes() - rss_before, "cpu_peak_rss_growth"
+        peak, peak_kind = peak_resident_mb() * 2**20 - rss_before, "cpu_peak_rss_growth"
     best = min(times)
     return {"device": str(device), "batch": batch, "resolution": resolution, "chunk": chunk,
             "samples_per_ray": config.num_coarse_samples + config.num_fine_samples, "repeats": repeats,

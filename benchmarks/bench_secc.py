@@ -28,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from r3dp_core.device import peak_resident_mb, reset_peak_resident, resident_mb  # noqa: E402
 from r3dp_core.geometry.secc import SECCMesh, render_secc  # noqa: E402
 
 NCC_CANDIDATES = (Path(__file__).resolve().parents[2] / "shared" / "official_data" / "ncc_code.npy",
@@ -58,24 +59,11 @@ def face_like_mesh() -> tuple[torch.Tensor, SECCMesh, str]:
     return vertices, SECCMesh(torch.from_numpy(faces.astype(np.int64)), torch.from_numpy(colors)), source
 
 
-def _proc_status_mb(field: str) -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     elif device.type == "cpu":
-        try:
-            Path("/proc/self/clear_refs").write_text("5")   # Linux: the peak resident set restarts from now
-        except OSError:
-            pass
+        reset_peak_resident()
 
 
 def memory_mb(device: torch.device, peak: bool) -> float | None:
@@ -83,7 +71,7 @@ def memory_mb(device: torch.device, peak: bool) -> float | None:
     if device.type == "cuda":
         return (torch.cuda.max_memory_allocated() if peak else torch.cuda.memory_allocated()) / 2 ** 20
     if device.type == "cpu":
-        return _proc_status_mb("VmHWM" if peak else "VmRSS")
+        return peak_resident_mb() if peak else resident_mb()
     return None
 
 

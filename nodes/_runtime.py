@@ -82,12 +82,12 @@ def frame_to_pil(frame: torch.Tensor):
     """``[3,H,W]`` in [-1,1] or ``[H,W,3]`` in [0,1] → a PIL RGB image (for previews)."""
     from PIL import Image
 
+    from r3dp_core.images import to_comfy_image, unit_to_uint8
+
     frame = frame.detach().float().cpu()
     if frame.shape[0] == 3 and frame.shape[-1] != 3:
-        frame = (frame.clamp(-1, 1) + 1) / 2
-        frame = frame.permute(1, 2, 0)
-    array = (frame.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    return Image.fromarray(array)
+        frame = to_comfy_image(frame[None])[0]
+    return Image.fromarray(unit_to_uint8(frame).numpy())
 
 
 class Progress:
@@ -120,6 +120,7 @@ def write_preview_video(frames: torch.Tensor, fps: float, audio: dict | None) ->
 
     Returns the ``{"filename", "subfolder", "type"}`` entry the web extension fetches through ``/view``.
     """
+    from r3dp_core.images import unit_to_uint8
     from r3dp_core.video_io import VideoWriter
 
     path, filename, subfolder = temp_file(".mp4")
@@ -127,7 +128,7 @@ def write_preview_video(frames: torch.Tensor, fps: float, audio: dict | None) ->
     even = frames[:, : height - height % 2, : width - width % 2]
     with VideoWriter(path, fps=fps, audio=audio, crf=23) as writer:
         for start in range(0, even.shape[0], 32):
-            chunk = (even[start:start + 32].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+            chunk = unit_to_uint8(even[start:start + 32]).numpy()
             writer.write(chunk)
     return {"filename": filename, "subfolder": subfolder, "type": "temp", "format": "video/mp4",
             "frame_rate": float(fps)}

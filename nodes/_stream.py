@@ -18,8 +18,6 @@ import torch
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar, Motion
 
-DEFAULT_CHUNK = 4
-
 
 @dataclass
 class Stream:
@@ -110,7 +108,7 @@ PREVIEW_CHUNK_TOOLTIP = "Frames per chunk when the preview is computed (lower it
 
 def preview_frames(node_cls, stream: Stream, chunk_size: int, to_frames) -> torch.Tensor:
     """All frames of every portrait as one IMAGE batch (portrait after portrait), computed in chunks."""
-    from r3dp_core.pipeline.images import to_comfy_image
+    from r3dp_core.images import to_comfy_image
 
     frames = []
 

@@ -7,6 +7,7 @@ loading or the portrait preparation. Progress and the video preview appear on th
 
 from __future__ import annotations
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _paths
@@ -58,14 +59,15 @@ class TalkingPortrait(comfy_io.ComfyNode):
                 comfy_io.Combo.Input("head_pose", options=list(POSE_MODES[:3]), default="static",
                                      tooltip="static: the photo's pose · driving: the driving video's pose · orbit: a "
                                              "novel-view sweep around the head."),
-                comfy_io.Float.Input("mouth_amplitude", default=0.45, min=0.0, max=2.0, step=0.01,
-                                     tooltip="How wide the mouth opens (official 0.45)."),
-                comfy_io.Float.Input("temperature", default=0.2, min=0.0, max=1.0, step=0.01,
-                                     tooltip="Randomness of the audio-driven motion (official 0.2)."),
-                comfy_io.Boolean.Input("blink", default=True, tooltip="Blink every 5 s (audio-driven)."),
-                comfy_io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=True,
+                comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,
+                                     tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g})."),
+                comfy_io.Float.Input("temperature", default=defaults.TEMPERATURE, min=0.0, max=1.0, step=0.01,
+                                     tooltip="Randomness of the audio-driven motion "
+                                             f"(official {defaults.TEMPERATURE:g})."),
+                comfy_io.Boolean.Input("blink", default=defaults.BLINK, tooltip="Blink every 5 s (audio-driven)."),
+                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, control_after_generate=True,
                                    tooltip="Seed of the motion sampling, blinks and renderer jitter."),
-                comfy_io.Int.Input("chunk_size", default=4, min=1, max=256,
+                comfy_io.Int.Input("chunk_size", default=defaults.CHUNK_SIZE, min=1, max=256,
                                    tooltip="Frames computed together (halved automatically on out-of-memory)."),
                 comfy_io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                      tooltip="GPU compute precision of the networks (CPU always fp32)."),
@@ -115,16 +117,17 @@ class TalkingPortrait(comfy_io.ComfyNode):
             masks = {"head_mask": links["head_mask"]}
             if body_mask is not None:
                 masks["body_mask"] = links["body_mask"]
-            segment = graph.add("segmenter", "R3DP_SegmenterFromMasks", threshold=0.5, **masks)
+            segment = graph.add("segmenter", "R3DP_SegmenterFromMasks", threshold=defaults.MASK_THRESHOLD, **masks)
         else:
             segment = graph.add("segmenter", "R3DP_LoadSegmenter", model_file=segmenter)
         avatar = graph.add("avatar", "R3DP_ImageToTriplane", image=links["image"], video_model=_link(video),
-                           bfm=_link(face), landmarker=_link(marks), segmenter=_link(segment), min_face_area=0.2,
+                           bfm=_link(face), landmarker=_link(marks), segmenter=_link(segment),
+                           min_face_area=defaults.MIN_FACE_AREA,
                            face="largest")
         video_motion = None
         if driving_video is not None:
             video_motion = graph.add("video_motion", "R3DP_VideoToMotion", landmarker=_link(marks), bfm=_link(face),
-                                     video=links["driving_video"], images_fps=25.0, face="largest")
+                                     video=links["driving_video"], images_fps=defaults.MOTION_FPS, face="largest")
         if audio is not None:
             a2m = graph.add("audio_model", "R3DP_LoadAudioModel", ckpt_name=audio_model)
             features = graph.add("hubert", "R3DP_LoadHubert", model_folder=hubert, precision=precision)
@@ -143,7 +146,8 @@ class TalkingPortrait(comfy_io.ComfyNode):
         render = graph.add("render", "R3DP_VolumeRender", planes=_link(planes), camera=_link(camera), seed=seed,
                            preview_chunk=chunk_size)
         extra = {"background": links["background"]} if background is not None else {}
-        composite = graph.add("composite", "R3DP_HtbsrComposite", render=_link(render), head_threshold=0.9,
+        composite = graph.add("composite", "R3DP_HtbsrComposite", render=_link(render),
+                              head_threshold=defaults.HEAD_THRESHOLD,
                               chunk_size=chunk_size, preview=True, **extra)
         return comfy_io.NodeOutput(_link(composite, 0), _link(composite, 4), _link(composite, 5),
                                    _link(composite, 3), expand=graph.nodes)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _types as t
 from ._api import comfy_io
 from ._audio import materialise_audio
 from .loaders import AudioModel, Hubert
-
-FPS = 25.0
 
 
 class AudioToMotion(comfy_io.ComfyNode):
@@ -27,13 +26,15 @@ class AudioToMotion(comfy_io.ComfyNode):
                 comfy_io.Audio.Input("audio", tooltip="The voice clip (any sample rate; channel 0 drives the lips)."),
                 t.AudioModel.Input("audio_model", tooltip="From Load Audio Model."),
                 t.Hubert.Input("hubert", tooltip="From Load HuBERT."),
-                comfy_io.Float.Input("mouth_amplitude", default=0.45, min=0.0, max=2.0, step=0.01,
-                                     tooltip="How wide the mouth opens (official 0.45; 0.3 subtle, 0.7 strong)."),
-                comfy_io.Float.Input("temperature", default=0.2, min=0.0, max=1.0, step=0.01,
-                                     tooltip="Randomness of the sampled motion (official 0.2; 0 = deterministic)."),
-                comfy_io.Boolean.Input("blink", default=True,
+                comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,
+                                     tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g}; 0.3 subtle, "
+                                             "0.7 strong)."),
+                comfy_io.Float.Input("temperature", default=defaults.TEMPERATURE, min=0.0, max=1.0, step=0.01,
+                                     tooltip="Randomness of the sampled motion "
+                                             f"(official {defaults.TEMPERATURE:g}; 0 = deterministic)."),
+                comfy_io.Boolean.Input("blink", default=defaults.BLINK,
                                        tooltip="Blink every 5 s, as official (8-12 frame blinks)."),
-                comfy_io.Int.Input("seed", default=42, min=0, max=2**31 - 1, control_after_generate=True,
+                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, control_after_generate=True,
                                    tooltip="Seed of the motion sampling and the blink lengths."),
             ],
             outputs=[t.Motion.Output(display_name="motion"),
@@ -63,7 +64,7 @@ class AudioToMotion(comfy_io.ComfyNode):
             motion = speech_motion(audio16k, audio_model.module, hubert.module, mouth_amp=mouth_amplitude,
                                    temperature=temperature, seed=seed, blink=blink, sound=clip,
                                    progress=lambda done, total: progress.update(100 * done // max(total, 1)))
-        return comfy_io.NodeOutput(motion, motion.num_frames, FPS)
+        return comfy_io.NodeOutput(motion, motion.num_frames, float(motion.fps))
 
 
 NODES = [AudioToMotion]

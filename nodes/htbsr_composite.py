@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import DEFAULT_CHUNK, Stream, pull
+from ._stream import Stream, pull
 from .background import background_plates
 
 
@@ -51,9 +52,10 @@ class HtbsrComposite(comfy_io.ComfyNode):
                 comfy_io.Image.Input("background", optional=True,
                                      tooltip="Optional background (Background Loader or any IMAGE; one for all "
                                              "portraits or one per portrait). Default: the photo's own background."),
-                comfy_io.Float.Input("head_threshold", default=0.9, min=0.0, max=1.0, step=0.01,
-                                     tooltip="Ray-weight above which a pixel counts as head (official 0.9)."),
-                comfy_io.Int.Input("chunk_size", default=DEFAULT_CHUNK, min=1, max=256,
+                comfy_io.Float.Input("head_threshold", default=defaults.HEAD_THRESHOLD, min=0.0, max=1.0, step=0.01,
+                                     tooltip=f"Ray-weight above which a pixel counts as head (official "
+                                             f"{defaults.HEAD_THRESHOLD:g})."),
+                comfy_io.Int.Input("chunk_size", default=defaults.CHUNK_SIZE, min=1, max=256,
                                    tooltip="Frames computed together. Larger is faster on big GPUs; an out-of-memory "
                                            "error halves it automatically."),
                 comfy_io.Boolean.Input("preview", default=True,
@@ -75,7 +77,7 @@ class HtbsrComposite(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, render: Stream, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
-        from r3dp_core.pipeline.images import to_comfy_image
+        from r3dp_core.images import to_comfy_image
 
         from ._runtime import write_preview_video
 

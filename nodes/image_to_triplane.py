@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
 from .loaders import FaceModel, Segmenter, VideoModel
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """One ComfyUI IMAGE ``[H,W,C]`` in [0,1] → RGB uint8 ``[H,W,3]`` (alpha dropped, grey expanded)."""
-    if image.shape[-1] == 1:
-        image = image.expand(-1, -1, 3)
-    return (image[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 class ImageToTriplane(comfy_io.ComfyNode):
@@ -37,9 +30,9 @@ class ImageToTriplane(comfy_io.ComfyNode):
                 t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM (for the 3DMM fit)."),
                 t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
                 t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
-                comfy_io.Float.Input("min_face_area", default=0.2, min=0.05, max=0.8, step=0.01,
+                comfy_io.Float.Input("min_face_area", default=defaults.MIN_FACE_AREA, min=0.05, max=0.8, step=0.01,
                                      tooltip="Crop the photo so the face covers at least this fraction of the frame "
-                                             "(official 0.2; 0.15-0.5 are sensible)."),
+                                             f"(official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)."),
                 comfy_io.Combo.Input("face", options=["largest", "0", "1", "2", "3"], default="largest",
                                      tooltip="Which face to use when the photo shows several: the largest, or "
                                              "MediaPipe's n-th detection."),
@@ -55,7 +48,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
     def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceModel, landmarker, segmenter: Segmenter,
                 min_face_area: float, face: str):
         from r3dp_core.geometry.segmentation import HEAD_CLASSES
-        from r3dp_core.pipeline.images import to_comfy_image
+        from r3dp_core.images import comfy_to_uint8, to_comfy_image
         from r3dp_core.pipeline.stages import FaceKit, make_avatar, prepare_source
 
         from ._runtime import Progress, check_interrupt, on_compute_device
@@ -68,7 +61,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
         avatars = []
         for index in range(image.shape[0]):
             check_interrupt()
-            u8 = to_uint8(image[index])
+            u8 = comfy_to_uint8(image[index])
             try:
                 prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
                                           masks=segmenter.masks_for(index))

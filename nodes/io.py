@@ -193,7 +193,7 @@ class LoadAvatar(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, avatar_file: str):
-        from r3dp_core.pipeline.images import to_comfy_image
+        from r3dp_core.images import to_comfy_image
 
         avatar = Avatar.load(_paths.resolve_saved_file(_paths.AVATAR_FOLDER, avatar_file, "Avatar"))
         if avatar.planes is None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _paths
@@ -287,7 +288,7 @@ class SegmenterFromMasks(comfy_io.ComfyNode):
                 comfy_io.Mask.Input("body_mask", optional=True,
                                     tooltip="Optional: the rest of the person (neck, shoulders, clothes). Without it "
                                             "the torso is not animated separately from the background."),
-                comfy_io.Float.Input("threshold", default=0.5, min=0.0, max=1.0, step=0.01,
+                comfy_io.Float.Input("threshold", default=defaults.MASK_THRESHOLD, min=0.0, max=1.0, step=0.01,
                                      tooltip="A pixel belongs to a mask where the mask is above this value."),
             ],
             outputs=[t.Segmenter.Output(display_name="segmenter")],

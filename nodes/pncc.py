@@ -6,12 +6,13 @@ from dataclasses import replace
 
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar, Motion
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import DEFAULT_CHUNK, PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
+from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
 from .loaders import FaceModel
 
 
@@ -29,11 +30,12 @@ class PnccBuilder(comfy_io.ComfyNode):
                 t.Motion.Input("motion", tooltip="The driving motion (Audio→3DMM, Video→3DMM or Load Motion)."),
                 t.Triplane.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
                 t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM."),
-                comfy_io.Boolean.Input("blink", default=True,
+                comfy_io.Boolean.Input("blink", default=defaults.BLINK,
                                        tooltip="Apply the motion's blink schedule (eyes close by editing the PNCC)."),
-                comfy_io.Int.Input("preview_chunk", default=DEFAULT_CHUNK, min=1, max=256,
+                comfy_io.Int.Input("preview_chunk", default=defaults.CHUNK_SIZE, min=1, max=256,
                                    tooltip=PREVIEW_CHUNK_TOOLTIP),
-                comfy_io.Float.Input("mouth_scale", default=1.0, min=0.0, max=3.0, step=0.05, optional=True,
+                comfy_io.Float.Input("mouth_scale", default=defaults.MOUTH_SCALE, min=0.0, max=defaults.MOUTH_SCALE_MAX,
+                                     step=0.05, optional=True,
                                      tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
                                              ">1 exaggerated); works for audio- and video-driven motion."),
             ],

@@ -6,12 +6,12 @@ import dataclasses
 
 import torch
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _types as t
 from ._api import comfy_io
 from ._audio import materialise_audio
-from .audio_to_motion import FPS
 from .loaders import FaceModel
 
 
@@ -31,7 +31,7 @@ class VideoToMotion(comfy_io.ComfyNode):
                 comfy_io.Video.Input("video", optional=True, tooltip="A driving video (core Load Video)."),
                 comfy_io.Image.Input("images", optional=True,
                                      tooltip="Or the driving frames as an IMAGE batch (e.g. from VideoHelperSuite)."),
-                comfy_io.Float.Input("images_fps", default=25.0, min=1.0, max=240.0, step=0.01,
+                comfy_io.Float.Input("images_fps", default=defaults.MOTION_FPS, min=1.0, max=240.0, step=0.01,
                                      tooltip="Frame rate of the IMAGE batch (ignored for a VIDEO input)."),
                 comfy_io.Audio.Input("audio", optional=True,
                                      tooltip="Optional sound for the result (default: the VIDEO's own track)."),
@@ -68,7 +68,7 @@ class VideoToMotion(comfy_io.ComfyNode):
         clip = materialise_audio(audio) if audio is not None else None
         motion = dataclasses.replace(motion, audio=clip)
         progress.update(1)
-        return comfy_io.NodeOutput(motion, clip, motion.num_frames, FPS)
+        return comfy_io.NodeOutput(motion, clip, motion.num_frames, float(motion.fps))
 
 
 NODES = [VideoToMotion]

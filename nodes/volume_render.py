@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from r3dp_core import defaults
 from r3dp_core.errors import InputError
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import DEFAULT_CHUNK, PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
+from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
 from .head_pose import CameraPath
 
 
@@ -27,7 +28,7 @@ class VolumeRender(comfy_io.ComfyNode):
                 comfy_io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                                    tooltip="Seed of the renderer's sample jitter (each frame has its own stream, so "
                                            "chunking never changes a frame)."),
-                comfy_io.Int.Input("preview_chunk", default=DEFAULT_CHUNK, min=1, max=256,
+                comfy_io.Int.Input("preview_chunk", default=defaults.CHUNK_SIZE, min=1, max=256,
                                    tooltip=PREVIEW_CHUNK_TOOLTIP),
             ],
             outputs=[t.Render.Output(display_name="render"),

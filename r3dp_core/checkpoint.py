@@ -130,11 +130,6 @@ def strip_wrappers(state_dict: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {k.replace("_orig_mod.", ""): v for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
 
 
-def sub_state_dict(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """The entries under ``prefix`` (e.g. ``"superresolution."``) with the prefix removed."""
-    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
-
-
 def detect_kind(keys) -> str:
     """Which known model a set of state-dict keys belongs to (see ``MODEL_DESCRIPTIONS``)."""
     keys = list(keys)

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import defaults
 from .errors import InputError, R3DPError
 
 CONVERTIBLE = ("secc2plane_torso", "secc2plane", "audio2secc_vae")
@@ -224,17 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
     gen.add_argument("--camera", default="auto", choices=["auto", "static", "driving", "orbit"],
                      help="head pose: auto (pose video if given, else static), static, driving, orbit")
-    gen.add_argument("--mouth-amp", type=float, default=0.45,
-                     help="mouth amplitude the audio model is conditioned on (official 0.45; audio driving only)")
-    gen.add_argument("--mouth-scale", type=float, default=1.0,
-                     help="scale the mouth's motion in the rendered face, 0-3 (1 = as driven; audio and video)")
-    gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=True, help="periodic blinks")
-    gen.add_argument("--temperature", type=float, default=0.2, help="audio-to-motion sampling temperature")
-    gen.add_argument("--seed", type=int, default=42, help="random seed (latent noise, blinks, renderer)")
+    gen.add_argument("--mouth-amp", type=float, default=defaults.MOUTH_AMP,
+                     help=f"mouth amplitude the audio model is conditioned on (official {defaults.MOUTH_AMP:g}; audio "
+                          "driving only)")
+    gen.add_argument("--mouth-scale", type=float, default=defaults.MOUTH_SCALE,
+                     help="scale the mouth's motion in the rendered face, "
+                          f"0-{defaults.MOUTH_SCALE_MAX:g} (1 = as driven; audio and video)")
+    gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=defaults.BLINK, help="periodic blinks")
+    gen.add_argument("--temperature", type=float, default=defaults.TEMPERATURE,
+                     help="audio-to-motion sampling temperature")
+    gen.add_argument("--seed", type=int, default=defaults.SEED, help="random seed (latent noise, blinks, renderer)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", default="auto",
                      help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
-    gen.add_argument("--chunk-size", type=int, default=4, help="frames rendered together (memory vs speed)")
+    gen.add_argument("--chunk-size", type=int, default=defaults.CHUNK_SIZE,
+                     help="frames rendered together (memory vs speed)")
     gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
                                          "used instead of the selfie segmenter")
     gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")

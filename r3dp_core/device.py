@@ -7,8 +7,11 @@ gains depends on the CPU's bf16 support), never fp16, whose CPU kernels are slow
 
 from __future__ import annotations
 
+import resource
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -95,6 +98,40 @@ def peak_memory_allocated_mb(device: torch.device) -> float | None:
     """Peak memory allocated by tensors on ``device`` since the last reset, in MiB; None on the CPU."""
     peak = accelerator_api(device, "max_memory_allocated")
     return peak(device) / 2**20 if peak is not None else None
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A memory line of Linux's ``/proc/self/status`` (``VmRSS``, ``VmHWM``, ...) in MiB; None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_mb() -> float | None:
+    """Current resident memory of this process in MiB (Linux ``/proc``; None elsewhere)."""
+    return _proc_status_mb("VmRSS")
+
+
+def peak_resident_mb() -> float:
+    """Peak resident memory of this process in MiB: Linux's ``VmHWM`` (restarted by ``reset_peak_resident``),
+    elsewhere the peak since the process started (``ru_maxrss``: bytes on macOS, KiB on other systems)."""
+    peak = _proc_status_mb("VmHWM")
+    if peak is not None:
+        return peak
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def reset_peak_resident() -> None:
+    """Restart the peak that ``peak_resident_mb`` reports, where the system allows it (Linux); else nothing."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .defaults import MOTION_FPS
 from .errors import InputError
-
-
-def to_uint8_hwc(frames: torch.Tensor) -> np.ndarray:
-    """``[B,3,H,W]`` float in [-1,1] → uint8 ``[B,H,W,3]`` (round half up, as the official ``(x+1)*127.5``)."""
-    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+from .images import to_uint8_hwc
 
 
 class VideoWriter:
@@ -35,7 +31,7 @@ class VideoWriter:
                 writer.write(chunk)
     """
 
-    def __init__(self, path: str | Path, fps: float = 25.0, audio: dict | None = None, crf: int = 18):
+    def __init__(self, path: str | Path, fps: float = MOTION_FPS, audio: dict | None = None, crf: int = 18):
         import av
 
         self.path = Path(path)
@@ -200,7 +196,8 @@ def sample_video_frames(path: str | Path, count: int = 16) -> tuple[dict, np.nda
 
 
 def read_video_frames(path: str | Path, chunk: int = 64) -> Iterator[tuple[np.ndarray, float]]:
-    """Yield ``(uint8 [B,H,W,3], fps)`` chunks of a video, decoding as it goes (fps 25 when the file has none)."""
+    """Yield ``(uint8 [B,H,W,3], fps)`` chunks of a video, decoding as it goes
+    (``MOTION_FPS`` when the file has none)."""
     import av
 
     path = Path(path)
@@ -208,7 +205,7 @@ def read_video_frames(path: str | Path, chunk: int = 64) -> Iterator[tuple[np.nd
         if not container.streams.video:
             raise InputError(f"{path}: the file has no video stream. {_VIDEO_HINT}")
         stream = container.streams.video[0]
-        fps = float(stream.average_rate or 25)
+        fps = float(stream.average_rate or MOTION_FPS)
         buffer = []
         try:
             for frame in container.decode(video=0):

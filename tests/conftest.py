@@ -29,6 +29,24 @@ def parity_dir(shared_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def official_data(shared_dir: Path) -> Path:
+    """The official repository's small data files (NCC code, eye triangles, landmark index)."""
+    return shared_dir / "official_data"
+
+
+@pytest.fixture(scope="session")
+def landmarker_model(shared_dir: Path) -> Path:
+    """MediaPipe's ``face_landmarker.task``."""
+    return shared_dir / "models" / "face_landmarker.task"
+
+
+@pytest.fixture(scope="session")
+def portrait_path(shared_dir: Path) -> Path:
+    """A 512² photo with one small face."""
+    return shared_dir / "testdata" / "astronaut_512.png"
+
+
+@pytest.fixture(scope="session")
 def synth_state_dict(parity_dir: Path):
     """``synth_state_dict("secc2plane_torso" | "audio2secc_vae")`` → deterministic synthetic weights (cached)."""
     from r3dp_core.parity.case import synth_state_dict as build

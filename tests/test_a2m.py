@@ -7,10 +7,9 @@ import csv
 import pytest
 import torch
 
-from r3dp_core.audio.pitch import f0_to_coarse
 from r3dp_core.checkpoint import load_into
 from r3dp_core.errors import InputError, ModelFileError
-from r3dp_core.models.a2m_vae import A2MConfig, AudioToMotionVAE, iter_windows
+from r3dp_core.models.a2m_vae import A2MConfig, AudioToMotionVAE, f0_to_coarse, iter_windows
 from r3dp_core.parity import run_case
 from r3dp_core.parity.case import ParityCase
 

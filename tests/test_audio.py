@@ -133,6 +133,9 @@ def test_comfy_audio_dict_conversion():
     assert load_audio(clip) is clip
     round_trip = load_audio(clip.to_comfy())
     assert np.array_equal(round_trip.pcm, clip.pcm)
+    cut = clip.to_comfy(seconds=0.0125)              # 200 samples at 16 kHz: what the video writer muxes
+    assert cut["sample_rate"] == 16000 and cut["waveform"].shape == (1, 1, 200)
+    assert torch.equal(cut["waveform"][0, 0], torch.from_numpy(clip.pcm[0, :200] / np.float32(32768)))
 
 
 def test_channel_readings_match_the_official_readers():

@@ -75,3 +75,20 @@ def test_accelerator_memory_helpers_are_no_ops_on_the_cpu(monkeypatch):
     fake = torch.device("meta")  # any non-CPU device goes through torch.accelerator
     release_cached_memory(fake)
     assert calls == ["empty"] and peak_memory_allocated_mb(fake) == 3.0
+
+
+def test_process_memory_readers_agree_and_the_peak_holds(monkeypatch):
+    import sys
+
+    from r3dp_core import device
+
+    now, peak = device.resident_mb(), device.peak_resident_mb()
+    if sys.platform.startswith("linux"):
+        assert 1 < now <= peak       # this interpreter has torch loaded: far more than a MiB resident
+    ballast = torch.ones(64 * 2**20 // 4)    # 64 MiB, touched
+    assert device.peak_resident_mb() >= peak and (now is None or device.peak_resident_mb() >= now + 32)
+    del ballast
+    # without /proc (macOS, Windows): the current reading is unknown and the peak comes from getrusage
+    monkeypatch.setattr(device, "_proc_status_mb", lambda field: None)
+    assert device.resident_mb() is None and device.peak_resident_mb() > 1
+    device.reset_peak_resident()     # never raises, whatever the system allows

@@ -1,6 +1,5 @@
 """Torso inpainting, KNN background and the face-area crop (spec §3.1, §7, §8)."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -12,12 +11,6 @@ from r3dp_core.geometry.crop import face_area_fraction, face_crop_box, prepare_s
 from r3dp_core.geometry.inpaint import extract_background, inpaint_torso, resize_background
 from r3dp_core.geometry.landmarks import detect_landmarks_image
 from r3dp_core.geometry.segmentation import BODY_SKIN, CLOTHES, FACE_SKIN, HAIR
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-MODEL = SHARED / "models" / "face_landmarker.task"
-PORTRAIT = SHARED / "testdata" / "astronaut_512.png"
 
 
 def portrait_scene(height: int = 128, width: int = 64):
@@ -138,24 +131,23 @@ def test_face_crop_box_arithmetic():
     assert face_crop_box(near_edge) == (160 - 60, 160 + 60, 0, 120)
 
 
-@pytest.mark.skipif(not (MODEL.is_file() and PORTRAIT.is_file()), reason="landmarker model or portrait missing")
-def test_prepare_source_image_crops_small_faces():
-    portrait = cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
-    source = prepare_source_image(portrait, MODEL)
+def test_prepare_source_image_crops_small_faces(landmarker_model, portrait_path):
+    portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
+    source = prepare_source_image(portrait, landmarker_model)
     assert source.cropped and source.image.shape == (512, 512, 3) and source.image.dtype == torch.uint8
     assert torch.equal(source.image, source.image_512)
-    before = face_area_fraction(detect_landmarks_image(portrait, MODEL).points[0])
-    after = face_area_fraction(detect_landmarks_image(source.image, MODEL).points[0])
+    before = face_area_fraction(detect_landmarks_image(portrait, landmarker_model).points[0])
+    after = face_area_fraction(detect_landmarks_image(source.image, landmarker_model).points[0])
     assert before < 0.1 and 0.15 < after < 0.3
     # a mask of the photo follows the same squash and crop: mapping the photo's own channels gives the crop
     for channel in range(3):
         mapped = source.map_plane(portrait[..., channel].astype(np.float32))
         assert mapped.shape == (512, 512)
         assert (mapped - source.image[..., channel].float()).abs().max() <= 1.0
-    untouched = prepare_source_image(torch.from_numpy(portrait), MODEL, min_face_area_percent=0.02)
+    untouched = prepare_source_image(torch.from_numpy(portrait), landmarker_model, min_face_area_percent=0.02)
     assert not untouched.cropped and torch.equal(untouched.image, torch.from_numpy(portrait))
     wide = cv2.resize(portrait, (700, 400))
-    kept = prepare_source_image(wide, MODEL, min_face_area_percent=0.02)
+    kept = prepare_source_image(wide, landmarker_model, min_face_area_percent=0.02)
     assert kept.image.shape == (400, 700, 3) and kept.image_512.shape == (512, 512, 3)
     with pytest.raises(InputError, match="No face"):
-        prepare_source_image(np.zeros((300, 300, 3), np.uint8), MODEL)
+        prepare_source_image(np.zeros((300, 300, 3), np.uint8), landmarker_model)

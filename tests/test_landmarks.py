@@ -1,7 +1,5 @@
 """MediaPipe 478-point landmarks on real images (IMAGE and VIDEO modes, face choice, errors)."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -17,19 +15,10 @@ from r3dp_core.geometry.landmarks import (
     detect_landmarks_video,
 )
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared")
-MODEL = SHARED / "models" / "face_landmarker.task"
-PORTRAIT = SHARED / "testdata" / "astronaut_512.png"
-
-pytestmark = pytest.mark.skipif(not (MODEL.is_file() and PORTRAIT.is_file()),
-                                reason="landmarker model or portrait missing")
-
 
 @pytest.fixture(scope="module")
-def portrait() -> np.ndarray:
-    return cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
+def portrait(portrait_path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
 
 
 def _face_box_area(points: torch.Tensor) -> float:
@@ -37,8 +26,8 @@ def _face_box_area(points: torch.Tensor) -> float:
     return float(extent[0] * extent[1])
 
 
-def test_portrait_landmarks_are_a_plausible_face(portrait):
-    result = detect_landmarks_image(portrait, MODEL)
+def test_portrait_landmarks_are_a_plausible_face(portrait, landmarker_model):
+    result = detect_landmarks_image(portrait, landmarker_model)
     points = result.points[0]
     assert result.points.shape == (1, 478, 2) and result.points.dtype == torch.float32
     assert result.found.tolist() == [True]
@@ -53,21 +42,21 @@ def test_portrait_landmarks_are_a_plausible_face(portrait):
     assert 180 < center[0] < 280 and 80 < center[1] < 180
     # float input in [0,1] (ComfyUI IMAGE) gives the same points
     as_float = torch.from_numpy(portrait).float() / 255
-    assert torch.equal(detect_landmarks_image(as_float[None], MODEL).points, result.points)
+    assert torch.equal(detect_landmarks_image(as_float[None], landmarker_model).points, result.points)
 
 
-def test_blank_image_raises_a_clear_error():
+def test_blank_image_raises_a_clear_error(landmarker_model):
     with pytest.raises(InputError, match="No face found in the photo"):
-        detect_landmarks_image(np.full((256, 256, 3), 128, np.uint8), MODEL)
+        detect_landmarks_image(np.full((256, 256, 3), 128, np.uint8), landmarker_model)
 
 
-def test_missing_frames_without_require_all(portrait):
+def test_missing_frames_without_require_all(portrait, landmarker_model):
     frames = np.stack([portrait, np.zeros_like(portrait)])
-    result = detect_landmarks_image(frames, MODEL, require_all=False)
+    result = detect_landmarks_image(frames, landmarker_model, require_all=False)
     assert result.found.tolist() == [True, False]
     assert torch.all(result.points[1] == 0)
     with pytest.raises(InputError, match=r"frame\(s\) \[1\]"):
-        detect_landmarks_image(frames, MODEL)
+        detect_landmarks_image(frames, landmarker_model)
 
 
 def _two_faces(portrait: np.ndarray, big_first: bool) -> np.ndarray:
@@ -79,26 +68,26 @@ def _two_faces(portrait: np.ndarray, big_first: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("big_first", [True, False])
-def test_largest_face_wins_and_index_selects(portrait, big_first):
+def test_largest_face_wins_and_index_selects(portrait, big_first, landmarker_model):
     pair = _two_faces(portrait, big_first)
-    largest = detect_landmarks_image(pair, MODEL, face="largest").points[0]
+    largest = detect_landmarks_image(pair, landmarker_model, face="largest").points[0]
     big_side = largest[:, 0].mean() < 512
     assert bool(big_side) == big_first
-    faces = [detect_landmarks_image(pair, MODEL, face=i).points[0] for i in range(2)]
+    faces = [detect_landmarks_image(pair, landmarker_model, face=i).points[0] for i in range(2)]
     areas = [_face_box_area(p) for p in faces]
     assert _face_box_area(largest) == max(areas) > 1.2 * min(areas)
     assert (faces[0][:, 0].mean() < 512) != (faces[1][:, 0].mean() < 512)    # the two faces are distinct
     with pytest.raises(InputError, match="face index 2"):
-        detect_landmarks_image(pair, MODEL, face=2)
+        detect_landmarks_image(pair, landmarker_model, face=2)
     with pytest.raises(ValueError):
-        detect_landmarks_image(pair, MODEL, face="smallest")
+        detect_landmarks_image(pair, landmarker_model, face="smallest")
 
 
-def test_video_mode_tracks_and_combines(portrait):
+def test_video_mode_tracks_and_combines(portrait, landmarker_model):
     frames = np.stack([np.roll(portrait, (3 * i, 2 * i), (0, 1)) for i in range(4)])
     frames[2] = 0                                              # a frame without a face
-    video = detect_landmarks_video(frames, MODEL)
-    image = detect_landmarks_image(frames, MODEL, face=0, require_all=False)
+    video = detect_landmarks_video(frames, landmarker_model)
+    image = detect_landmarks_image(frames, landmarker_model, face=0, require_all=False)
     assert video.points.shape == (4, 478, 2)
     assert video.found.tolist() == [True, True, False, True]
     # eye and mouth points come from IMAGE mode, the rest from VIDEO mode
@@ -110,9 +99,9 @@ def test_video_mode_tracks_and_combines(portrait):
     # the face moves with the image (3 px down, 2 px right per frame)
     shift = video.points[3].mean(0) - video.points[0].mean(0)
     assert torch.allclose(shift, torch.tensor([6.0, 9.0]), atol=1.5)
-    assert torch.equal(detect_landmarks_video(frames, MODEL, face=0).points, video.points)
+    assert torch.equal(detect_landmarks_video(frames, landmarker_model, face=0).points, video.points)
     with pytest.raises(InputError, match="No face found in any of the 2 video frames"):
-        detect_landmarks_video(np.zeros((2, 64, 64, 3), np.uint8), MODEL)
+        detect_landmarks_video(np.zeros((2, 64, 64, 3), np.uint8), landmarker_model)
 
 
 def test_missing_model_file(portrait, tmp_path):

@@ -1,7 +1,6 @@
 """The ComfyUI node layer without ComfyUI: schemas, folder registration, and that ``execute`` reaches r3dp_core
-with the right tensors. A small stand-in for the parts of ``comfy_api`` / ``folder_paths`` / ``comfy.*`` the nodes
-use is put in ``sys.modules`` (keyword-exact like ComfyUI 0.3.64, so a wrong argument fails here too); the real
-ComfyUI is exercised by ``tests/e2e``.
+with the right tensors, against the stand-in of ``tests/fakes/comfyui.py``; the real ComfyUI is exercised by
+``tests/e2e``.
 """
 
 from __future__ import annotations
@@ -9,271 +8,25 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
-import enum
-import importlib
 import inspect
 import math
 import os
-import sys
-import types
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from fakes.comfyui import ComboInput, ComfyNode, Interrupted, bound, fake_comfyui
 
 REPO = Path(__file__).resolve().parents[1]
 CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
-# ----------------------------------------------------------------------------------------------- fake ComfyUI
-
-class _Input:
-    io_type = None
-
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, extra_dict=None):
-        self.id, self.display_name, self.optional, self.tooltip, self.lazy = id, display_name, optional, tooltip, lazy
-
-
-class _Output:
-    io_type = None
-
-    def __init__(self, id=None, display_name=None, tooltip=None, is_output_list=False):
-        self.id, self.display_name, self.tooltip, self.is_output_list = id, display_name, tooltip, is_output_list
-
-
-def _comfy_type(io_type, input_cls=_Input):
-    return type(f"T_{io_type}", (), {"io_type": io_type, "Input": type("Input", (input_cls,), {"io_type": io_type}),
-                                     "Output": type("Output", (_Output,), {"io_type": io_type})})
-
-
-class _IntInput(_Input):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None,
-                 max=None, step=None, control_after_generate=None, display_mode=None, socketless=None,
-                 force_input=None):
-        super().__init__(id, display_name, optional, tooltip, lazy)
-        self.default, self.min, self.max = default, min, max
-
-
-class _FloatInput(_Input):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, min=None,
-                 max=None, step=None, round=None, display_mode=None, socketless=None, force_input=None):
-        super().__init__(id, display_name, optional, tooltip, lazy)
-        self.default, self.min, self.max = default, min, max
-
-
-class _StringInput(_Input):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, multiline=False,
-                 placeholder=None, default=None, dynamic_prompts=None, socketless=None, force_input=None):
-        super().__init__(id, display_name, optional, tooltip, lazy)
-        self.default = default
-
-
-class _BooleanInput(_Input):
-    def __init__(self, id, display_name=None, optional=False, tooltip=None, lazy=None, default=None, label_on=None,
-                 label_off=None, socketless=None, force_input=None):
-        super().__init__(id, display_name, optional, tooltip, lazy)
-        self.default = default
-
-
-class _ComboInput(_Input):
-    def __init__(self, id, options=None, display_name=None, optional=False, tooltip=None, lazy=None, default=None,
-                 control_after_generate=None, upload=None, image_folder=None, remote=None, socketless=None):
-        super().__init__(id, display_name, optional, tooltip, lazy)
-        self.options, self.default = options, default
-
-
-@dataclasses.dataclass
-class _Schema:
-    node_id: str
-    display_name: str = None
-    category: str = "sd"
-    inputs: list = None
-    outputs: list = None
-    hidden: list = None
-    description: str = ""
-    is_input_list: bool = False
-    is_output_node: bool = False
-    is_deprecated: bool = False
-    is_experimental: bool = False
-    is_api_node: bool = False
-    not_idempotent: bool = False
-    enable_expand: bool = False
-
-
-class _NodeOutput:
-    def __init__(self, *args, ui=None, expand=None, block_execution=None):
-        self.args, self.ui, self.expand = args, ui, expand
-
-
-class _ComfyNode:
-    hidden = None
-
-
-class _Hidden(str, enum.Enum):
-    unique_id = "UNIQUE_ID"
-    prompt = "PROMPT"
-    extra_pnginfo = "EXTRA_PNGINFO"
-    dynprompt = "DYNPROMPT"
-
-
-class _UploadType(str, enum.Enum):
-    image = "image_upload"
-    audio = "audio_upload"
-    video = "video_upload"
-
-
-def _fake_io():
-    module = types.ModuleType("comfy_api.v0_0_2.io")
-    module.ComfyNode, module.Schema, module.NodeOutput = _ComfyNode, _Schema, _NodeOutput
-    module.Hidden, module.UploadType = _Hidden, _UploadType
-    module.Custom = _comfy_type
-    module.Int = _comfy_type("INT", _IntInput)
-    module.Float = _comfy_type("FLOAT", _FloatInput)
-    module.String = _comfy_type("STRING", _StringInput)
-    module.Boolean = _comfy_type("BOOLEAN", _BooleanInput)
-    module.Combo = _comfy_type("COMBO", _ComboInput)
-    for name in ("Image", "Mask", "Audio", "Video"):
-        setattr(module, name, _comfy_type(name.upper()))
-    return module
-
-
-def _fake_ui():
-    module = types.ModuleType("comfy_api.v0_0_2.ui")
-    module.PreviewText = lambda value, **_: {"text": (value,)}
-    return module
-
-
-class _Interrupted(Exception):
-    pass
-
-
-class _FolderPaths(types.ModuleType):
-    """The parts of ComfyUI's folder_paths the nodes use, same semantics."""
-
-    def __init__(self, base: Path):
-        super().__init__("folder_paths")
-        self.models_dir = str(base / "models")
-        self.folder_names_and_paths = {}
-        self.base = base
-
-    def add_model_folder_path(self, folder_name, full_folder_path, is_default=False):
-        if folder_name in self.folder_names_and_paths:
-            paths, _ = self.folder_names_and_paths[folder_name]
-            if full_folder_path in paths:
-                if is_default and paths[0] != full_folder_path:
-                    paths.remove(full_folder_path)
-                    paths.insert(0, full_folder_path)
-            elif is_default:
-                paths.insert(0, full_folder_path)
-            else:
-                paths.append(full_folder_path)
-        else:
-            self.folder_names_and_paths[folder_name] = ([full_folder_path], set())
-
-    def get_folder_paths(self, name):
-        return self.folder_names_and_paths[name][0][:]
-
-    def get_filename_list(self, name):
-        paths, extensions = self.folder_names_and_paths[name]
-        found = set()
-        for folder in paths:
-            for root, _, files in os.walk(folder):
-                for file in files:
-                    relative = os.path.relpath(os.path.join(root, file), folder)
-                    if not extensions or os.path.splitext(file)[1].lower() in extensions:
-                        found.add(relative)
-        return sorted(found)
-
-    def get_full_path(self, name, filename):
-        for folder in self.folder_names_and_paths.get(name, ([], None))[0]:
-            path = os.path.join(folder, filename)
-            if os.path.isfile(path):
-                return path
-        return None
-
-    def get_input_directory(self):
-        return str(self.base / "input")
-
-    def get_output_directory(self):
-        return str(self.base / "output")
-
-    def get_temp_directory(self):
-        return str(self.base / "temp")
-
-    def get_annotated_filepath(self, name):
-        return os.path.join(self.get_input_directory(), name)
-
-    def exists_annotated_filepath(self, name):
-        return os.path.exists(self.get_annotated_filepath(name))
-
-    def filter_files_content_types(self, files, content_types):
-        media = {".wav": "audio", ".mp3": "audio", ".flac": "audio", ".mp4": "video", ".png": "image"}
-        return [f for f in files if media.get(os.path.splitext(f)[1].lower()) in content_types]
-
-
 @pytest.fixture(scope="module")
 def comfy(tmp_path_factory):
-    """Fake ComfyUI modules in sys.modules, the pack's ``nodes`` imported against them, a models folder."""
-    base = tmp_path_factory.mktemp("comfy")
-    for sub in ("input", "output", "temp", "models/real3dportrait", "extra"):
-        (base / sub).mkdir(parents=True)
-    folder_paths = _FolderPaths(base)
-    # a user's extra_model_paths.yaml entry under our key, applied before custom nodes load
-    folder_paths.folder_names_and_paths["real3dportrait"] = ([str(base / "extra")], {".json"})
-    state = SimpleNamespace(progress=[], freed=[], interrupt_after=None, checks=0)
-
-    def throw_if_interrupted():
-        state.checks += 1
-        if state.interrupt_after is not None and state.checks > state.interrupt_after:
-            raise _Interrupted()
-
-    class ProgressBar:
-        def __init__(self, total, node_id=None):
-            self.node_id = node_id
-
-        def update_absolute(self, value, total=None, preview=None):
-            state.progress.append((self.node_id, value, total, preview))
-
-    mm = types.ModuleType("comfy.model_management")
-    mm.get_torch_device = lambda: torch.device("cpu")
-    mm.unet_offload_device = lambda: torch.device("cpu")
-    mm.free_memory = lambda size, device: state.freed.append((size, device))
-    mm.soft_empty_cache = lambda: None
-    mm.should_use_fp16 = lambda device=None: False
-    mm.throw_exception_if_processing_interrupted = throw_if_interrupted
-    utils = types.ModuleType("comfy.utils")
-    utils.ProgressBar = ProgressBar
-    comfy_pkg = types.ModuleType("comfy")
-    comfy_pkg.model_management, comfy_pkg.utils = mm, utils
-    api = types.ModuleType("comfy_api")
-    v002 = types.ModuleType("comfy_api.v0_0_2")
-    v002.io, v002.ui = _fake_io(), _fake_ui()
-    v002.ComfyExtension = type("ComfyExtension", (), {})
-    api.v0_0_2 = v002
-    fakes = {"folder_paths": folder_paths, "comfy": comfy_pkg, "comfy.model_management": mm, "comfy.utils": utils,
-             "comfy_api": api, "comfy_api.v0_0_2": v002}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, module in fakes.items():
-            patch.setitem(sys.modules, name, module)
-        for name in [m for m in sys.modules if m == "nodes" or m.startswith("nodes.")]:
-            patch.delitem(sys.modules, name)
-        patch.syspath_prepend(str(REPO))
-        nodes = importlib.import_module("nodes")
-        yield SimpleNamespace(nodes=nodes, base=base, folder_paths=folder_paths, state=state,
-                              models=base / "models" / "real3dportrait")
-        for name in [m for m in sys.modules if m == "nodes" or m.startswith("nodes.")]:
-            del sys.modules[name]
-
-
-def hidden(unique_id="7", dynprompt=None):
-    return SimpleNamespace(unique_id=unique_id, dynprompt=dynprompt)
-
-
-def bound(node_cls, **hidden_values):
-    """A copy of a node class with its hidden inputs set, as ComfyUI's PREPARE_CLASS_CLONE does."""
-    return type(node_cls.__name__, (node_cls,), {"hidden": hidden(**hidden_values)})
+    with fake_comfyui(tmp_path_factory.mktemp("comfy"), REPO) as fake:
+        yield fake
 
 
 # ----------------------------------------------------------------------------------------------- schemas
@@ -292,7 +45,7 @@ def test_extension_lists_every_node(comfy):
 def test_schemas_follow_the_registry_and_ui_rules(comfy):
     for cls in comfy.nodes.NODE_CLASSES:
         schema = cls.define_schema()
-        assert cls.__bases__ == (_ComfyNode,), f"{cls.__name__} must subclass ComfyNode directly (Manager scanner)"
+        assert cls.__bases__ == (ComfyNode,), f"{cls.__name__} must subclass ComfyNode directly (Manager scanner)"
         assert schema.node_id.startswith("R3DP_") and schema.display_name and schema.description
         assert schema.category.startswith("Real3DPortrait")
         for names in ([i.id for i in schema.inputs], [o.display_name for o in schema.outputs]):
@@ -302,7 +55,7 @@ def test_schemas_follow_the_registry_and_ui_rules(comfy):
         for item in [*schema.inputs, *schema.outputs]:
             assert item.io_type in CORE_TYPES or item.io_type.startswith("R3DP_"), (schema.node_id, item.io_type)
         user_files = schema.node_id in ("R3DP_LoadAudio", "R3DP_LoadMotion", "R3DP_LoadAvatar")  # may be empty
-        for combo in (i for i in schema.inputs if isinstance(i, _ComboInput)):
+        for combo in (i for i in schema.inputs if isinstance(i, ComboInput)):
             assert combo.options or user_files, f"{schema.node_id}.{combo.id} has no options"
             assert combo.default is None or combo.default in combo.options
         signature = inspect.signature(cls.execute)
@@ -466,7 +219,8 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
 
     def motion_from_frames(video, fps, landmarker, bfm, face="largest"):
         seen.update(video=video, fps=fps, landmarker=landmarker, bfm=bfm, face=face)
-        return Motion(exp=torch.ones(20, 64), euler=torch.zeros(20, 3), trans=torch.zeros(20, 3))
+        # an fps other than 25: the node must report the motion's own rate, not a constant
+        return Motion(exp=torch.ones(20, 64), fps=30.0, euler=torch.zeros(20, 3), trans=torch.zeros(20, 3))
 
     monkeypatch.setattr(driving, "motion_from_frames", motion_from_frames)
     bfm = torch.nn.Module()
@@ -477,7 +231,7 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
     motion, audio, count, fps = out.args
     assert torch.equal(seen["video"], frames[..., :3]) and seen["fps"] == 12.5 and seen["face"] == 1
     assert seen["landmarker"] == Path("lm") and seen["bfm"] is bfm
-    assert count == motion.num_frames == 20 and fps == 25.0
+    assert count == motion.num_frames == 20 and fps == motion.fps == 30.0
     assert torch.equal(motion.audio["waveform"], waveform) and audio is motion.audio
     with pytest.raises(Exception, match="driving video"):
         bound(nodes.video_to_motion.VideoToMotion).execute(Path("lm"), face, 25.0, "largest")
@@ -533,7 +287,8 @@ class _SuperResolution(torch.nn.Module):
 
 class _VideoModel(torch.nn.Module):
     def __init__(self):
-        from r3dp_core.render import OSGDecoder, OSGDecoderConfig, RenderConfig
+        from r3dp_core.models.decoder import OSGDecoder, OSGDecoderConfig
+        from r3dp_core.render import RenderConfig
 
         super().__init__()
         torch.manual_seed(0)
@@ -630,7 +385,7 @@ def test_cancel_is_honoured_between_chunks(comfy, chain):
     *_, render, _ = _stages(chain)
     comfy.state.checks, comfy.state.interrupt_after = 0, 2
     try:
-        with pytest.raises(_Interrupted):
+        with pytest.raises(Interrupted):
             bound(nodes.htbsr_composite.HtbsrComposite).execute(render, 0.8, 1, False)
         assert comfy.state.checks == 3
     finally:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import torch
 
-from r3dp_core.parity.case import ParityCase, u8_image_to_tensor
+from r3dp_core.images import u8_image_to_tensor
+from r3dp_core.parity.case import ParityCase
 from r3dp_core.parity.compare import compare_tensor, parse_view
 from r3dp_core.parity.runner import check_outputs
 
@@ -68,3 +70,41 @@ def test_check_outputs_flags_missing_and_wrong_outputs(parity_dir):
     off["pred_t0p2"] = off["pred_t0p2"] + 1e-3
     report = check_outputs(case, off)
     assert not report.passed and "FAIL pred_t0p2" in report.summary()
+
+
+def _plane_case(planes: torch.Tensor) -> ParityCase:
+    """An in-memory case with one tri-plane output stored the official way: crop, lattice and, for every sample,
+    the mean and std of each of its 3·C channels (sample after sample)."""
+    crop, lattice = "[..., 4:12, 2:10]", "x.index_select(-2, L).index_select(-1, L) with L = [0, 5, 15]"
+    per_sample = planes.double().reshape(-1, planes.shape[-2] * planes.shape[-1])
+    info = {"role": "output", "shape": list(planes.shape),
+            "stored": {"mode": "planes", "keys": ["planes__crop", "planes__lattice"],
+                       "slices": {"planes__crop": crop, "planes__lattice": lattice}},
+            "per_channel_mean": per_sample.mean(1).tolist(), "per_channel_std": per_sample.std(1).tolist(),
+            "suggested_tolerance": {"atol": 1e-5, "rtol": 0.0, "rms_max": 1e-6}}
+    stored = {"planes__crop": parse_view(crop)(planes), "planes__lattice": parse_view(lattice)(planes)}
+    return ParityCase(path=Path("case_synthetic.safetensors"), meta={"case": "synthetic", "tensors": {"planes": info}},
+                      stored=stored)
+
+
+def test_plane_statistics_are_per_sample_in_batched_cases():
+    planes = torch.randn(2, 3, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    planes[1] = planes[1] * 3 + 1                        # two samples with different statistics
+    case = _plane_case(planes)
+    report = check_outputs(case, {"planes": planes})
+    stats = [c for c in report.checks if "per_channel" in c.key]
+    assert [c.shape for c in stats] == [(2 * 3 * 4,)] * 2 and report.passed, report.summary()
+    # two channels of the second sample swapped: its own statistics, and only those, disagree
+    swapped = planes.clone()
+    swapped[1, 0, [0, 1]] = planes[1, 0, [1, 0]]
+    bad = {c.key: c for c in check_outputs(case, {"planes": swapped}).checks}
+    assert bad["planes.per_channel_mean"].violations == 2 and not bad["planes.per_channel_mean"].passed
+
+
+def test_a_stored_reference_missing_from_the_case_file_fails(parity_dir):
+    case = ParityCase.load(parity_dir / "case_a2m_vae.safetensors")
+    perfect = {name: case.stored[name] for name in case.names("output", "intermediate")}
+    case.stored.pop("pred_t0")                            # listed in the sidecar, gone from the file
+    report = check_outputs(case, perfect)
+    assert not report.passed and report.missing_references == ["pred_t0"]
+    assert "FAIL pred_t0" in report.summary() and "not stored in the case file" in report.summary()

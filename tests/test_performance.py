@@ -3,7 +3,6 @@ the straightforward float32 frame-by-frame path, and the pipeline benchmark's JS
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ from r3dp_core.models.layers.eg3d import bias_act
 from r3dp_core.models.layers.stylegan2 import SynthesisLayer, upsampling_conv2d
 from r3dp_core.models.torso import TorsoReference
 from r3dp_core.parity.case import ParityCase
+from r3dp_core.parity.synthetic_clip import model_factory, synthetic_clip
 from r3dp_core.performance import (
     COMPILED_STAGES,
     LOW_PRECISION_STAGES,
@@ -41,17 +41,6 @@ from r3dp_core.render.noise import frame_noise
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARK = REPO_ROOT / "benchmarks" / "bench_pipeline.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("bench_pipeline", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module      # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark()
 
 
 def stream_images(model, clip, batch: int, cano_planes: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,8 +74,8 @@ def frame_by_frame_images(model, clip) -> torch.Tensor:
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_fast_float32_stream_equals_the_frame_by_frame_reference(channels_last):
-    build = bench.model_factory("small", None)
-    clip = bench.synthetic_clip("small", 3, None)
+    build = model_factory("small", None)
+    clip = synthetic_clip("small", 3, None)
     reference = frame_by_frame_images(build(torch.device("cpu")), clip)
     model = optimize_for_inference(build(torch.device("cpu")), torch.float32, channels_last=channels_last)
     # Folded styles, SR reference computed once, frames in chunks of 2 (one full chunk, one partial).
@@ -102,7 +91,7 @@ def test_fast_float32_stream_equals_the_frame_by_frame_reference(channels_last):
 
 
 def test_optimize_keeps_the_state_dict_folds_styles_and_refuses_a_second_pass():
-    build = bench.model_factory("small", None)
+    build = model_factory("small", None)
     plain = build(torch.device("cpu"))
     model = optimize_for_inference(build(torch.device("cpu")), torch.bfloat16, channels_last=True)
     before, after = plain.state_dict(), model.state_dict()
@@ -117,8 +106,8 @@ def test_optimize_keeps_the_state_dict_folds_styles_and_refuses_a_second_pass():
 
 
 def test_low_precision_stages_compute_in_bfloat16_and_hand_on_float32():
-    build = bench.model_factory("small", None)
-    clip = bench.synthetic_clip("small", 2, None)
+    build = model_factory("small", None)
+    clip = synthetic_clip("small", 2, None)
     model = optimize_for_inference(build(torch.device("cpu")), torch.bfloat16)
     seen = {}
 
@@ -140,8 +129,8 @@ def test_compile_falls_back_to_eager_with_a_warning_where_torch_compile_is_unava
     def unavailable(*args, **kwargs):
         raise RuntimeError("torch.compile is not supported on this Python")
 
-    build = bench.model_factory("small", None)
-    clip = bench.synthetic_clip("small", 2, None)
+    build = model_factory("small", None)
+    clip = synthetic_clip("small", 2, None)
     eager = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.float32), clip, batch=2)
     monkeypatch.setattr(torch, "compile", unavailable)
     with caplog.at_level(logging.WARNING, logger="r3dp_core.performance"):
@@ -225,8 +214,8 @@ def test_bfloat16_fast_path_stays_above_40_db_of_float32_on_the_parity_frame(par
     """The full-size model on the parity frame (MA → render → HTB-SR, canonical planes from the volume-render
     case): CPU bfloat16 autocast against float32."""
     synth_state_dict("secc2plane_torso")                    # the session's cached weights
-    build = bench.model_factory("full", parity_dir)
-    clip = bench.synthetic_clip("full", 1, parity_dir)
+    build = model_factory("full", parity_dir)
+    clip = synthetic_clip("full", 1, parity_dir)
     cano_planes = ParityCase.load(parity_dir / "case_volume_render.safetensors").tensor("planes")
     full = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.float32), clip, 1, cano_planes)
     fast = stream_images(optimize_for_inference(build(torch.device("cpu")), torch.bfloat16), clip, 1, cano_planes)

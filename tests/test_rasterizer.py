@@ -1,6 +1,5 @@
 """Rasteriser and SECC renderer: analytic cases and an independent per-pixel reference."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,10 +19,6 @@ from r3dp_core.geometry.secc import (
 from r3dp_core.parity.case import ParityCase
 from r3dp_core.parity.compare import PixelCheck, mask_agreement, pixel_agreement
 from r3dp_core.parity.runner import check_outputs, stage_module
-
-OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "official_data"
-if not OFFICIAL_DATA.is_dir():
-    OFFICIAL_DATA = Path("/work/shared/official_data")
 
 
 def reference_rasterize(vertices: np.ndarray, faces: np.ndarray, height: int, width: int):
@@ -230,25 +225,25 @@ def test_render_secc_range_background_chunks_and_face0_quirk():
     assert col[covered[:, 64]].diff().max() <= 0
 
 
-def test_load_secc_mesh_removes_the_official_eye_triangles():
+def test_load_secc_mesh_removes_the_official_eye_triangles(official_data):
     num_vertices, num_faces = 35709, 70789
     f = torch.arange(num_faces)
     tri = torch.stack([f, f + 1, f + 2], -1) % num_vertices      # placeholder topology (synthetic BFM recipe)
-    mesh = load_secc_mesh(tri, OFFICIAL_DATA)
-    left = np.load(OFFICIAL_DATA / "bfm_left_eye_faces.npy") - 1
-    right = np.load(OFFICIAL_DATA / "bfm_right_eye_faces.npy") - 1
+    mesh = load_secc_mesh(tri, official_data)
+    left = np.load(official_data / "bfm_left_eye_faces.npy") - 1
+    right = np.load(official_data / "bfm_right_eye_faces.npy") - 1
     dropped = np.union1d(left, right)
     assert dropped.size == 569 + 559
     assert mesh.faces.shape == (num_faces - dropped.size, 3)
     assert torch.equal(mesh.faces, tri[np.setdiff1d(np.arange(num_faces), dropped)])
     assert mesh.colors.shape == (num_vertices, 3) and mesh.colors.dtype == torch.float32
-    ncc = np.load(OFFICIAL_DATA / "ncc_code.npy")
+    ncc = np.load(official_data / "ncc_code.npy")
     assert torch.equal(mesh.colors[123], torch.from_numpy(ncc[:, 123]))
     assert torch.equal(remove_triangles(tri[:5], torch.tensor([1, 3, 3])), tri[[0, 2, 4]])
     with pytest.raises(ModelFileError, match="ncc_code.npy"):
-        load_secc_mesh(tri, OFFICIAL_DATA / "missing")
+        load_secc_mesh(tri, official_data / "missing")
     with pytest.raises(ModelFileError, match="0-based"):
-        load_secc_mesh(tri + 1, OFFICIAL_DATA)
+        load_secc_mesh(tri + 1, official_data)
 
 
 def test_render_secc_for_expressions_uses_zero_pose_vertices():

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from r3dp_core.errors import InputError
+from r3dp_core.models.decoder import OSGDecoder
 from r3dp_core.parity import ParityCase, run_case
 from r3dp_core.parity.stage_volume_render import build_decoder
 from r3dp_core.render import (
     PLANE_AXES,
-    OSGDecoder,
     RenderConfig,
     RenderNoise,
     RenderOutput,

@@ -1,7 +1,6 @@
 """Blink editing of SECC frames against a spec-literal reference on a rendered face with eye holes; mouth editing
 of the mesh on the synthetic BFM (gain 1 exact, gain 0 neutral, lip opening, weights, rendered SECC)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +13,6 @@ from r3dp_core.geometry.secc import SECCMesh, project_to_screen, render_secc
 from r3dp_core.geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
 from r3dp_core.parity.synth_bfm import synth_face_model
 from r3dp_core.pipeline.selftest import synthetic_face_model
-
-OFFICIAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "official_data"
-if not OFFICIAL_DATA.is_dir():
-    OFFICIAL_DATA = Path("/work/shared/official_data")
 
 
 def _inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
@@ -32,11 +27,11 @@ def _inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def canonical_secc() -> torch.Tensor:
+def canonical_secc(official_data) -> torch.Tensor:
     """A 512² zero-pose SECC of a face-like mesh: the NCC code's xy triangulated, the synthetic-BFM mean shape
     ((ncc − 0.5)·(1.5, 2, 1.1) dm, camera 10 dm away) and eye holes cut along MediaPipe's eye contours."""
-    ncc = np.load(OFFICIAL_DATA / "ncc_code.npy").T
-    mp_to_bfm = np.load(OFFICIAL_DATA / "index_mp468_from_mesh35709_v3.npy")
+    ncc = np.load(official_data / "ncc_code.npy").T
+    mp_to_bfm = np.load(official_data / "index_mp468_from_mesh35709_v3.npy")
     faces = Delaunay(ncc[:, :2].astype(np.float64)).simplices
     centroids = ncc[faces, :2].mean(1)
     holes = np.zeros(len(faces), dtype=bool)

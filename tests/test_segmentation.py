@@ -247,15 +247,14 @@ def test_segmenter_wrapper_reports_other_models(shared_dir, tmp_path):
     assert SEGMENTER_URL in one_class and SEGMENTER_URL in fails_to_run
 
 
-SEGMENTER = Path("/work/shared/models/selfie_multiclass_256x256.tflite")
-
-
-@pytest.mark.skipif(not SEGMENTER.is_file(), reason="selfie_multiclass_256x256.tflite is user-downloaded")
-def test_segmenter_on_portrait():
+def test_segmenter_on_portrait(shared_dir, portrait_path):
     import cv2
 
-    portrait = cv2.cvtColor(cv2.imread("/work/shared/testdata/astronaut_512.png"), cv2.COLOR_BGR2RGB)
-    labels = segment_selfie_multiclass(portrait, SEGMENTER)
+    segmenter = shared_dir / "models" / "selfie_multiclass_256x256.tflite"
+    if not segmenter.is_file():
+        pytest.skip(f"{segmenter} is missing: the selfie segmenter is user-downloaded (put it there to run this)")
+    portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
+    labels = segment_selfie_multiclass(portrait, segmenter)
     assert labels.shape == (1, 512, 512)
     assert head_mask(labels)[0, 125, 225]                     # the face centre (see test_landmarks)
     assert (labels == CLOTHES).any() and (labels == BACKGROUND).any()

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import SAMPLE_RATE
 from ..errors import InputError
 
-SAMPLE_RATE = 16000
 MIN_SAMPLES = 400            # HuBERT's receptive field: shorter clips give no feature frame
 _DECODE_BLOCK_S = 1.0        # seconds of an in-memory waveform handed to the resampler at a time
 
@@ -63,10 +63,11 @@ class Audio16k:
             mono /= np.float32(self.num_channels)
         return mono
 
-    def to_comfy(self) -> dict:
-        """The 16 kHz clip as a ComfyUI ``AUDIO`` dict (``waveform [1,C,N]`` float32)."""
-        return {"waveform": torch.from_numpy(self.pcm.astype(np.float32) / 32768)[None],
-                "sample_rate": SAMPLE_RATE}
+    def to_comfy(self, seconds: float | None = None) -> dict:
+        """The 16 kHz clip (its first ``seconds``, or all of it) as a ComfyUI ``AUDIO`` dict (``waveform [1,C,N]``
+        float32), which is also what the video writer muxes."""
+        pcm = self.pcm if seconds is None else self.pcm[:, : int(round(seconds * SAMPLE_RATE))]
+        return {"waveform": torch.from_numpy(pcm.astype(np.float32) / 32768)[None], "sample_rate": SAMPLE_RATE}
 
 
 def load_audio(source: str | os.PathLike | Mapping | Audio16k) -> Audio16k:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import torch
 
+from ..defaults import MOUTH_AMP, TEMPERATURE
 from ..models.a2m_vae import AudioToMotionVAE, iter_windows
 from .hubert import iter_hubert_clips, num_frames, padded_num_frames
 from .io import Audio16k, load_audio
@@ -47,7 +48,7 @@ class _FeatureStream:
 
 @torch.inference_mode()
 def audio_to_motion(audio: str | os.PathLike | Mapping | Audio16k, model: AudioToMotionVAE, hubert, *,
-                    mouth_amp: float = 0.45, temperature: float = 0.2, seed: int | None = None,
+                    mouth_amp: float = MOUTH_AMP, temperature: float = TEMPERATURE, seed: int | None = None,
                     generator: torch.Generator | None = None, eps: torch.Tensor | None = None,
                     f0_method: str = "praat", chunk_frames: int = 1000,
                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:

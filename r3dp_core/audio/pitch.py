@@ -9,7 +9,7 @@ needs no GPL binary. ``official_f0(..., method="parselmouth")`` runs the officia
 installed; on the shared test clips both give the same float32 f0, bit for bit.
 
 ``official_f0`` adds the official framing around the analysis (zero padding of the wav, alignment to the
-mel-frame count) and ``f0_to_coarse`` is the model's pitch quantiser.
+mel-frame count); the model's pitch quantiser (``f0_to_coarse``) belongs to the model, in ``models.a2m_vae``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from ..defaults import SAMPLE_RATE
 from ..errors import R3DPError
 
-SAMPLE_RATE = 16000
 HOP = 320        # 20 ms at 16 kHz: one f0 value per HuBERT frame
 MEL_FFT = 512    # the official mel STFT (center=False) only fixes the number of f0 frames
 
@@ -454,22 +453,3 @@ def align_frames(values: np.ndarray, num_frames: int) -> np.ndarray:
     pad = np.zeros((num_frames - values.shape[0],) + values.shape[1:], dtype=values.dtype)
     return np.concatenate([values, pad])
 
-
-_F0_BINS = 256
-_MEL_MIN = 1127 * math.log(1 + 50 / 700)
-_MEL_MAX = 1127 * math.log(1 + 1100 / 700)
-
-
-def f0_to_coarse(f0: torch.Tensor) -> torch.Tensor:
-    """Quantise f0 (Hz) to the model's pitch bins: mel-scaled 1..255 over 50–1100 Hz, unvoiced (0) → 1.
-
-    Same float32 arithmetic as the official torch branch, so bin boundaries match exactly.
-    Args:
-        f0: any shape, float Hz. Returns int64 of the same shape.
-    """
-    mel = 1127 * (1 + f0 / 700).log()
-    voiced = mel > 0
-    mel = torch.where(voiced, (mel - _MEL_MIN) * (_F0_BINS - 2) / (_MEL_MAX - _MEL_MIN) + 1, mel)
-    mel = torch.where(mel <= 1, torch.ones_like(mel), mel)
-    mel = torch.where(mel > _F0_BINS - 1, torch.full_like(mel, _F0_BINS - 1), mel)
-    return (mel + 0.5).long()

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import torch
 
+from ..defaults import MIN_FACE_AREA
+from ..images import as_uint8_frames
 from .landmarks import FaceChoice, detect_image_points, raise_if_missing
-from .uint8_images import as_uint8_frames
 
 SOURCE_SIZE = 512
-MIN_FACE_AREA_PERCENT = 0.2
 
 
 def resize_square(image: np.ndarray, size: int = SOURCE_SIZE) -> np.ndarray:
@@ -29,7 +29,7 @@ def face_area_fraction(landmarks: torch.Tensor | np.ndarray, size: int = SOURCE_
     return float(extent[0] * extent[1]) / size ** 2
 
 
-def face_crop_box(landmarks: torch.Tensor | np.ndarray, min_face_area_percent: float = MIN_FACE_AREA_PERCENT,
+def face_crop_box(landmarks: torch.Tensor | np.ndarray, min_face_area_percent: float = MIN_FACE_AREA,
                   size: int = SOURCE_SIZE) -> tuple[int, int, int, int]:
     """Square crop (row0, row1, col0, col1) of a size² image in which the face box covers ``min_face_area_percent``.
 
@@ -73,7 +73,7 @@ class SourceImage:
 
 
 def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str | Path,
-                         min_face_area_percent: float = MIN_FACE_AREA_PERCENT,
+                         min_face_area_percent: float = MIN_FACE_AREA,
                          face: FaceChoice = "largest") -> SourceImage:
     """Official source preprocessing: squash to 512², measure the face, crop and resize when it is too small.
 

@@ -13,8 +13,8 @@ import torch
 from scipy import ndimage
 
 from ..errors import InputError
+from ..images import as_uint8_frames
 from .segmentation import BACKGROUND, BODY_SKIN, CLOTHES, HEAD_CLASSES, check_label_map
-from .uint8_images import as_uint8_frames
 
 TORSO_FILL_LENGTH = 9          # rows painted above the top clothes pixel of a column
 NECK_FILL_LENGTH = 53          # rows painted above the (pushed-down) top neck pixel

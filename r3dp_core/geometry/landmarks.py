@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import MOTION_FPS
 from ..errors import InputError, ModelFileError
-from .uint8_images import as_uint8_frames
+from ..images import as_uint8_frames
 
 NUM_LANDMARKS = 478
 # The official video extraction spaces VIDEO-mode timestamps 20 frame periods (of 25 fps) apart to weaken
 # MediaPipe's temporal smoothing.
-VIDEO_TIMESTAMP_STEP_MS = 1000 / 25 * 20
+VIDEO_TIMESTAMP_STEP_MS = 1000 / MOTION_FPS * 20
 
 # Landmark ids whose VIDEO-mode positions the official code replaces by the IMAGE-mode ones.
 EYE_IDS = (33, 246, 161, 160, 159, 158, 157, 173, 133, 155, 154, 153, 145, 144, 163, 7,

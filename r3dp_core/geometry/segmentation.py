@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import MASK_THRESHOLD
 from ..errors import InputError, ModelFileError
+from ..images import as_uint8_frames
 from ..model_files import BY_KEY
-from .uint8_images import as_uint8_frames
 
 BACKGROUND, HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS = range(6)
 NUM_CLASSES = 6
@@ -81,7 +82,8 @@ def keep_region(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask.to(image.device)[:, None], image, torch.full_like(image, -1.0))
 
 
-def label_map_from_masks(head: torch.Tensor, body: torch.Tensor | None = None, threshold: float = 0.5) -> torch.Tensor:
+def label_map_from_masks(head: torch.Tensor, body: torch.Tensor | None = None,
+                         threshold: float = MASK_THRESHOLD) -> torch.Tensor:
     """Build a label map from external masks (e.g. a ComfyUI ``MASK`` from another segmentation model).
 
     Args:

@@ -12,6 +12,7 @@ field well inside the overlap: results equal a whole-sequence run while memory s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -19,10 +20,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.pitch import f0_to_coarse
+from ..defaults import MOUTH_AMP, TEMPERATURE
 from ..errors import InputError, ModelFileError
 
 FRAME_MULTIPLE_50HZ = 8      # inputs are zero-padded to this many 50 Hz frames (4 motion frames = 1 latent)
+
+
+_F0_BINS = 256
+_MEL_MIN = 1127 * math.log(1 + 50 / 700)
+_MEL_MAX = 1127 * math.log(1 + 1100 / 700)
+
+
+def f0_to_coarse(f0: torch.Tensor) -> torch.Tensor:
+    """Quantise f0 (Hz) to the model's pitch bins: mel-scaled 1..255 over 50–1100 Hz, unvoiced (0) → 1.
+
+    Same float32 arithmetic as the official torch branch, so bin boundaries match exactly.
+    Args:
+        f0: any shape, float Hz. Returns int64 of the same shape.
+    """
+    mel = 1127 * (1 + f0 / 700).log()
+    voiced = mel > 0
+    mel = torch.where(voiced, (mel - _MEL_MIN) * (_F0_BINS - 2) / (_MEL_MAX - _MEL_MIN) + 1, mel)
+    mel = torch.where(mel <= 1, torch.ones_like(mel), mel)
+    mel = torch.where(mel > _F0_BINS - 1, torch.full_like(mel, _F0_BINS - 1), mel)
+    return (mel + 0.5).long()
 
 
 @dataclass
@@ -379,8 +400,8 @@ class AudioToMotionVAE(nn.Module):
 
     @torch.inference_mode()
     def predict_expression(self, hubert: torch.Tensor, f0: torch.Tensor | None = None, *,
-                           mouth_amp: float | torch.Tensor | None = 0.45, blink: torch.Tensor | None = None,
-                           temperature: float = 0.2, eps: torch.Tensor | None = None,
+                           mouth_amp: float | torch.Tensor | None = MOUTH_AMP, blink: torch.Tensor | None = None,
+                           temperature: float = TEMPERATURE, eps: torch.Tensor | None = None,
                            generator: torch.Generator | None = None, seed: int | None = None,
                            chunk_frames: int | None = 1000) -> torch.Tensor:
         """Expression coefficients for a whole clip, in overlapping windows of ``chunk_frames`` motion frames.

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..defaults import HEAD_THRESHOLD
 from ..errors import ModelFileError
 from .layers.stylegan2 import SynthesisBlock, SynthesisBlockNoUp
 from .torso import TorsoConfig, TorsoReference, WarpBasedTorsoModel
@@ -48,7 +49,7 @@ class HTBSRConfig:
     #: hidden width of the background encoder and of the first fg/bg fusion conv.
     encoder_channels: int = 64
     #: head alpha above this is set to 1 in the person mask (``htbsr_head_threshold``).
-    head_threshold: float = 0.9
+    head_threshold: float = HEAD_THRESHOLD
     torso: TorsoConfig = field(default_factory=TorsoConfig)
 
     @classmethod

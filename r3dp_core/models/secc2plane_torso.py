@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelFileError
-from ..render import OSGDecoder, OSGDecoderConfig, RenderConfig, RenderNoise, RenderOutput, render_triplanes
+from ..render import RenderConfig, RenderNoise, RenderOutput, render_triplanes
+from .decoder import OSGDecoder, OSGDecoderConfig
 from .htbsr import HTBSR, HTBSRConfig, HTBSROutput, HTBSRReference
 from .i2p import I2PConfig, Img2PlaneModel
 from .motion_adapter import MotionAdapter, MotionAdapterConfig, fuse_planes

@@ -54,10 +54,6 @@ class TorsoConfig:
     mask_dilation: int = 7
 
     @property
-    def feature_resolution(self) -> int:
-        return self.resolution // 4
-
-    @property
     def hidden_channels(self) -> int:
         return self.generator_up_channels[-1]
 

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..errors import InputError
-from ..pipeline.images import u8_image_to_tensor
+from ..images import u8_image_to_tensor
 
 _SIBLING_SOURCE = re.compile(r"^(case_[\w.-]+\.safetensors):(\w+)")
 _GENERATOR_SOURCE = re.compile(

@@ -75,24 +75,29 @@ class Report:
     case: str
     checks: list[Check | PixelCheck] = field(default_factory=list)
     missing_outputs: list[str] = field(default_factory=list)
+    missing_references: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and not self.missing_outputs and all(c.passed for c in self.checks)
+        return (bool(self.checks) and not self.missing_outputs and not self.missing_references
+                and all(c.passed for c in self.checks))
 
     def summary(self) -> str:
         lines = [f"case {self.case}"]
         lines += [c.row() for c in self.checks]
         for name in self.missing_outputs:
             lines.append(f"FAIL {name:<44} output not produced by the stage")
+        for key in self.missing_references:
+            lines.append(f"FAIL {key:<44} listed in the sidecar but not stored in the case file")
         if self.unchecked:
             lines.append(f"     not checked (not produced): {', '.join(self.unchecked)}")
-        failed = sum(not c.passed for c in self.checks) + len(self.missing_outputs)
+        missing = len(self.missing_outputs) + len(self.missing_references)
+        passed = sum(c.passed for c in self.checks)
         verdict = "PASS" if self.passed else "FAIL"
-        lines.append(f"{verdict}: {self.case}: {len(self.checks) - failed + len(self.missing_outputs)}/"
-                     f"{len(self.checks) + len(self.missing_outputs)} checks within tolerance ({self.seconds:.1f} s)")
+        lines.append(f"{verdict}: {self.case}: {passed}/{len(self.checks) + missing} checks within tolerance "
+                     f"({self.seconds:.1f} s)")
         return "\n".join(lines)
 
 
@@ -120,11 +125,11 @@ def compare_tensor(name: str, key: str, got: torch.Tensor, ref: torch.Tensor, to
 
 
 def channel_stats_checks(name: str, got: torch.Tensor, info: dict, tolerance: dict | None) -> list[Check]:
-    """Per-channel mean/std of a tri-plane ``[B,3,C,H,W]``: catches channel permutations outside the crops."""
+    """Per-sample, per-channel mean/std of a tri-plane ``[B,3,C,H,W]``: catches channel permutations outside the
+    crops. The sidecar stores them sample after sample, ``[B·3·C]`` (``[3·C]`` for one sample)."""
     if tolerance is None or "per_channel_mean" not in info or got.ndim != 5:
         return []
-    flat = got.detach().to("cpu", torch.float64).reshape(got.shape[0], -1, *got.shape[-2:])
-    per_channel = flat.transpose(0, 1).reshape(flat.shape[1], -1)
+    per_channel = got.detach().to("cpu", torch.float64).reshape(-1, got.shape[-2] * got.shape[-1])
     # Stored to 7 decimals; a mean of errors bounded by atol is bounded by atol too.
     stats_tol = {"atol": float(tolerance["atol"]) + 1e-6, "rtol": 0.0, "rms_max": float(tolerance["atol"]) + 1e-6}
     checks = []

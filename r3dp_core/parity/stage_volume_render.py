@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..checkpoint import load_into
-from ..render import OSGDecoder, RenderConfig, RenderNoise, ray_limits, render_ray_batch, render_triplanes
+from ..models.decoder import OSGDecoder
+from ..render import RenderConfig, RenderNoise, ray_limits, render_ray_batch, render_triplanes
 
 if TYPE_CHECKING:
     from .case import ParityCase

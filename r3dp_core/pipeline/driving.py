@@ -23,20 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import MOTION_FPS
 from ..errors import InputError
 from ..geometry.camera import mirror_index
 from .types import Motion
 
-FPS = 25.0
 #: A driving video in which more than this fraction of the frames shows no face is refused.
 MAX_FACELESS_FRACTION = 0.5
 
 
 def resample_index(count: int, fps: float, target: int | None = None) -> torch.Tensor:
     """Source frame of each 25 fps output frame ``[target]`` (default length ``round(count·25/fps)``, at least 1)."""
-    fps = fps if fps and fps > 0 else FPS
-    target = target or max(1, round(count * FPS / fps))
-    return torch.clamp((torch.arange(target, dtype=torch.float64) * fps / FPS).long(), max=count - 1)
+    fps = fps if fps and fps > 0 else MOTION_FPS
+    target = target or max(1, round(count * MOTION_FPS / fps))
+    return torch.clamp((torch.arange(target, dtype=torch.float64) * fps / MOTION_FPS).long(), max=count - 1)
 
 
 def motion_from_frames(frames: torch.Tensor | np.ndarray, fps: float, landmarker: str | Path, bfm,
@@ -58,7 +58,7 @@ def motion_from_frames(frames: torch.Tensor | np.ndarray, fps: float, landmarker
         InputError: no frames, or too few frames with a face.
     """
     from ..geometry.landmarks import track_video
-    from ..geometry.uint8_images import as_uint8_frames
+    from ..images import as_uint8_frames
 
     video = as_uint8_frames(frames)
     if video.shape[0] == 0:

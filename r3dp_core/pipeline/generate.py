@@ -7,20 +7,18 @@ memory stays flat in clip length; the mp4 appears only when complete.
 from __future__ import annotations
 
 import dataclasses
-import os
-import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .. import model_files
-from ..device import Precision, peak_memory_allocated_mb, release_cached_memory
+from ..defaults import MASK_THRESHOLD
+from ..device import Precision, peak_memory_allocated_mb, peak_resident_mb, release_cached_memory
 from ..errors import InputError
 from ..geometry.camera import HeadPose, driving_pose, orbit_pose
+from ..images import uint8_to_unit
 from .driving import video_motion
 from .request import GenerateRequest
 from .stream import iterate_chunks
@@ -51,21 +49,6 @@ class GenerateSummary:
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds else float("nan")
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MiB."""
-    usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return usage / (1024 * 1024) if sys.platform == "darwin" else usage / 1024
-
-
-def resident_mb() -> float | None:
-    """Current resident memory of this process in MiB (Linux ``/proc``; None elsewhere)."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
-        return None
 
 
 @dataclass
@@ -135,19 +118,13 @@ def load_masks(request: GenerateRequest):
         return None
 
     def grey(path: Path) -> torch.Tensor:
-        return torch.from_numpy(load_image(path)).float().amax(-1) / 255
+        return uint8_to_unit(load_image(path)).amax(-1)
 
     head = grey(request.head_mask)
-    if not bool((head > 0.5).any()):
+    if not bool((head > MASK_THRESHOLD).any()):
         raise InputError(f"{request.head_mask}: the head mask is empty (no pixel is brighter than half); "
                          "the head must be white on black.")
     return PortraitMasks(head, grey(request.body_mask) if request.body_mask is not None else None)
-
-
-def soundtrack(audio, seconds: float | None = None) -> dict:
-    """An ``Audio16k`` clip (cut to ``seconds``) as the ``{"waveform", "sample_rate"}`` the video writer muxes."""
-    pcm = audio.pcm if seconds is None else audio.pcm[:, : int(round(seconds * 16000))]
-    return {"waveform": torch.from_numpy(pcm.astype(np.float32) / 32768.0)[None], "sample_rate": 16000}
 
 
 def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict | None:
@@ -161,7 +138,7 @@ def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict |
             audio = load_audio(request.expression_video)
         except InputError:  # a video without a sound track: the mp4 is silent
             return None
-    return soundtrack(audio, seconds)
+    return audio.to_comfy(seconds)
 
 
 def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
@@ -187,7 +164,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
             log(f"driving from the motion file {request.motion}")
             motion = inputs.motion
             if inputs.audio is not None:
-                motion = dataclasses.replace(motion, audio=soundtrack(inputs.audio, motion.duration_s))
+                motion = dataclasses.replace(motion, audio=inputs.audio.to_comfy(motion.duration_s))
             motion = with_blinks(motion, request.blink, request.seed)
         elif request.expression_video is not None:
             log("fitting the driving video")
@@ -198,7 +175,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
             log("audio to motion")
             motion = speech_motion(inputs.audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
                                    temperature=request.temperature, seed=request.seed, blink=request.blink,
-                                   sound=soundtrack(inputs.audio))
+                                   sound=inputs.audio.to_comfy())
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
     pose = make_pose(request.camera, avatar, motion, pose_motion, request.map_to_init_pose)
@@ -211,7 +188,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
         log(f"rendering {frames.num_frames} frames on {device}")
         render_start = time.perf_counter()
         try:
-            with VideoWriter(request.out, fps=25, audio=motion.audio) as writer:
+            with VideoWriter(request.out, fps=motion.fps, audio=motion.audio) as writer:
                 for _, _, chunk in iterate_chunks(frames, request.chunk_size, on_chunk=progress,
                                                   should_stop=should_stop):
                     writer.write(chunk.image)
@@ -220,7 +197,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     render_seconds = time.perf_counter() - render_start
     vram = peak_memory_allocated_mb(device)
     log(f"total {time.perf_counter() - started:.1f} s")
-    return GenerateSummary(request.out, frames.num_frames, render_seconds, peak_rss_mb(), vram)
+    return GenerateSummary(request.out, frames.num_frames, render_seconds, peak_resident_mb(), vram)
 
 
 def generate(request: GenerateRequest, progress=None, log=print, should_stop=None,

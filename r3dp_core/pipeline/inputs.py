@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..images import unit_to_uint8
 
 MIN_IMAGE_SIDE = 64
 #: Photos above this are refused before decoding (a 15000x10000 photo; protects memory from decompression bombs).
@@ -128,7 +129,7 @@ def _pil_to_rgb(image, notes: list[str]) -> np.ndarray:
         notes.append(f"{mode} gray converted to 8-bit RGB")
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
-        gray = (np.clip(np.asarray(image, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)
+        gray = unit_to_uint8(np.asarray(image, dtype=np.float32))
         notes.append("float gray converted to 8-bit RGB")
         return np.repeat(gray[:, :, None], 3, axis=2)
     has_alpha = "A" in mode or "a" in mode or "transparency" in image.info
@@ -168,7 +169,7 @@ def normalise_image(image: np.ndarray, notes: list[str] | None = None) -> np.nda
         notes.append("16-bit converted to 8-bit")
     elif image.dtype != np.uint8:
         notes.append(f"{image.dtype} samples converted to 8-bit")
-        image = (np.clip(image.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+        image = unit_to_uint8(image)
     if image.ndim == 2:
         image = image[:, :, None]
     channels = image.shape[2]

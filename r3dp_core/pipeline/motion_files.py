@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..defaults import MOTION_FPS
 from ..errors import InputError
 from ..geometry.camera import mirror_index
 from .types import Motion
@@ -142,18 +143,18 @@ def load_official_motion(path: str | Path) -> Motion:
         if euler.shape[0] != exp.shape[0]:
             index = mirror_index(exp.shape[0], euler.shape[0])
             euler, trans = euler[index], trans[index]
-    return Motion(exp=exp, fps=25.0, euler=euler, trans=trans)
+    return Motion(exp=exp, fps=MOTION_FPS, euler=euler, trans=trans)
 
 
 def motion_at_25_fps(motion: Motion) -> Motion:
     """The motion at 25 fps (the clip's rate), resampled as driving videos are (nearest earlier frame, see
     :func:`~r3dp_core.pipeline.driving.resample_index`); a blink schedule is dropped (it is made per frame)."""
-    from .driving import FPS, resample_index
+    from .driving import resample_index
 
-    if abs(motion.fps - FPS) < 1e-6:
+    if abs(motion.fps - MOTION_FPS) < 1e-6:
         return motion
     index = resample_index(motion.num_frames, motion.fps)
-    return Motion(exp=motion.exp[index], fps=FPS, euler=None if motion.euler is None else motion.euler[index],
+    return Motion(exp=motion.exp[index], fps=MOTION_FPS, euler=None if motion.euler is None else motion.euler[index],
                   trans=None if motion.trans is None else motion.trans[index], audio=motion.audio)
 
 

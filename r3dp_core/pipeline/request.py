@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import defaults
+
 CAMERA_MODES = ("auto", "static", "driving", "orbit")
 
 
@@ -19,15 +21,15 @@ class GenerateRequest:
     expression_video: Path | None = None
     bg: Path | None = None
     camera: str = "auto"
-    mouth_amp: float = 0.45
-    mouth_scale: float = 1.0                 # scales the mouth's motion in the SECC (audio and video driving)
-    blink: bool = True
-    temperature: float = 0.2
-    seed: int = 42
+    mouth_amp: float = defaults.MOUTH_AMP
+    mouth_scale: float = defaults.MOUTH_SCALE  # scales the mouth's motion in the SECC (audio and video driving)
+    blink: bool = defaults.BLINK
+    temperature: float = defaults.TEMPERATURE
+    seed: int = defaults.SEED
     device: str = "auto"
     dtype: str = "auto"
-    chunk_size: int = 4
-    min_face_area: float = 0.2
+    chunk_size: int = defaults.CHUNK_SIZE
+    min_face_area: float = defaults.MIN_FACE_AREA
     models_dir: Path | None = None
     head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
     body_mask: Path | None = None            # with head_mask: the rest of the person

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import defaults
 from ..errors import InputError
 from ..geometry.bfm import FaceModel3DMM, to_camera
 from ..geometry.camera import HeadPose, driving_pose, static_pose
@@ -32,11 +33,9 @@ from ..geometry.segmentation import (
     one_hot_segmap,
     segment_selfie_multiclass,
 )
-from .images import u8_image_to_tensor
+from ..images import u8_image_to_tensor
 from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
 from .types import Avatar, Motion
-
-MAX_MOUTH_GAIN = 3.0
 
 
 @dataclass
@@ -58,7 +57,7 @@ class PortraitMasks:
 
     head: torch.Tensor
     body: torch.Tensor | None = None
-    threshold: float = 0.5
+    threshold: float = defaults.MASK_THRESHOLD
 
 
 def with_z(keypoints: torch.Tensor) -> torch.Tensor:
@@ -67,7 +66,7 @@ def with_z(keypoints: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch.Tensor | None = None,
-                   background: np.ndarray | torch.Tensor | None = None, min_face_area: float = 0.2,
+                   background: np.ndarray | torch.Tensor | None = None, min_face_area: float = defaults.MIN_FACE_AREA,
                    face: str | int = "largest", masks: PortraitMasks | None = None) -> Avatar:
     """Everything about one portrait except its tri-plane (official ``prepare_batch_from_inp``, source part).
 
@@ -136,8 +135,8 @@ def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float 
 
     ``mouth_gain`` scales the mouth's motion in every driving frame (and the source, which is frame 0).
     """
-    if not 0.0 <= mouth_gain <= MAX_MOUTH_GAIN:
-        raise InputError(f"The mouth scale must be between 0 and {MAX_MOUTH_GAIN:g}, got {mouth_gain:g}.")
+    if not 0.0 <= mouth_gain <= defaults.MOUTH_SCALE_MAX:
+        raise InputError(f"The mouth scale must be between 0 and {defaults.MOUTH_SCALE_MAX:g}, got {mouth_gain:g}.")
     identity = avatar.id[:1]
     zero = motion.exp.new_zeros(1, 64)
     weights = mouth_region_weights(kit.bfm) if mouth_gain != 1.0 else None
@@ -153,9 +152,9 @@ def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float 
                       edit_blink=blink_secc if motion.blink is not None else None)
 
 
-def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = 0.45,
-                  temperature: float = 0.2, seed: int = 0, blink: bool = True, sound: dict | None = None,
-                  progress=None) -> Motion:
+def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = defaults.MOUTH_AMP,
+                  temperature: float = defaults.TEMPERATURE, seed: int = 0, blink: bool = defaults.BLINK,
+                  sound: dict | None = None, progress=None) -> Motion:
     """Expressions from speech (``audio_to_motion``), cut to the clip at 25 fps as the official mux does
     (``-shortest``), with the official blink schedule; ``sound`` travels with the motion for muxing.
 
@@ -165,7 +164,7 @@ def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth
 
     exp = audio_to_motion(audio, a2m, hubert, mouth_amp=mouth_amp, temperature=temperature, seed=seed,
                           progress=progress)
-    exp = exp[: max(1, math.floor(audio.duration_s * 25 + 0.5))].float().cpu()
+    exp = exp[: max(1, math.floor(audio.duration_s * defaults.MOTION_FPS + 0.5))].float().cpu()
     return with_blinks(Motion(exp=exp, audio=sound), blink, seed)
 
 

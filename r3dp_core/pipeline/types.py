@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..defaults import MOTION_FPS
 from ..errors import InputError
 
 _FORMAT_VERSION = "1"
@@ -58,7 +59,7 @@ class Motion:
 
     Attributes:
         exp: expression coefficients ``[T,64]`` of the BFM 3DMM.
-        fps: frames per second (25 for audio-driven motion, as official).
+        fps: frames per second (``MOTION_FPS`` for audio- and video-driven motion, as official).
         euler, trans: head pose ``[T,3]`` each (radians / 3DMM translation), or None for "keep the source pose".
         blink: per-frame eye-closing amplitude ``[T]`` in [0,1], applied by the PNCC stage; None = no blinks.
         blink_edited: ``[T]`` bool, the frames the blink editor touches (the official schedule also edits each
@@ -67,7 +68,7 @@ class Motion:
     """
 
     exp: torch.Tensor
-    fps: float = 25.0
+    fps: float = MOTION_FPS
     euler: torch.Tensor | None = None
     trans: torch.Tensor | None = None
     blink: torch.Tensor | None = None
@@ -113,7 +114,7 @@ class Motion:
         audio = None
         if "audio_waveform" in tensors:
             audio = {"waveform": tensors["audio_waveform"], "sample_rate": int(meta["audio_sample_rate"])}
-        return cls(exp=tensors["exp"], fps=float(meta.get("fps", 25.0)), euler=tensors.get("euler"),
+        return cls(exp=tensors["exp"], fps=float(meta.get("fps", MOTION_FPS)), euler=tensors.get("euler"),
                    trans=tensors.get("trans"), blink=tensors.get("blink"), blink_edited=tensors.get("blink_edited"),
                    audio=audio)
 

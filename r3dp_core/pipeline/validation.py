@@ -15,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import model_files
+from .. import defaults, model_files
 from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
 from .inputs import load_image, read_image
 from .request import CAMERA_MODES, GenerateRequest
-from .stages import MAX_MOUTH_GAIN
 
-FPS = 25
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
 #: Frames of a driving video checked for a face (spread over its length).
@@ -87,11 +85,11 @@ def _read_motion(path: Path, notes: list[str]):
     from .motion_files import load_motion_file, motion_at_25_fps
 
     motion = load_motion_file(path)
-    if abs(motion.fps - FPS) > 1e-3:
-        notes.append(f"motion: {path} is at {motion.fps:g} fps; resampled to {FPS} fps")
+    if abs(motion.fps - defaults.MOTION_FPS) > 1e-3:
+        notes.append(f"motion: {path} is at {motion.fps:g} fps; resampled to {defaults.MOTION_FPS:g} fps")
         motion = motion_at_25_fps(motion)
     pose = "expressions and head pose" if motion.euler is not None else "expressions only (no head pose)"
-    notes.append(f"motion: {path}: {motion.num_frames} frames at {FPS} fps, {pose}")
+    notes.append(f"motion: {path}: {motion.num_frames} frames at {defaults.MOTION_FPS:g} fps, {pose}")
     return motion
 
 
@@ -114,9 +112,10 @@ def _check_options(request: GenerateRequest) -> None:
     if request.camera not in CAMERA_MODES:
         raise InputError(f"Unknown camera mode {request.camera!r}: use one of {', '.join(CAMERA_MODES)}.")
     if not 0.0 <= request.mouth_amp <= 2.0:
-        raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default 0.45).")
-    if not 0.0 <= request.mouth_scale <= MAX_MOUTH_GAIN:
-        raise InputError(f"--mouth-scale {request.mouth_scale} is outside 0..{MAX_MOUTH_GAIN:g} (1 keeps the motion).")
+        raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default {defaults.MOUTH_AMP:g}).")
+    if not 0.0 <= request.mouth_scale <= defaults.MOUTH_SCALE_MAX:
+        raise InputError(f"--mouth-scale {request.mouth_scale} is outside 0..{defaults.MOUTH_SCALE_MAX:g} (1 keeps the "
+                         "motion).")
     if request.temperature < 0:
         raise InputError(f"--temperature must be >= 0, got {request.temperature}.")
     out = Path(request.out)
@@ -180,9 +179,9 @@ def _check_video(path: Path, landmarker: Path, notes: list[str]) -> int:
     if faceless > MAX_FACELESS_FRACTION * found.size:
         raise InputError(f"{path}: no face found in {faceless} of {found.size} frames checked across the video (more "
                          f"than {MAX_FACELESS_FRACTION:.0%}). Trim it to the part where the face is visible.")
-    fps = info["fps"] or FPS
+    fps = info["fps"] or defaults.MOTION_FPS
     length = int(resample_index(info["frames"], fps).shape[0])
-    resampled = f" → {length} frames at 25 fps" if abs(fps - FPS) > 1e-3 else ""
+    resampled = f" → {length} frames at 25 fps" if abs(fps - defaults.MOTION_FPS) > 1e-3 else ""
     faceless_note = (f"; no face in {faceless} of {found.size} checked frames (those frames reuse the previous face)"
                      if faceless else "")
     notes.append(f"video: {path}: {info['frames']} frames at {fps:.2f} fps ({info['frames'] / fps:.2f} s, "
@@ -197,7 +196,7 @@ def _length_notes(request: GenerateRequest, audio, video_frames: dict[str, int],
     elif motion is not None:
         clip = motion.num_frames
     elif audio is not None:
-        clip = max(1, int(np.floor(audio.duration_s * FPS + 0.5)))
+        clip = max(1, int(np.floor(audio.duration_s * defaults.MOTION_FPS + 0.5)))
     else:
         return []
     if pose < clip:
@@ -215,7 +214,7 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), {faces}"]
     if inputs.audio is not None:
         audio = inputs.audio
-        frames = max(1, int(np.floor(audio.duration_s * FPS + 0.5)))
+        frames = max(1, int(np.floor(audio.duration_s * defaults.MOTION_FPS + 0.5)))
         channels = {1: "mono", 2: "stereo"}.get(audio.num_channels, f"{audio.num_channels} channels")
         lines.append(f"audio      {request.audio}: {audio.duration_s:.2f} s, {audio.source_rate} Hz {channels} -> "
                      f"{frames} frames at 25 fps")

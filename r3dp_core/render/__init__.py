@@ -1,8 +1,8 @@
 """Tri-plane volume rendering (EG3D-style): camera -> rays -> box limits -> tri-plane samples -> decoder ->
-coarse/importance compositing."""
+coarse/importance compositing. The decoder is a network with weights; it lives in ``models.decoder`` and is
+passed in."""
 
 from .camera import split_camera
-from .decoder import OSGDecoder, OSGDecoderConfig
 from .importance import sample_importance, sample_pdf
 from .ray_box import ray_box_intersection, ray_limits
 from .ray_marcher import march_rays
@@ -11,7 +11,7 @@ from .renderer import RenderConfig, RenderNoise, RenderOutput, render_ray_batch,
 from .triplane import PLANE_AXES, sample_triplanes
 
 __all__ = [
-    "OSGDecoder", "OSGDecoderConfig", "PLANE_AXES", "RenderConfig", "RenderNoise", "RenderOutput",
+    "PLANE_AXES", "RenderConfig", "RenderNoise", "RenderOutput",
     "march_rays", "ray_box_intersection", "ray_limits", "render_ray_batch", "render_triplanes",
     "sample_importance", "sample_pdf", "sample_rays", "sample_triplanes", "split_camera",
 ]

@@ -3,8 +3,8 @@
 // The frontend's own audio upload widget only works on core's audio nodes (it expects their extra player widget),
 // so the pack brings its own: the file goes to ComfyUI's input folder through /upload/image (which accepts any
 // file) and is selected in the node's `audio` list; the player previews the selected file.
-import { app } from "../../../scripts/app.js";
 import { api } from "../../../scripts/api.js";
+import { addViewWidget, chainCallback, registerNodeWidget, viewUrl } from "./r3dp_common.js";
 
 const EXTENSION = "r3dp.AudioLoader";
 const NODE_ID = "R3DP_LoadAudio";
@@ -12,13 +12,11 @@ const PLAYER = "r3dp_audio_player";
 
 function inputUrl(path) {
   const slash = path.lastIndexOf("/");
-  const params = new URLSearchParams({
+  return viewUrl({
     filename: slash < 0 ? path : path.slice(slash + 1),
     subfolder: slash < 0 ? "" : path.slice(0, slash),
     type: "input",
-    rand: String(Math.random()),
   });
-  return api.apiURL(`/view?${params.toString()}`);
 }
 
 async function upload(file, choice) {
@@ -40,23 +38,12 @@ function attach(node) {
   player.controls = true;
   player.preload = "metadata";
   player.style.cssText = "width:100%;";
-  const widget = node.addDOMWidget(PLAYER, "r3dp_audio", player, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => 40,
-    getMaxHeight: () => 54,
-  });
-  widget.serialize = false;
+  const widget = addViewWidget(node, PLAYER, "r3dp_audio", player, 40, 54);
   widget.player = player;
   const show = () => {
     if (choice.value) player.src = inputUrl(choice.value);
   };
-  const callback = choice.callback;
-  choice.callback = function () {
-    const result = callback?.apply(this, arguments);
-    show();
-    return result;
-  };
+  chainCallback(choice, "callback", show);
   widget.upload = async (file) => {
     try {
       await upload(file, choice);
@@ -77,31 +64,10 @@ function attach(node) {
   show();
 }
 
-const extension = {
-  name: EXTENSION,
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_ID) return;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function () {
-      const result = onNodeCreated?.apply(this, arguments);
-      attach(this);
-      return result;
-    };
-    const onConfigure = nodeType.prototype.onConfigure;
-    nodeType.prototype.onConfigure = function () {
-      const result = onConfigure?.apply(this, arguments);
-      const choice = this.widgets?.find((w) => w.name === "audio");
-      const player = this.widgets?.find((w) => w.name === PLAYER)?.player;
-      if (choice?.value && player) player.src = inputUrl(choice.value);
-      return result;
-    };
-  },
-};
-
-if (!app.extensions?.some?.((e) => e.name === EXTENSION)) {
-  try {
-    app.registerExtension(extension);
-  } catch (error) {
-    console.warn(`[r3dp] ${error.message}`);
-  }
+function restore(node) {
+  const choice = node.widgets?.find((w) => w.name === "audio");
+  const player = node.widgets?.find((w) => w.name === PLAYER)?.player;
+  if (choice?.value && player) player.src = inputUrl(choice.value);
 }
+
+registerNodeWidget(EXTENSION, NODE_ID, attach, restore);

@@ -4,6 +4,7 @@
 // offsets from the source pose). Every edit is written back into that input, so the workflow JSON (and the
 // API prompt) carries the path and the Python side never depends on this file.
 import { app } from "../../../scripts/app.js";
+import { addViewWidget, chainCallback, registerNodeWidget } from "./r3dp_common.js";
 
 const EXTENSION = "r3dp.CameraPath";
 const NODE_ID = "R3DP_HeadPose";
@@ -213,49 +214,14 @@ function attach(node) {
   const source = node.widgets?.find((w) => w.name === SOURCE_WIDGET);
   if (!source || node.widgets.some((w) => w.name === WIDGET)) return;
   const editor = new PathEditor(node, source);
-  const widget = node.addDOMWidget(WIDGET, "r3dp_camera_path", editor.element, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => HEIGHT,
-    getMaxHeight: () => HEIGHT * 3,
-  });
-  widget.serialize = false;
+  const widget = addViewWidget(node, WIDGET, "r3dp_camera_path", editor.element, HEIGHT, HEIGHT * 3);
   widget.editor = editor;
-  const callback = source.callback;
-  source.callback = function () {
-    const result = callback?.apply(this, arguments);
-    editor.refresh();
-    return result;
-  };
+  chainCallback(source, "callback", () => editor.refresh());
   node.setSize([Math.max(node.size[0], 320), node.computeSize()[1]]);
   requestAnimationFrame(() => editor.draw());
   return editor;
 }
 
-const extension = {
-  name: EXTENSION,
-  async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (nodeData?.name !== NODE_ID) return;
-    const onNodeCreated = nodeType.prototype.onNodeCreated;
-    nodeType.prototype.onNodeCreated = function () {
-      const result = onNodeCreated?.apply(this, arguments);
-      attach(this);
-      return result;
-    };
-    const onConfigure = nodeType.prototype.onConfigure;
-    nodeType.prototype.onConfigure = function () {
-      const result = onConfigure?.apply(this, arguments);
-      // widgets_values were applied after onNodeCreated: redraw from the loaded keyframes
-      this.widgets?.find((w) => w.name === WIDGET)?.editor?.refresh();
-      return result;
-    };
-  },
-};
-
-if (!app.extensions?.some?.((e) => e.name === EXTENSION)) {
-  try {
-    app.registerExtension(extension);
-  } catch (error) {
-    console.warn(`[r3dp] ${error.message}`);
-  }
-}
+// widgets_values are applied after onNodeCreated: redraw from the loaded keyframes
+const restore = (node) => node.widgets?.find((w) => w.name === WIDGET)?.editor?.refresh();
+registerNodeWidget(EXTENSION, NODE_ID, attach, restore);

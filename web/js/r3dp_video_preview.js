@@ -3,21 +3,10 @@
 // A node that wants a player returns `ui = {"r3dp_video": [{filename, subfolder, type, format}]}` (see
 // nodes/_runtime.write_preview_video); the mp4 is served by ComfyUI's /view route. One <video> per node,
 // replaced on every run; several entries (one per portrait) get a selector.
-import { app } from "../../../scripts/app.js";
-import { api } from "../../../scripts/api.js";
+import { addViewWidget, chainCallback, registerOnce, viewUrl } from "./r3dp_common.js";
 
 const EXTENSION = "r3dp.VideoPreview";
 const WIDGET = "r3dp_video_player";
-
-function viewUrl(entry) {
-  const params = new URLSearchParams({
-    filename: entry.filename,
-    subfolder: entry.subfolder ?? "",
-    type: entry.type ?? "temp",
-    rand: String(Math.random()),
-  });
-  return api.apiURL(`/view?${params.toString()}`);
-}
 
 function ensurePlayer(node) {
   let widget = node.widgets?.find((w) => w.name === WIDGET);
@@ -40,13 +29,7 @@ function ensurePlayer(node) {
   });
   container.append(picker, video);
 
-  widget = node.addDOMWidget(WIDGET, "r3dp_video", container, {
-    serialize: false,
-    hideOnZoom: false,
-    getMinHeight: () => 200,
-    getMaxHeight: () => 1024,
-  });
-  widget.serialize = false;
+  widget = addViewWidget(node, WIDGET, "r3dp_video", container, 200, 1024);
   widget.video = video;
   widget.picker = picker;
   picker.addEventListener("change", () => {
@@ -77,22 +60,11 @@ const extension = {
   name: EXTENSION,
   async beforeRegisterNodeDef(nodeType, nodeData) {
     if (!nodeData?.name?.startsWith("R3DP_")) return;
-    const onExecuted = nodeType.prototype.onExecuted;
-    nodeType.prototype.onExecuted = function (message) {
-      const result = onExecuted?.apply(this, arguments);
+    chainCallback(nodeType.prototype, "onExecuted", function (message) {
       const entries = message?.r3dp_video;
       if (Array.isArray(entries) && entries.length) showVideos(this, entries);
-      return result;
-    };
+    });
   },
 };
 
-// ComfyUI registers web folders both from WEB_DIRECTORY and from pyproject's [tool.comfy] web; if the pack's
-// folder name differs from its project name this file is loaded twice, and the second registration is a no-op.
-if (!app.extensions?.some?.((e) => e.name === EXTENSION)) {
-  try {
-    app.registerExtension(extension);
-  } catch (error) {
-    console.warn(`[r3dp] ${error.message}`);
-  }
-}
+registerOnce(extension);

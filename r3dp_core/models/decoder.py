@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.layers.eg3d import FullyConnectedLayer
+from .layers.eg3d import FullyConnectedLayer
 
 
 @dataclass
