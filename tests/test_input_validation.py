@@ -539,7 +539,7 @@ def _audio_keys_checkpoint(path: Path) -> Path:
 def _write_video_slot(case: str, target: Path, tmp_path: Path) -> str:
     """Put a bad file in the video model's slot; returns the pattern its message must match."""
     if case == "missing":
-        return r"Missing model file for the video model.*secc2plane_torso.*put it there"
+        return r"Missing model file for the video model.*secc2plane_torso.*r3dp models import PATH"
     if case == "wrong-model":
         _audio_keys_checkpoint(target)
         return "looks like Real3D-Portrait's audio model.*expects Real3D-Portrait's video model"
