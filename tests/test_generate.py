@@ -113,7 +113,7 @@ def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
         _run(tiny_job, tmp_path / "interrupted.mp4", chunk_size=2, should_stop=stop_after_first_chunk)
     assert len(calls) == 2  # stopped before the second chunk was computed
 
-    superresolution = tiny_job["models"].video_model.superresolution
+    superresolution = tiny_job["models"].video_model.htbsr
     original = superresolution.render_frames
     seen = []
 

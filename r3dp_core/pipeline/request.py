@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-CAMERA_MODES = ("auto", "static", "driving", "orbit")
+from .pose import PoseRecipe
 
 
 @dataclass
@@ -18,7 +18,9 @@ class GenerateRequest:
     pose_video: Path | None = None
     expression_video: Path | None = None
     bg: Path | None = None
-    camera: str = "auto"
+    camera: str = PoseRecipe.mode            # the head-pose recipe's mode, keyframes and easing
+    keyframes: str = PoseRecipe.keyframes
+    easing: str = PoseRecipe.easing
     mouth_amp: float = 0.45
     mouth_scale: float = 1.0                 # scales the mouth's motion in the SECC (audio and video driving)
     blink: bool = True

@@ -23,8 +23,9 @@ from ..geometry.camera import static_pose
 from ..geometry.secc import SECCMesh
 from ..models.secc2plane_torso import Secc2PlaneTorso
 from ..video_io import VideoWriter
+from .face import FaceGeometry
+from .frame_chain import talking_frames
 from .loaders import load_video_model
-from .stages import FaceKit, talking_frames
 from .stream import iterate_chunks
 from .types import Avatar, Motion
 
@@ -85,8 +86,7 @@ def run_selftest(device: str = "auto", frames: int = 8, out: Path | None = None,
         save_safetensors(Secc2PlaneTorso().state_dict(), weights, {"format": "pt", "r3dp_model": "secc2plane_torso"})
         model = load_video_model(weights, precision)
     bfm = synthetic_face_model().to(precision.device)
-    kit = FaceKit(bfm=bfm, secc_mesh=SECCMesh(bfm.triangles, bfm.ncc_code()).to(precision.device),
-                  landmarker_path=Path("unused"))
+    face = FaceGeometry(bfm, SECCMesh(bfm.triangles, bfm.ncc_code()).to(precision.device))
     phase = torch.linspace(0, 2 * math.pi, frames)
     exp = torch.zeros(frames, 64)
     exp[:, 0] = 2 * torch.sin(phase)  # a moving "mouth" so consecutive frames differ
@@ -94,7 +94,7 @@ def run_selftest(device: str = "auto", frames: int = 8, out: Path | None = None,
     avatar = synthetic_avatar()
     out = out or Path(tempfile.gettempdir()) / "r3dp-selftest.mp4"
     with torch.inference_mode():
-        source = talking_frames(model, kit, avatar, motion, static_pose(avatar.euler, avatar.trans, frames),
+        source = talking_frames(model, face, avatar, motion, static_pose(avatar.euler, avatar.trans, frames),
                                 seed=seed)
         start = time.perf_counter()  # per-frame throughput: the portrait's one-off work is done above
         with VideoWriter(out, fps=25) as writer:

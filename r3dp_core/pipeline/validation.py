@@ -17,9 +17,10 @@ import numpy as np
 
 from .. import model_files
 from ..errors import InputError
+from .frame_chain import MAX_MOUTH_GAIN
 from .inputs import load_image, read_image
-from .request import CAMERA_MODES, GenerateRequest
-from .stages import MAX_MOUTH_GAIN
+from .pose import PoseRecipe
+from .request import GenerateRequest
 
 FPS = 25
 #: Shortest voice clip accepted (5 motion frames).
@@ -81,8 +82,7 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
 def _check_options(request: GenerateRequest) -> None:
     if request.audio is None and request.expression_video is None:
         raise InputError("Give a voice clip (--audio) or a driving video (--expression-video).")
-    if request.camera not in CAMERA_MODES:
-        raise InputError(f"Unknown camera mode {request.camera!r}: use one of {', '.join(CAMERA_MODES)}.")
+    PoseRecipe(mode=request.camera, keyframes=request.keyframes, easing=request.easing)  # checks mode and keys
     if not 0.0 <= request.mouth_amp <= 2.0:
         raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default 0.45).")
     if not 0.0 <= request.mouth_scale <= MAX_MOUTH_GAIN:
