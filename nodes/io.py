@@ -177,7 +177,7 @@ class LoadAvatar(comfy_io.ComfyNode):
             node_id="R3DP_LoadAvatar",
             display_name="Load Avatar",
             category=f"{t.CATEGORY}/io",
-            description="Loads a portrait saved by Save Avatar: a ready R3DP_TRIPLANE, plus its 512² source image.",
+            description="Loads a portrait saved by Save Avatar: a ready R3DP_AVATAR, plus its 512² source image.",
             inputs=[
                 comfy_io.Combo.Input("avatar_file", options=_paths.saved_file_options(_paths.AVATAR_FOLDER),
                                      tooltip="A saved avatar file; press R after saving a new one."),
