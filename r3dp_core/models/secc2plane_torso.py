@@ -134,13 +134,8 @@ class Secc2PlaneTorso(nn.Module):
         self.lambda_pertube_blink_secc = nn.Parameter(torch.zeros(1))
         self.lambda_pertube_secc = nn.Parameter(torch.zeros(1))
 
-    # The stages under their own names; the attributes above keep the official names, which are the
-    # checkpoint's key prefixes.
-    @property
-    def image_to_triplane(self) -> Img2PlaneModel:
-        """Image→Triplane (official ``cano_img2plane_backbone``)."""
-        return self.cano_img2plane_backbone
-
+    # The per-frame stages under their own names (Image→Triplane runs through canonical_planes); the attributes
+    # above keep the official names, which are the checkpoint's key prefixes.
     @property
     def motion_adapter(self) -> MotionAdapter:
         """The motion adapter (official ``secc_img2plane_backbone``)."""
