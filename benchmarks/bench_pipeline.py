@@ -1,7 +1,7 @@
 """Per-stage speed and peak memory of the talking-portrait pipeline (MA → renderer → HTB-SR), fast vs reference.
 
-The *fast* path is the streaming spine of ``r3dp_core.pipeline.stream`` (PlaneSource → RenderSource →
-CompositeSource, frames batched ``--batch`` at a time; canonical planes and super-resolution reference once)
+The *fast* path is the streaming frame chain of ``r3dp_core.pipeline.frame_chain`` (plane → render →
+composite sources, frames batched ``--batch`` at a time; canonical planes and super-resolution reference once)
 on a model prepared by ``r3dp_core.performance.optimize_for_inference`` (folded styles, channels-last
 weights, ``--dtype`` autocast, optional ``--compile``). The *reference* is the straightforward float32
 frame-by-frame path through the same modules, as the official inference loop runs it: one frame per call,
@@ -54,14 +54,13 @@ from r3dp_core.device import (  # noqa: E402
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso  # noqa: E402
 from r3dp_core.parity.synthetic_clip import Clip, model_factory, synthetic_clip  # noqa: E402
 from r3dp_core.performance import COMPILE_MODES, optimize_for_inference  # noqa: E402
-from r3dp_core.pipeline.stream import (  # noqa: E402
-    CompositeSource,
-    FrameSource,
-    PlaneSource,
-    RenderSource,
-    TensorSource,
-    iterate_chunks,
+from r3dp_core.pipeline.frame_chain import (  # noqa: E402
+    composite_source,
+    plane_source,
+    render_source,
 )
+from r3dp_core.pipeline.stages import make_avatar  # noqa: E402
+from r3dp_core.pipeline.stream import FrameSource, iterate_chunks  # noqa: E402
 from r3dp_core.render.noise import frame_noise  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +100,12 @@ class TimedSource(FrameSource):
 
     def __post_init__(self):
         self.num_frames = self.source.num_frames
+
+    def __getattr__(self, name: str):
+        # what the builders read from the wrapped stage (e.g. a SECC source's cano/src maps)
+        if name == "source":
+            raise AttributeError(name)
+        return getattr(self.source, name)
 
     def chunk(self, start: int, stop: int, trace: dict | None = None):
         if self.sync:
@@ -153,15 +158,11 @@ def run_fast(model: Secc2PlaneTorso, clip: Clip, batch: int, device: torch.devic
     with torch.inference_mode():
         synchronize(device)
         begin = time.perf_counter()
-        cano_planes = model.canonical_planes(clip.head)
-        reference = model.prepare_reference(clip.torso, clip.background, clip.segmap, clip.kp_source)
-        secc = TimedSource(TensorSource(clip.secc), device, stage_sync)
-        planes = TimedSource(PlaneSource(model.secc_img2plane_backbone, cano_planes, secc, clip.cano_secc,
-                                         clip.src_secc), device, stage_sync)
-        renders = TimedSource(RenderSource(model.decoder, planes, clip.cameras, seed=seed,
-                                           render_config=model.config.render), device, stage_sync)
-        frames = TimedSource(CompositeSource(model.superresolution, reference, renders, clip.kp_driving),
-                             device, stage_sync)
+        avatar = make_avatar(model, clip.avatar())
+        secc = TimedSource(clip.secc_frames(), device, stage_sync)
+        planes = TimedSource(plane_source(model, avatar, secc), device, stage_sync)
+        renders = TimedSource(render_source(model, planes, clip.cameras, seed), device, stage_sync)
+        frames = TimedSource(composite_source(model, avatar, renders, clip.keypoints()), device, stage_sync)
         synchronize(device)
         stream_begin, cpu_begin = time.perf_counter(), time.process_time()
         output_seconds, ttff = 0.0, None

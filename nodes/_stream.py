@@ -1,7 +1,7 @@
 """The value of the R3DP_PNCC / R3DP_PLANES / R3DP_RENDER sockets: lazy frame sources, one per portrait.
 
 A stage node only wires a new ``FrameSource`` on top of the previous one (cheap, nothing rendered), so a
-long clip never holds every frame's PNCC images, tri-planes or renders. The terminal node (HTB-SR Composite,
+long clip never holds every frame's SECC images, tri-planes or renders. The terminal node (HTB-SR Composite,
 or a stage whose preview IMAGE output is connected) pulls chunks: the models go to the compute device for the
 pull, ComfyUI's progress bar advances with the latest frame as preview, and Cancel is honoured between chunks.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.types import Avatar, Motion
 
 
@@ -26,8 +27,9 @@ class Stream:
     Attributes:
         avatars: the portraits, in the order of ``sources``.
         motion: the driving motion (length, fps, audio).
-        sources: one ``FrameSource`` per portrait (``PnccSource``, ``PlaneSource`` or ``RenderSource``).
-        kit: the ``FaceKit`` the PNCC renders read (its BFM and SECC mesh move to the device while pulling).
+        sources: one ``FrameSource`` per portrait (``SeccSource``, ``PlaneSource`` or ``RenderSource``).
+        face: the ``FaceGeometry`` the SECC renders and torso keypoints read (its BFM and SECC mesh move to the
+            device while pulling).
         video_model: the ``VideoModel`` whose sub-networks the sources use (None for PNCC only).
         poses: per-portrait ``HeadPose`` once a camera is set (Volume Render), for the torso keypoints.
     """
@@ -35,7 +37,7 @@ class Stream:
     avatars: list[Avatar]
     motion: Motion
     sources: list[Any]
-    kit: Any
+    face: FaceGeometry
     video_model: Any = None
     poses: list[Any] | None = field(default=None)
 
@@ -59,14 +61,14 @@ def pulling(stream: Stream) -> Iterator[torch.device]:
     from ._runtime import on_compute_device
 
     network = stream.video_model.module if stream.video_model is not None else None
-    with on_compute_device(network, stream.kit.bfm) as device:
-        parked_mesh = stream.kit.secc_mesh
-        stream.kit.secc_mesh = parked_mesh.to(device)
+    with on_compute_device(network, stream.face.bfm) as device:
+        parked_mesh = stream.face.secc_mesh
+        stream.face.secc_mesh = parked_mesh.to(device)
         try:
             with torch.inference_mode():
                 yield device
         finally:
-            stream.kit.secc_mesh = parked_mesh
+            stream.face.secc_mesh = parked_mesh
 
 
 def pull(stream: Stream, chunk_size: int, node_id: str | None,

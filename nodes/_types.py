@@ -3,10 +3,13 @@
 | socket | Python value |
 |---|---|
 | R3DP_VIDEO_MODEL, R3DP_AUDIO_MODEL, R3DP_HUBERT, R3DP_BFM, ... | loaded models (see ``loaders``) |
-| R3DP_TRIPLANE | ``list[Avatar]``, one per portrait (canonical tri-plane + source fit, crops, segmentation) |
+| R3DP_BFM | ``FaceGeometry`` (the 3DMM and the SECC mesh) |
+| R3DP_AVATAR | ``list[Avatar]``, one per portrait (canonical tri-plane + source fit, crops, segmentation) |
 | R3DP_MOTION | ``Motion`` (expression ``[T,64]``, fps, optional pose, blink schedule and audio) |
-| R3DP_CAMERA | ``CameraPath`` (per-frame cameras or a recipe resolved against each portrait) |
+| R3DP_CAMERA | ``PoseRecipe`` (resolved against each portrait and the motion by the render stage) |
 | R3DP_PNCC, R3DP_PLANES, R3DP_RENDER | ``Stream``: lazy per-portrait frame sources, pulled in chunks downstream |
+
+R3DP_PNCC keeps the name the node was asked for; the core calls the same images SECC.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ Hubert = comfy_io.Custom("R3DP_HUBERT")
 Bfm = comfy_io.Custom("R3DP_BFM")
 Landmarker = comfy_io.Custom("R3DP_LANDMARKER")
 Segmenter = comfy_io.Custom("R3DP_SEGMENTER")
-Triplane = comfy_io.Custom("R3DP_TRIPLANE")
+Avatar = comfy_io.Custom("R3DP_AVATAR")
 Motion = comfy_io.Custom("R3DP_MOTION")
 Camera = comfy_io.Custom("R3DP_CAMERA")
 Pncc = comfy_io.Custom("R3DP_PNCC")

@@ -13,7 +13,6 @@ from r3dp_core.errors import InputError
 from . import _paths
 from . import _types as t
 from ._api import comfy_io
-from .head_pose import MODES as POSE_MODES
 from .loaders import PRECISIONS
 
 
@@ -56,7 +55,7 @@ class TalkingPortrait(comfy_io.ComfyNode):
                                             "selfie segmenter model."),
                 comfy_io.Mask.Input("body_mask", optional=True,
                                     tooltip="Optional mask of the rest of the person, with head_mask."),
-                comfy_io.Combo.Input("head_pose", options=list(POSE_MODES[:3]), default="static",
+                comfy_io.Combo.Input("head_pose", options=["static", "driving", "orbit"], default="static",
                                      tooltip="static: the photo's pose · driving: the driving video's pose · orbit: a "
                                              "novel-view sweep around the head."),
                 comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,

@@ -53,7 +53,7 @@ class BackgroundLoader(comfy_io.ComfyNode):
                                      tooltip="source: recovered from the portrait · image: the connected IMAGE · "
                                              "color: a solid colour."),
                 comfy_io.String.Input("color", default="#3a6ea5", tooltip="Color mode: hex colour, e.g. #00ff00."),
-                t.Triplane.Input("avatar", optional=True,
+                t.Avatar.Input("avatar", optional=True,
                                  tooltip="Source mode: the portrait(s) from Image→Triplane (one plate each)."),
                 comfy_io.Image.Input("image", optional=True, tooltip="Image mode: the new background (any size; "
                                                                      "one for all portraits or one per portrait)."),

@@ -13,29 +13,6 @@ from ._stream import Stream, pull
 from .background import background_plates
 
 
-def composite_source(stream: Stream, portrait: int, background: torch.Tensor | None, head_threshold: float | None):
-    """The lazy HTB-SR source of one portrait, with its frame-invariant reference prepared on the device."""
-    from r3dp_core.geometry.keypoints import smooth_torso_keypoints, torso_keypoints
-    from r3dp_core.pipeline.stages import with_z
-    from r3dp_core.pipeline.stream import CompositeSource
-
-    model = stream.video_model.module
-    bfm = stream.kit.bfm
-    avatar, pose, motion = stream.avatars[portrait], stream.poses[portrait], stream.motion
-    device = bfm.mean_shape.device
-    identity = avatar.id[:1].to(device)
-    kp_source = with_z(torso_keypoints(bfm, identity, avatar.exp[:1].to(device), avatar.euler[:1].to(device),
-                                       avatar.trans[:1].to(device)))
-    kp_driving = torso_keypoints(bfm, identity, motion.exp.to(device), pose.euler.to(device), pose.trans.to(device))
-    kp_driving = with_z(smooth_torso_keypoints(kp_driving))
-    plate = avatar.background if background is None else background
-    param = next(model.parameters())
-    reference = model.prepare_reference(*(x.to(param.device, param.dtype) for x in (
-        avatar.torso_image, plate, avatar.segmap, kp_source)))
-    return CompositeSource(model.superresolution, reference, stream.sources[portrait], kp_driving,
-                           head_threshold=head_threshold)
-
-
 class HtbsrComposite(comfy_io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -78,6 +55,7 @@ class HtbsrComposite(comfy_io.ComfyNode):
     def execute(cls, render: Stream, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
         from r3dp_core.images import to_comfy_image
+        from r3dp_core.pipeline.frame_chain import composite_source, torso_keypoint_tracks
 
         from ._runtime import write_preview_video
 
@@ -94,8 +72,13 @@ class HtbsrComposite(comfy_io.ComfyNode):
                 parts[portrait].append(getattr(out, name)[:, 0].float().cpu())
             return out.image[-1]
 
-        pull(render, chunk_size, cls.hidden.unique_id, consume,
-             source_for=lambda p: composite_source(render, p, plates[p], head_threshold))
+        def composite(p: int):  # built inside the pull: the portrait's reference is prepared on the compute device
+            avatar = render.avatars[p]
+            keypoints = torso_keypoint_tracks(render.face, avatar, render.motion, render.poses[p])
+            return composite_source(render.video_model.module, avatar, render.sources[p], keypoints, plates[p],
+                                    head_threshold)
+
+        pull(render, chunk_size, cls.hidden.unique_id, consume, source_for=composite)
         images = [torch.cat(parts) for parts in frames]
         fps = float(render.motion.fps)
         audio = render.motion.audio

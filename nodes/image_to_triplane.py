@@ -6,11 +6,12 @@ import torch
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
-from .loaders import FaceModel, Segmenter, VideoModel
+from .loaders import Segmenter, VideoModel
 
 
 class ImageToTriplane(comfy_io.ComfyNode):
@@ -37,7 +38,7 @@ class ImageToTriplane(comfy_io.ComfyNode):
                                      tooltip="Which face to use when the photo shows several: the largest, or "
                                              "MediaPipe's n-th detection."),
             ],
-            outputs=[t.Triplane.Output(display_name="avatar"),
+            outputs=[t.Avatar.Output(display_name="avatar"),
                      comfy_io.Image.Output(display_name="source_crop"),
                      comfy_io.Image.Output(display_name="head_image"),
                      comfy_io.Mask.Output(display_name="head_mask")],
@@ -45,18 +46,19 @@ class ImageToTriplane(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceModel, landmarker, segmenter: Segmenter,
+    def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceGeometry, landmarker, segmenter: Segmenter,
                 min_face_area: float, face: str):
         from r3dp_core.geometry.segmentation import HEAD_CLASSES
         from r3dp_core.images import comfy_to_uint8, to_comfy_image
-        from r3dp_core.pipeline.stages import FaceKit, make_avatar, prepare_source
+        from r3dp_core.pipeline.face import FaceKit
+        from r3dp_core.pipeline.stages import make_avatar, prepare_source
 
         from ._runtime import Progress, check_interrupt, on_compute_device
 
         if image.ndim != 4 or image.shape[0] == 0:
             raise InputError(f"Image→Triplane needs an IMAGE batch [N,H,W,C], got {tuple(image.shape)}.")
         face_choice = face if face == "largest" else int(face)
-        kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=landmarker, segmenter_path=segmenter.path)
+        kit = FaceKit(bfm, landmarker_path=landmarker, segmenter_path=segmenter.path)
         progress = Progress(image.shape[0] * 2, cls.hidden.unique_id)
         avatars = []
         for index in range(image.shape[0]):

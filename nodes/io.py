@@ -161,11 +161,11 @@ class SaveAvatar(comfy_io.ComfyNode):
             description="Saves prepared portraits (canonical tri-plane, 3DMM fit, crops, segmentation, background) "
                         "to output/r3dp/avatars, one file per portrait, so Image→Triplane need not run again.",
             inputs=[
-                t.Triplane.Input("avatar", tooltip="The output of Image→Triplane or Load Avatar."),
+                t.Avatar.Input("avatar", tooltip="The output of Image→Triplane or Load Avatar."),
                 comfy_io.String.Input("filename_prefix", default="r3dp_avatar",
                                       tooltip="File name prefix; a number is appended per portrait."),
             ],
-            outputs=[t.Triplane.Output(display_name="avatar")],
+            outputs=[t.Avatar.Output(display_name="avatar")],
             is_output_node=True,
         )
 
@@ -182,12 +182,12 @@ class LoadAvatar(comfy_io.ComfyNode):
             node_id="R3DP_LoadAvatar",
             display_name="Load Avatar",
             category=f"{t.CATEGORY}/io",
-            description="Loads a portrait saved by Save Avatar: a ready R3DP_TRIPLANE, plus its 512² source image.",
+            description="Loads a portrait saved by Save Avatar: a ready R3DP_AVATAR, plus its 512² source image.",
             inputs=[
                 comfy_io.Combo.Input("avatar_file", options=_paths.saved_file_options(_paths.AVATAR_FOLDER),
                                      tooltip="A saved avatar file; press R after saving a new one."),
             ],
-            outputs=[t.Triplane.Output(display_name="avatar"),
+            outputs=[t.Avatar.Output(display_name="avatar"),
                      comfy_io.Image.Output(display_name="source_image")],
         )
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from r3dp_core import defaults
-from r3dp_core.errors import InputError
+from r3dp_core.pipeline.face import FaceGeometry
+from r3dp_core.pipeline.types import PortraitMasks
 
 from . import _paths
 from . import _types as t
@@ -72,39 +73,15 @@ class Hubert:
 
 
 @dataclass
-class FaceModel:
-    """The BFM 3DMM (an ``nn.Module`` of buffers) and the SECC mesh rendered by the PNCC Builder."""
-
-    bfm: torch.nn.Module
-    secc_mesh: object
-    path: Path
-
-
-@dataclass
-class MaskSegmentation:
-    """Head (and optionally body) masks in the coordinates of the input portraits, used instead of a segmenter."""
-
-    head: torch.Tensor                      # [N,H,W] in [0,1]
-    body: torch.Tensor | None = None        # [N,H,W] in [0,1]
-    threshold: float = 0.5
-
-
-@dataclass
 class Segmenter:
     """MediaPipe's 6-class selfie segmenter (a file path) or masks from elsewhere."""
 
     path: Path | None = None
-    masks: MaskSegmentation | None = field(default=None, repr=False)
+    masks: PortraitMasks | None = field(default=None, repr=False)
 
-    def masks_for(self, index: int):
-        """The masks of portrait ``index`` (the last mask serves every later portrait), or None."""
-        from r3dp_core.pipeline.stages import PortraitMasks
-
-        if self.masks is None:
-            return None
-        pick = min(index, self.masks.head.shape[0] - 1)
-        body = None if self.masks.body is None else self.masks.body[min(index, self.masks.body.shape[0] - 1)]
-        return PortraitMasks(self.masks.head[pick], body, self.masks.threshold)
+    def masks_for(self, index: int) -> PortraitMasks | None:
+        """The masks of portrait ``index`` (see ``PortraitMasks.portrait``), or None."""
+        return None if self.masks is None else self.masks.portrait(index)
 
 
 class LoadVideoModel(comfy_io.ComfyNode):
@@ -209,7 +186,7 @@ class LoadBFM(comfy_io.ComfyNode):
                                      tooltip="BFM/BFM_model_front.mat; index_mp468_from_mesh35709.npy and "
                                              "bfm_{left,right}_eye_faces.npy must sit in the same folder."),
             ],
-            outputs=[t.Bfm.Output(display_name="bfm")],
+            outputs=[t.Bfm.Output(display_name="bfm")],  # a FaceGeometry
         )
 
     @classmethod
@@ -227,7 +204,7 @@ class LoadBFM(comfy_io.ComfyNode):
         with torch.inference_mode(False):
             bfm = FaceModel3DMM.from_file(path, index)
             mesh = load_secc_mesh_for(bfm, path.parent)
-        return comfy_io.NodeOutput(FaceModel(bfm, mesh, path))
+        return comfy_io.NodeOutput(FaceGeometry(bfm, mesh))
 
 
 class LoadFaceLandmarker(comfy_io.ComfyNode):
@@ -296,13 +273,8 @@ class SegmenterFromMasks(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, head_mask: torch.Tensor, threshold: float, body_mask: torch.Tensor | None = None):
-        head = head_mask[None] if head_mask.ndim == 2 else head_mask
-        body = body_mask[None] if body_mask is not None and body_mask.ndim == 2 else body_mask
-        if body is not None and body.shape[-2:] != head.shape[-2:]:
-            raise InputError(f"head_mask is {head.shape[-1]}x{head.shape[-2]} but body_mask "
-                             f"{body.shape[-1]}x{body.shape[-2]}; give masks of the same size.")
-        return comfy_io.NodeOutput(Segmenter(masks=MaskSegmentation(head.float().cpu(), None if body is None else
-                                                                    body.float().cpu(), threshold)))
+        body = None if body_mask is None else body_mask.float().cpu()
+        return comfy_io.NodeOutput(Segmenter(masks=PortraitMasks(head_mask.float().cpu(), body, threshold)))
 
 
 NODES = [LoadVideoModel, LoadAudioModel, LoadHubert, LoadBFM, LoadFaceLandmarker, LoadSegmenter, SegmenterFromMasks]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
@@ -21,7 +20,7 @@ class MotionAdapter(comfy_io.ComfyNode):
             description="Adds the motion adapter's per-frame residual (from the canonical, source and driving PNCC) "
                         "to each portrait's canonical tri-plane: animated tri-planes, evaluated in chunks downstream.",
             inputs=[
-                t.Triplane.Input("avatar", tooltip="The portrait(s) from Image→Triplane (canonical tri-planes)."),
+                t.Avatar.Input("avatar", tooltip="The portrait(s) from Image→Triplane (canonical tri-planes)."),
                 t.Pncc.Input("pncc", tooltip="The driving PNCC from PNCC Builder (same portraits)."),
                 t.VideoModel.Input("video_model", tooltip="From Load Video Model."),
             ],
@@ -30,15 +29,10 @@ class MotionAdapter(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, avatar: list[Avatar], pncc: Stream, video_model: VideoModel):
-        from r3dp_core.pipeline.stream import PlaneSource
+        from r3dp_core.pipeline.frame_chain import plane_source
 
         check_portraits(avatar, pncc, "Motion Adapter")
-        adapter = video_model.module.secc_img2plane_backbone
-        sources = []
-        for portrait, source in zip(avatar, pncc.sources):
-            if portrait.planes is None:
-                raise InputError("The avatar has no canonical tri-plane; connect Image→Triplane or Load Avatar.")
-            sources.append(PlaneSource(adapter, portrait.planes, source, source.cano, source.src))
+        sources = [plane_source(video_model.module, portrait, secc) for portrait, secc in zip(avatar, pncc.sources)]
         return comfy_io.NodeOutput(pncc.with_sources(sources, avatars=list(avatar), video_model=video_model))
 
 

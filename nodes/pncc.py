@@ -1,4 +1,5 @@
-"""PNCC Builder: the driving SECC/PNCC images of a motion on each portrait's identity (lazy, chunked)."""
+"""PNCC Builder: the driving SECC images (the node keeps the name PNCC) of a motion on each portrait's identity
+(lazy, chunked)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import torch
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.types import Avatar, Motion
 
 from . import _types as t
 from ._api import comfy_io
 from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
-from .loaders import FaceModel
 
 
 class PnccBuilder(comfy_io.ComfyNode):
@@ -28,7 +29,7 @@ class PnccBuilder(comfy_io.ComfyNode):
                         "when a later node needs them.",
             inputs=[
                 t.Motion.Input("motion", tooltip="The driving motion (Audio→3DMM, Video→3DMM or Load Motion)."),
-                t.Triplane.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
+                t.Avatar.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
                 t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM."),
                 comfy_io.Boolean.Input("blink", default=defaults.BLINK,
                                        tooltip="Apply the motion's blink schedule (eyes close by editing the PNCC)."),
@@ -46,17 +47,17 @@ class PnccBuilder(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceModel, blink: bool, preview_chunk: int,
+    def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceGeometry, blink: bool, preview_chunk: int,
                 mouth_scale: float = 1.0):
-        from r3dp_core.pipeline.stages import FaceKit, pncc_source
+        from r3dp_core.pipeline.frame_chain import secc_source
 
         if motion.num_frames < 1:
             raise InputError("The motion has no frames.")
-        kit = FaceKit(bfm=bfm.bfm, secc_mesh=bfm.secc_mesh, landmarker_path=None)
+        face = replace(bfm)  # the stream's own: its mesh moves to the compute device while frames are pulled
         driving = motion if blink else replace(motion, blink=None, blink_edited=None)
         with torch.inference_mode():
-            sources = [pncc_source(kit, a, driving, mouth_gain=mouth_scale) for a in avatar]
-        stream = Stream(avatars=list(avatar), motion=motion, sources=sources, kit=kit)
+            sources = [secc_source(face, a, driving, mouth_gain=mouth_scale) for a in avatar]
+        stream = Stream(avatars=list(avatar), motion=motion, sources=sources, face=face)
         images = preview_frames(cls, stream, preview_chunk, lambda x: x) if output_is_linked(cls, 1) else None
         return comfy_io.NodeOutput(stream, images)
 

@@ -8,11 +8,11 @@ import torch
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.face import FaceGeometry
 
 from . import _types as t
 from ._api import comfy_io
 from ._audio import materialise_audio
-from .loaders import FaceModel
 
 
 class VideoToMotion(comfy_io.ComfyNode):
@@ -46,7 +46,7 @@ class VideoToMotion(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, landmarker, bfm: FaceModel, images_fps: float, face: str, video=None,
+    def execute(cls, landmarker, bfm: FaceGeometry, images_fps: float, face: str, video=None,
                 images: torch.Tensor | None = None, audio=None):
         from r3dp_core.pipeline.driving import motion_from_frames
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.pose import PoseRecipe
 
 from . import _types as t
 from ._api import comfy_io
 from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
-from .head_pose import CameraPath
 
 
 class VolumeRender(comfy_io.ComfyNode):
@@ -39,25 +39,16 @@ class VolumeRender(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, planes: Stream, seed: int, preview_chunk: int, camera: CameraPath | None = None):
-        from r3dp_core.pipeline.stages import head_pose
-        from r3dp_core.pipeline.stream import RenderSource
+    def execute(cls, planes: Stream, seed: int, preview_chunk: int, camera: PoseRecipe | None = None):
+        from r3dp_core.pipeline.frame_chain import render_source
+        from r3dp_core.pipeline.pose import resolve_pose
 
         if planes.video_model is None:
             raise InputError("Volume Render needs tri-planes from Motion Adapter.")
-        model = planes.video_model.module
-        motion = planes.motion
-        poses, sources = [], []
-        for portrait, source in zip(planes.avatars, planes.sources):
-            if camera is None:
-                pose = head_pose(portrait, motion, "auto")
-                cameras = pose.cameras()
-            else:
-                pose = camera.pose(portrait.euler[:1], portrait.trans[:1], motion.num_frames, motion.fps)
-                cameras = camera.cameras(pose)
-            poses.append(pose)
-            sources.append(RenderSource(model.decoder, source, cameras.float(), seed=seed,
-                                        render_config=model.config.render))
+        recipe = camera if camera is not None else PoseRecipe(mode="auto")
+        poses = [resolve_pose(recipe, portrait, planes.motion) for portrait in planes.avatars]
+        sources = [render_source(planes.video_model.module, source, pose, seed)
+                   for source, pose in zip(planes.sources, poses)]
         stream = planes.with_sources(sources, poses=poses)
         raw = (preview_frames(cls, stream, preview_chunk, lambda r: r.feature_image[:, :3])
                if output_is_linked(cls, 1) else None)

@@ -171,7 +171,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         expression_video=Path(args.expression_video) if args.expression_video else None,
-        bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp,
+        bg=Path(args.bg) if args.bg else None, camera=args.camera, keyframes=args.keyframes,
+        easing=args.easing, mouth_amp=args.mouth_amp,
         mouth_scale=args.mouth_scale, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
         chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
@@ -203,6 +204,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline.pose import EASINGS, POSE_MODES, PoseRecipe
+
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
     sub = parser.add_subparsers(dest="command", required=True)
     convert = sub.add_parser("convert", help="convert an official .ckpt to a flat .safetensors file",
@@ -223,8 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--pose-video", help="video whose head pose drives the camera")
     gen.add_argument("--expression-video", help="video whose expressions drive the face (instead of audio)")
     gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
-    gen.add_argument("--camera", default="auto", choices=["auto", "static", "driving", "orbit"],
-                     help="head pose: auto (pose video if given, else static), static, driving, orbit")
+    gen.add_argument("--camera", default=PoseRecipe.mode, choices=POSE_MODES,
+                     help="head pose: auto (the pose video's or the expression video's pose if any, else static), "
+                          "static, driving, orbit, keyframes")
+    gen.add_argument("--keyframes", default=PoseRecipe.keyframes,
+                     help="with --camera keyframes: 'seconds: yaw, pitch; ...' in degrees from the photo's pose, "
+                          "e.g. '0: 0, 0; 2: 15, 0; 4: -15, 5'")
+    gen.add_argument("--easing", default=PoseRecipe.easing, choices=EASINGS,
+                     help="with --camera keyframes: smooth (ease in and out of every key) or linear")
     gen.add_argument("--mouth-amp", type=float, default=defaults.MOUTH_AMP,
                      help=f"mouth amplitude the audio model is conditioned on (official {defaults.MOUTH_AMP:g}; audio "
                           "driving only)")

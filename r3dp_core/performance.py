@@ -91,7 +91,7 @@ def optimize_for_inference(model: nn.Module, precision: Precision | torch.dtype 
         raise R3DPError(f"{dtype} autocast is not available on {device.type}; use float32 there.")
     enable_fast_kernels(device)
     model.eval().requires_grad_(False)
-    model.superresolution.fold_constant_styles()
+    model.htbsr.fold_constant_styles()
     if channels_last:
         convert_to_channels_last(model)
     # CUDA graphs replay into the same memory: results that outlive the call (cached, or handed to the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -187,3 +188,69 @@ def test_keyframe_arguments_are_checked():
 def test_head_pose_validates_shapes():
     with pytest.raises(ValueError, match=r"\[T,3\]"):
         HeadPose(torch.zeros(4, 3), torch.zeros(5, 3))
+
+
+# ----------------------------------------------------------------------------------------------- pose recipes
+
+def _portrait_and_motions(frames: int = 12):
+    from r3dp_core.pipeline.selftest import synthetic_avatar
+    from r3dp_core.pipeline.types import Motion
+
+    avatar = dataclasses.replace(synthetic_avatar(32), euler=SRC_EULER, trans=SRC_TRANS)
+    audio = Motion(exp=torch.zeros(frames, 64))
+    euler = torch.stack([torch.linspace(0, 0.3, 5), torch.linspace(0.1, -0.2, 5), torch.zeros(5)], -1)
+    trans = torch.stack([torch.zeros(5), torch.linspace(0, 0.05, 5), torch.linspace(-1.2, -1.0, 5)], -1)
+    video = Motion(exp=torch.zeros(5, 64), euler=euler, trans=trans)
+    return avatar, audio, video
+
+
+def test_pose_recipes_resolve_every_mode_like_the_camera_paths():
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+
+    avatar, audio, video = _portrait_and_motions()
+    static = resolve_pose(PoseRecipe(mode="static"), avatar, audio)
+    assert torch.equal(static.euler, SRC_EULER.expand(12, 3)) and static.smooth_kernel == 7
+    # auto follows a pose when there is one (a pose video's, else the driving motion's own), else holds still
+    assert torch.equal(resolve_pose(PoseRecipe(), avatar, audio).euler, static.euler)
+    followed = resolve_pose(PoseRecipe(pose_motion=video), avatar, audio)
+    expected = driving_pose(video.euler, video.trans, 12, SRC_EULER, SRC_TRANS)
+    assert torch.equal(followed.euler, expected.euler) and torch.equal(followed.trans, expected.trans)
+    own = resolve_pose(PoseRecipe(mode="driving", map_to_source=False), avatar, video)
+    unmapped = driving_pose(video.euler, video.trans, 5, map_to_init_pose=False)
+    assert torch.equal(own.euler, unmapped.euler)
+    orbit = resolve_pose(PoseRecipe(mode="orbit", orbit_yaw_degrees=10, orbit_pitch_degrees=4, orbit_loops=2),
+                         avatar, audio)
+    assert torch.equal(orbit.euler, orbit_pose(SRC_EULER, SRC_TRANS, 12, 10, 4, 2).euler)
+    keyed = resolve_pose(PoseRecipe(mode="keyframes", keyframes="0: 0, 0; 0.2: 10, -4", easing="linear",
+                                    smooth_cameras=False), avatar, audio)   # 0.2 s = frame 5 at 25 fps
+    key = SRC_EULER[0] + torch.tensor([math.radians(-4), math.radians(10), 0.0])
+    assert torch.allclose(keyed.euler[5], key, atol=1e-6) and torch.allclose(keyed.euler[11], key, atol=1e-6)
+    assert keyed.smooth_kernel is None and torch.equal(keyed.cameras(), eg3d_cameras(keyed.euler, keyed.trans))
+    no_keys = resolve_pose(PoseRecipe(mode="keyframes"), avatar, audio)
+    assert torch.equal(no_keys.euler, static.euler)
+
+
+def test_pose_recipes_refuse_what_they_cannot_do():
+    from r3dp_core.errors import InputError
+    from r3dp_core.pipeline.pose import PoseRecipe, parse_keyframes, resolve_pose
+
+    avatar, audio, _ = _portrait_and_motions()
+    with pytest.raises(InputError, match="this motion has none"):
+        resolve_pose(PoseRecipe(mode="driving"), avatar, audio)
+    with pytest.raises(InputError, match="Unknown head-pose mode 'spin'"):
+        PoseRecipe(mode="spin")
+    with pytest.raises(InputError, match="Unknown keyframe easing"):
+        PoseRecipe(easing="cubic")
+    with pytest.raises(InputError, match=r"Keyframe 2 \('1: x'\) is not 'seconds: yaw, pitch'"):
+        PoseRecipe(mode="keyframes", keyframes="0: 0, 0; 1: x")
+    with pytest.raises(InputError, match="same time"):
+        parse_keyframes("1: 0, 0; 1.0: 5, 5")
+    assert parse_keyframes(" 2: 20, -5; 0: 0, 0; ") == ((0.0, 0.0, 0.0), (2.0, 20.0, -5.0))
+
+
+def test_a_pose_smooths_its_cameras_as_it_says():
+    raw = HeadPose(SRC_EULER + torch.linspace(0, 0.4, 9)[:, None], SRC_TRANS.expand(9, 3), smooth_kernel=None)
+    assert torch.equal(raw.cameras(), eg3d_cameras(raw.euler, raw.trans))
+    smoothed = dataclasses.replace(raw, smooth_kernel=3)
+    assert torch.equal(smoothed.cameras(), smooth_camera_sequence(raw.cameras(), 3))
+    assert torch.equal(smoothed.cameras(None), raw.cameras())

@@ -20,6 +20,7 @@ from r3dp_core.device import Precision, resident_mb
 from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
 from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
+from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
 from r3dp_core.pipeline.request import GenerateRequest
 from r3dp_core.pipeline.selftest import synthetic_face_model
@@ -132,7 +133,7 @@ def test_interrupt_and_failure_mid_clip_leave_no_output(tiny_job, tmp_path):
         _run(tiny_job, tmp_path / "interrupted.mp4", chunk_size=2, should_stop=stop_after_first_chunk)
     assert len(calls) == 2  # stopped before the second chunk was computed
 
-    superresolution = tiny_job["models"].video_model.superresolution
+    superresolution = tiny_job["models"].video_model.htbsr
     original = superresolution.render_frames
     seen = []
 
@@ -169,7 +170,8 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     grid.id_base.zero_()
     grid.exp_base.zero_()
     grid.mean_shape.mul_(0.3)  # a small face: fewer pixels to rasterise per frame
-    kit = dataclasses.replace(tiny_job["models"].kit, bfm=grid, secc_mesh=SECCMesh(grid.triangles, grid.ncc_code()))
+    kit = dataclasses.replace(tiny_job["models"].kit, geometry=FaceGeometry(grid, SECCMesh(grid.triangles,
+                                                                                          grid.ncc_code())))
     resident = []
 
     def sample(done: int, total: int) -> None:

@@ -19,6 +19,8 @@ import pytest
 import torch
 from fakes.comfyui import ComboInput, ComfyNode, Interrupted, bound, fake_comfyui
 
+from r3dp_core.pipeline.face import FaceGeometry
+
 REPO = Path(__file__).resolve().parents[1]
 CORE_TYPES = {"IMAGE", "MASK", "AUDIO", "VIDEO", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -149,7 +151,7 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
     monkeypatch.setattr(stages, "make_avatar", make_avatar)
     module = torch.nn.Linear(2, 2)
     video = nodes.loaders.VideoModel(module, torch.float32, "v")
-    face = nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
+    face = FaceGeometry(torch.nn.Module(), None)
     image = torch.rand(2, 48, 40, 4)  # RGBA batch of two portraits
     out = bound(nodes.image_to_triplane.ImageToTriplane).execute(image, video, face, Path("lm.task"),
                                                       nodes.loaders.Segmenter(path=Path("seg.tflite")), 0.3, "1")
@@ -168,6 +170,8 @@ def test_image_to_triplane_passes_each_portrait_to_core(comfy, monkeypatch):
 
 
 def test_masks_replace_the_segmenter_per_portrait(comfy):
+    from r3dp_core.errors import InputError
+
     nodes = comfy.nodes
     head = torch.zeros(2, 100, 200)
     head[0, :50] = 1
@@ -175,9 +179,13 @@ def test_masks_replace_the_segmenter_per_portrait(comfy):
     body = torch.ones(1, 100, 200)
     segmenter = nodes.loaders.SegmenterFromMasks.execute(head, 0.4, body).args[0]
     first, second, third = (segmenter.masks_for(i) for i in range(3))
-    assert torch.equal(first.head, head[0]) and torch.equal(second.head, head[1]) and torch.equal(third.head, head[1])
-    assert all(torch.equal(m.body, body[0]) and m.threshold == 0.4 for m in (first, second, third))
+    assert torch.equal(first.head, head[:1]) and all(torch.equal(m.head, head[1:]) for m in (second, third))
+    assert all(torch.equal(m.body, body) and m.threshold == 0.4 for m in (first, second, third))
     assert nodes.loaders.Segmenter(path=Path("seg.tflite")).masks_for(0) is None
+    single = nodes.loaders.SegmenterFromMasks.execute(head[0], 0.5).args[0].masks_for(1)
+    assert single.head.shape == (1, 100, 200) and single.body is None
+    with pytest.raises(InputError, match="head mask is 200x100 but the body mask 20x10"):
+        nodes.loaders.SegmenterFromMasks.execute(head, 0.5, torch.ones(1, 10, 20))
 
 
 def test_audio_to_motion_reaches_core_and_ends_with_the_clip(comfy, monkeypatch):
@@ -224,7 +232,7 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
 
     monkeypatch.setattr(driving, "motion_from_frames", motion_from_frames)
     bfm = torch.nn.Module()
-    face = nodes.loaders.FaceModel(bfm=bfm, secc_mesh=None, path=Path("bfm"))
+    face = FaceGeometry(bfm, None)
     waveform = torch.rand(1, 1, 800)
     out = bound(nodes.video_to_motion.VideoToMotion).execute(Path("lm"), face, 12.5, "1", images=frames,
                                                     audio={"waveform": waveform, "sample_rate": 1000})
@@ -242,22 +250,27 @@ def test_video_to_motion_reaches_core_with_the_frames_and_keeps_the_audio(comfy,
 def test_head_pose_recipes_resolve_per_portrait(comfy):
     from r3dp_core.errors import InputError
     from r3dp_core.geometry.camera import eg3d_cameras
+    from r3dp_core.pipeline.pose import POSE_MODES, PoseRecipe, resolve_pose
     from r3dp_core.pipeline.types import Motion
 
     camera = comfy.nodes.head_pose
+    assert camera.HeadPose.define_schema().inputs[0].options == list(POSE_MODES)  # the CLI's modes, too
     src_euler, src_trans = torch.tensor([[0.1, -0.2, 0.0]]), torch.tensor([[0.0, 0.1, 0.3]])
+    avatar = dataclasses.replace(_avatar(), euler=src_euler, trans=src_trans)
     static = camera.HeadPose.execute("static", 20.0, 0.0, 1.0, "", "smooth", True, True).args[0]
-    pose = static.pose(src_euler, src_trans, 6, 25.0)
-    assert torch.equal(pose.euler, src_euler.expand(6, 3)) and static.cameras(pose).shape == (6, 25)
+    assert isinstance(static, PoseRecipe) and static.mode == "static"
+    pose = resolve_pose(static, avatar, Motion(exp=torch.zeros(6, 64)))
+    assert torch.equal(pose.euler, src_euler.expand(6, 3)) and pose.cameras().shape == (6, 25)
     keyed = camera.HeadPose.execute("keyframes", 20.0, 0.0, 1.0, "0: 0, 0; 0.2: 10, -4", "linear", False,
                                     True).args[0]
-    assert keyed.keyframes == ((0.0, 0.0, 0.0), (0.2, 10.0, -4.0))
-    pose = keyed.pose(src_euler, src_trans, 8, 25.0)
+    assert keyed.keyframes == "0: 0, 0; 0.2: 10, -4" and keyed.easing == "linear"
+    pose = resolve_pose(keyed, avatar, Motion(exp=torch.zeros(8, 64)))
     expected = src_euler[0] + torch.tensor([math.radians(-4), math.radians(10), 0.0])
     assert torch.allclose(pose.euler[5], expected, atol=1e-5) and torch.allclose(pose.euler[7], expected, atol=1e-5)
-    assert torch.allclose(keyed.cameras(pose), eg3d_cameras(pose.euler, pose.trans))  # unsmoothed when asked
+    assert torch.allclose(pose.cameras(), eg3d_cameras(pose.euler, pose.trans))  # unsmoothed when asked
     orbit = camera.HeadPose.execute("orbit", 20.0, 5.0, 1.0, "", "smooth", True, True).args[0]
-    assert not torch.allclose(orbit.pose(src_euler, src_trans, 8, 25.0).euler[2], src_euler[0])
+    assert (orbit.orbit_yaw_degrees, orbit.orbit_pitch_degrees, orbit.orbit_loops) == (20.0, 5.0, 1.0)
+    assert not torch.allclose(resolve_pose(orbit, avatar, Motion(exp=torch.zeros(8, 64))).euler[2], src_euler[0])
     with pytest.raises(InputError, match="Video→3DMM"):
         camera.HeadPose.execute("driving", 20.0, 0.0, 1.0, "", "smooth", True, True, Motion(exp=torch.zeros(4, 64)))
     assert "seconds: yaw, pitch" in camera.HeadPose.validate_inputs("0: 0, 0; 1: x")
@@ -292,9 +305,9 @@ class _VideoModel(torch.nn.Module):
 
         super().__init__()
         torch.manual_seed(0)
-        self.secc_img2plane_backbone = _Adapter()
-        self.decoder = OSGDecoder(OSGDecoderConfig(in_features=4, hidden_features=8, out_features=4))
-        self.superresolution = _SuperResolution()
+        self.motion_adapter = _Adapter()
+        self.volume_decoder = OSGDecoder(OSGDecoderConfig(in_features=4, hidden_features=8, out_features=4))
+        self.htbsr = _SuperResolution()
         self.config = SimpleNamespace(render=RenderConfig(resolution=8, num_coarse_samples=4, num_fine_samples=4))
         self.references = []
 
@@ -311,7 +324,7 @@ def chain(comfy):
 
     nodes = comfy.nodes
     bfm = synthetic_face_model(grid=8)
-    face = nodes.loaders.FaceModel(bfm=bfm, secc_mesh=SECCMesh(bfm.triangles, bfm.ncc_code()), path=Path("bfm"))
+    face = FaceGeometry(bfm, SECCMesh(bfm.triangles, bfm.ncc_code()))
     video = nodes.loaders.VideoModel(_VideoModel(), torch.float32, "synthetic")
     exp = torch.zeros(5, 64)
     exp[:, 0] = torch.linspace(-1, 1, 5)
@@ -336,14 +349,14 @@ def _stages(chain, camera=None, preview_chunk=2, dynprompt=UNLINKED):
 
 
 def test_stage_nodes_only_wire_lazy_sources(comfy, chain):
-    from r3dp_core.pipeline.stream import PlaneSource, PnccSource, RenderSource
+    from r3dp_core.pipeline.stream import PlaneSource, RenderSource, SeccSource
 
     pncc, pncc_images, planes, render, raw = _stages(chain)
     assert pncc_images is None and raw is None  # previews are computed only when connected
-    assert [type(s) for s in pncc.sources] == [PnccSource, PnccSource]
+    assert [type(s) for s in pncc.sources] == [SeccSource, SeccSource]
     assert [type(s) for s in planes.sources] == [PlaneSource, PlaneSource]
     assert [type(s) for s in render.sources] == [RenderSource, RenderSource]
-    assert planes.sources[0].pncc is pncc.sources[0] and render.sources[1].planes is planes.sources[1]
+    assert planes.sources[0].secc is pncc.sources[0] and render.sources[1].planes is planes.sources[1]
     assert [len(p) for p in render.poses] == [5, 5] and render.video_model is chain.video
     assert comfy.state.progress == []
 
@@ -521,12 +534,12 @@ def test_talking_portrait_expands_into_the_stage_nodes(comfy):
 
 
 def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
-    from r3dp_core.pipeline import stages
+    from r3dp_core.pipeline import frame_chain
 
     gains = []
-    real = stages.pncc_source
-    monkeypatch.setattr(stages, "pncc_source", lambda kit, avatar, motion, mouth_gain=1.0:
-                        gains.append(mouth_gain) or real(kit, avatar, motion, mouth_gain=1.0))
+    real = frame_chain.secc_source
+    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_gain=1.0:
+                        gains.append(mouth_gain) or real(face, avatar, motion, mouth_gain=1.0))
     bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2,
                                                                       0.25)
     bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
@@ -573,7 +586,7 @@ def test_image_to_triplane_names_the_portrait_without_a_face(comfy, monkeypatch)
 
     monkeypatch.setattr(stages, "prepare_source", prepare_source)
     video = comfy.nodes.loaders.VideoModel(torch.nn.Linear(2, 2), torch.float32, "v")
-    face = comfy.nodes.loaders.FaceModel(bfm=torch.nn.Module(), secc_mesh=None, path=Path("bfm"))
+    face = FaceGeometry(torch.nn.Module(), None)
     image = torch.cat([torch.ones(1, 32, 32, 3), torch.zeros(1, 32, 32, 3)])
     with pytest.raises(InputError) as error:
         bound(comfy.nodes.image_to_triplane.ImageToTriplane).execute(image, video, face, Path("lm.task"),

@@ -30,13 +30,9 @@ from r3dp_core.performance import (
     optimize_for_inference,
     psnr,
 )
-from r3dp_core.pipeline.stream import (
-    CompositeSource,
-    PlaneSource,
-    RenderSource,
-    TensorSource,
-    iterate_chunks,
-)
+from r3dp_core.pipeline.frame_chain import composite_source, plane_source, render_source
+from r3dp_core.pipeline.stages import make_avatar
+from r3dp_core.pipeline.stream import iterate_chunks
 from r3dp_core.render.noise import frame_noise
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,15 +40,12 @@ BENCHMARK = REPO_ROOT / "benchmarks" / "bench_pipeline.py"
 
 
 def stream_images(model, clip, batch: int, cano_planes: torch.Tensor | None = None) -> torch.Tensor:
-    """Every frame of ``clip`` through the streaming sources, ``batch`` frames per chunk."""
+    """Every frame of ``clip`` through the frame chain's stage sources, ``batch`` frames per chunk."""
     with torch.inference_mode():
-        if cano_planes is None:
-            cano_planes = model.canonical_planes(clip.head)
-        reference = model.prepare_reference(clip.torso, clip.background, clip.segmap, clip.kp_source)
-        planes = PlaneSource(model.secc_img2plane_backbone, cano_planes, TensorSource(clip.secc), clip.cano_secc,
-                             clip.src_secc)
-        renders = RenderSource(model.decoder, planes, clip.cameras, seed=7, render_config=model.config.render)
-        frames = CompositeSource(model.superresolution, reference, renders, clip.kp_driving)
+        avatar = clip.avatar(cano_planes) if cano_planes is not None else make_avatar(model, clip.avatar())
+        planes = plane_source(model, avatar, clip.secc_frames())
+        renders = render_source(model, planes, clip.cameras, seed=7)
+        frames = composite_source(model, avatar, renders, clip.keypoints())
         return torch.cat([out.image for _, _, out in iterate_chunks(frames, batch)])
 
 
@@ -84,9 +77,9 @@ def test_fast_float32_stream_equals_the_frame_by_frame_reference(channels_last):
     assert fast.dtype == torch.float32
     torch.testing.assert_close(fast, reference, atol=1e-5, rtol=0)
     if channels_last:
-        weight = model.superresolution.fuse_head_torso_convs[0].weight
+        weight = model.htbsr.fuse_head_torso_convs[0].weight
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
-        conv3d = model.superresolution.torso_model.motion_field_estimator.tgt_head_fuser.weight
+        conv3d = model.htbsr.torso_model.motion_field_estimator.tgt_head_fuser.weight
         assert conv3d.is_contiguous(memory_format=torch.channels_last_3d) and not conv3d.is_contiguous()
 
 
@@ -97,7 +90,7 @@ def test_optimize_keeps_the_state_dict_folds_styles_and_refuses_a_second_pass():
     before, after = plain.state_dict(), model.state_dict()
     assert list(before) == list(after)
     assert all(torch.equal(before[k], after[k]) for k in before)
-    assert model.superresolution.block1.conv1.folded_weight is not None
+    assert model.htbsr.block1.conv1.folded_weight is not None
     assert not any(p.requires_grad for p in model.parameters()) and not model.training
     with pytest.raises(R3DPError, match="already optimized"):
         optimize_for_inference(model, torch.bfloat16)
@@ -115,9 +108,9 @@ def test_low_precision_stages_compute_in_bfloat16_and_hand_on_float32():
         return lambda _module, _inputs, out: seen.__setitem__(name, out.dtype)
 
     # Hooks on modules inside the stages see the autocast dtype; the stages themselves return float32.
-    model.secc_img2plane_backbone.to_plane_cnn.register_forward_hook(record("inside"))
+    model.motion_adapter.to_plane_cnn.register_forward_hook(record("inside"))
     with torch.inference_mode():
-        residual = model.secc_img2plane_backbone(clip.cano_secc, clip.src_secc, clip.secc)
+        residual = model.motion_adapter(clip.cano_secc, clip.src_secc, clip.secc)
     assert seen["inside"] == torch.bfloat16 and residual.dtype == torch.float32
     # The renderer between MA and SR stays float32: its output is float32 without any cast.
     images = stream_images(model, clip, batch=2)

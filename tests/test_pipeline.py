@@ -203,18 +203,19 @@ def test_generate_lists_every_missing_model_before_reading_inputs(tmp_path, land
 def test_mouth_gain_scales_only_the_driving_mouth():
     from r3dp_core.errors import InputError
     from r3dp_core.geometry.secc import SECCMesh
+    from r3dp_core.pipeline.face import FaceGeometry
+    from r3dp_core.pipeline.frame_chain import secc_images, secc_source
     from r3dp_core.pipeline.selftest import synthetic_avatar, synthetic_face_model
-    from r3dp_core.pipeline.stages import FaceKit, pncc_source, secc_images
 
     bfm = synthetic_face_model()
-    kit = FaceKit(bfm=bfm, secc_mesh=SECCMesh(bfm.triangles, bfm.ncc_code()), landmarker_path=Path("unused"))
+    face = FaceGeometry(bfm, SECCMesh(bfm.triangles, bfm.ncc_code()))
     avatar = synthetic_avatar(64)
     exp = torch.zeros(3, 64)
     exp[:, 0] = torch.tensor([0.0, 3.0, -3.0])
     motion = Motion(exp=exp)
-    plain = pncc_source(kit, avatar, motion)
-    assert torch.equal(plain.chunk(0, 3), secc_images(kit, avatar.id, exp))
-    closed, wide = pncc_source(kit, avatar, motion, mouth_gain=0.0), pncc_source(kit, avatar, motion, mouth_gain=2.0)
+    plain = secc_source(face, avatar, motion)
+    assert torch.equal(plain.chunk(0, 3), secc_images(face, avatar.id, exp))
+    closed, wide = secc_source(face, avatar, motion, mouth_gain=0.0), secc_source(face, avatar, motion, mouth_gain=2.0)
     assert torch.equal(closed.cano, plain.cano) and torch.equal(wide.cano, plain.cano)  # exp = 0: nothing to scale
     assert torch.equal(closed.chunk(0, 1), plain.chunk(0, 1))  # frame 0 has exp = 0 too
     for frame in (1, 2):
@@ -224,4 +225,4 @@ def test_mouth_gain_scales_only_the_driving_mouth():
         bigger = (wide.chunk(frame, frame + 1)[0] - neutral).abs().sum()
         assert still < moving < bigger  # the mouth region holds still at 0 and moves more at 2
     with pytest.raises(InputError, match="mouth scale must be between 0 and 3"):
-        pncc_source(kit, avatar, motion, mouth_gain=4.0)
+        secc_source(face, avatar, motion, mouth_gain=4.0)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import EllipsisType
 
 import torch
 
@@ -127,10 +128,12 @@ def smooth_camera_sequence(cameras: torch.Tensor, kernel_size: int = SMOOTH_KERN
 
 @dataclass(frozen=True)
 class HeadPose:
-    """A head-pose sequence: ``euler [T,3]`` (pitch, yaw, roll; radians), ``trans [T,3]`` (decimetres)."""
+    """A head-pose sequence: ``euler [T,3]`` (pitch, yaw, roll; radians), ``trans [T,3]`` (decimetres), and the
+    window its cameras are smoothed over (``smooth_kernel`` frames, official 7; None: raw cameras)."""
 
     euler: torch.Tensor
     trans: torch.Tensor
+    smooth_kernel: int | None = SMOOTH_KERNEL
 
     def __post_init__(self):
         if self.euler.ndim != 2 or self.euler.shape[1] != 3 or self.euler.shape != self.trans.shape:
@@ -140,8 +143,10 @@ class HeadPose:
     def __len__(self) -> int:
         return self.euler.shape[0]
 
-    def cameras(self, smooth_kernel: int | None = SMOOTH_KERNEL) -> torch.Tensor:
-        """EG3D cameras ``[T,25]`` float32, smoothed as the official pipeline does (``None``: raw)."""
+    def cameras(self, smooth_kernel: int | None | EllipsisType = ...) -> torch.Tensor:
+        """EG3D cameras ``[T,25]`` float32, smoothed over ``smooth_kernel`` frames as the official pipeline does
+        (default: the pose's own ``smooth_kernel``; ``None``: raw)."""
+        smooth_kernel = self.smooth_kernel if smooth_kernel is ... else smooth_kernel
         raw = eg3d_cameras(self.euler, self.trans)
         return raw if smooth_kernel is None else smooth_camera_sequence(raw, smooth_kernel)
 

@@ -135,6 +135,23 @@ class Secc2PlaneTorso(nn.Module):
         self.lambda_pertube_blink_secc = nn.Parameter(torch.zeros(1))
         self.lambda_pertube_secc = nn.Parameter(torch.zeros(1))
 
+    # The per-frame stages under their own names (Image→Triplane runs through canonical_planes); the attributes
+    # above keep the official names, which are the checkpoint's key prefixes.
+    @property
+    def motion_adapter(self) -> MotionAdapter:
+        """The motion adapter (official ``secc_img2plane_backbone``)."""
+        return self.secc_img2plane_backbone
+
+    @property
+    def volume_decoder(self) -> OSGDecoder:
+        """The volume renderer's tri-plane feature decoder (official ``decoder``)."""
+        return self.decoder
+
+    @property
+    def htbsr(self) -> HTBSR:
+        """HTB-SR: super-resolution, torso and background compositing (official ``superresolution``)."""
+        return self.superresolution
+
     def fold_constant_styles(self) -> None:
         """Precompute the super-resolution's constant-style conv weights (call after loading weights)."""
         self.superresolution.fold_constant_styles()

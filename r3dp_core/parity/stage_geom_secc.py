@@ -9,7 +9,7 @@ rebuilt along three code paths, each checked against the same reference (README 
   through :func:`render_secc` alone: rasteriser, face-0 quirk, colouring, background;
 * ``@3dmm``: the coefficients through our 3DMM (``vertices_cam``) on the synthetic BFM with the case's triangle
   list, and the mesh built by the pipeline's loader from the official eye-face and NCC files;
-* ``@pipeline`` (src, cano, drv): the inference path itself, :func:`pncc_source` on a motion made of the driving
+* ``@pipeline`` (src, cano, drv): the inference path itself, ``frame_chain.secc_source`` on a motion made of the driving
   expressions, with a fitted photo expression that differs from driving frame 0, so ``src`` passes only if it is
   rendered from the driving expression as the official inference does.
 
@@ -24,8 +24,9 @@ import torch
 from ..geometry.bfm import FaceModel3DMM, load_bfm_fields
 from ..geometry.rasterizer import rasterize_triangles
 from ..geometry.secc import SECCMesh, project_to_screen, render_secc
+from ..pipeline.face import FaceGeometry
+from ..pipeline.frame_chain import secc_source
 from ..pipeline.loaders import load_secc_mesh_for
-from ..pipeline.stages import FaceKit, pncc_source
 from ..pipeline.types import Avatar, Motion
 from .case import ParityCase
 from .synth_bfm import ensure_synth_bfm
@@ -89,7 +90,7 @@ def run(case: ParityCase) -> dict[str, torch.Tensor]:
     # a photo fit whose expression is not the first driving one: src must not depend on it
     avatar = Avatar(image=photo, id=identity, exp=case.tensor("posed_exp")[-1:], euler=torch.zeros(1, 3),
                     trans=torch.zeros(1, 3))
-    source = pncc_source(FaceKit(bfm=bfm, secc_mesh=mesh, landmarker_path=None), avatar, Motion(exp=drv_exp))
+    source = secc_source(FaceGeometry(bfm, mesh), avatar, Motion(exp=drv_exp))
     outputs["secc_src@pipeline"] = source.src
     outputs["secc_cano@pipeline"] = source.cano
     outputs["secc_drv@pipeline"] = source.chunk(0, drv_exp.shape[0])

@@ -18,6 +18,9 @@ import torch.nn.functional as F
 
 from ..errors import R3DPError
 from ..models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig, tiny_config
+from ..pipeline.frame_chain import TorsoKeypoints
+from ..pipeline.stream import SeccFrames
+from ..pipeline.types import Avatar
 from .case import ParityCase, segmap_to_onehot, synth_state_dict
 
 #: A reduced configuration of the same architecture (64² output), fast enough for CI on two CPU cores.
@@ -45,6 +48,20 @@ class Clip:
 
     def to(self, device: torch.device) -> Clip:
         return Clip(**{name: value.to(device) for name, value in self.__dict__.items()})
+
+    def avatar(self, planes: torch.Tensor | None = None) -> Avatar:
+        """The clip's portrait as the frame chain reads it. Its 3DMM fit is zero and unused: the clip brings its
+        own SECC maps and keypoints."""
+        zero = self.head.new_zeros(1, 3)
+        return Avatar(image=self.head, id=self.head.new_zeros(1, 80), exp=self.head.new_zeros(1, 64), euler=zero,
+                      trans=zero, planes=planes, head_image=self.head, torso_image=self.torso,
+                      background=self.background, segmap=self.segmap)
+
+    def secc_frames(self) -> SeccFrames:
+        return SeccFrames(self.secc, self.cano_secc, self.src_secc)
+
+    def keypoints(self) -> TorsoKeypoints:
+        return TorsoKeypoints(self.kp_source, self.kp_driving)
 
 
 def model_factory(kind: str, parity_dir: Path | None) -> Callable[[torch.device], Secc2PlaneTorso]:

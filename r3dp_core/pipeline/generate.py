@@ -17,25 +17,14 @@ from .. import model_files
 from ..defaults import MASK_THRESHOLD
 from ..device import Precision, peak_memory_allocated_mb, peak_resident_mb, release_cached_memory
 from ..errors import InputError
-from ..geometry.camera import HeadPose, driving_pose, orbit_pose
 from ..images import uint8_to_unit
 from .driving import video_motion
+from .face import FaceKit
+from .pose import PoseRecipe, resolve_pose
 from .request import GenerateRequest
 from .stream import iterate_chunks
-from .types import Motion
+from .types import PortraitMasks
 from .validation import validate
-
-
-def make_pose(mode: str, avatar, motion: Motion, pose_motion: Motion | None, map_to_init_pose: bool = True
-              ) -> HeadPose:
-    from .stages import head_pose
-
-    if pose_motion is not None and mode in ("auto", "driving"):
-        return driving_pose(pose_motion.euler, pose_motion.trans, motion.num_frames, avatar.euler[:1],
-                            avatar.trans[:1], map_to_init_pose=map_to_init_pose)
-    if mode == "orbit":
-        return orbit_pose(avatar.euler[:1], avatar.trans[:1], motion.num_frames)
-    return head_pose(avatar, motion, mode, map_to_init_pose=map_to_init_pose)
 
 
 @dataclass
@@ -56,7 +45,7 @@ class JobModels:
     """Everything a job runs, loaded once: the video model, the face kit and, for audio, A2M and HuBERT."""
 
     video_model: torch.nn.Module
-    kit: object                              # stages.FaceKit
+    kit: FaceKit
     a2m: torch.nn.Module | None = None
     hubert: torch.nn.Module | None = None
 
@@ -110,7 +99,6 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
 def load_masks(request: GenerateRequest):
     """The ``--head-mask``/``--body-mask`` images as ``PortraitMasks`` (None without a head mask)."""
     from .inputs import load_image
-    from .stages import PortraitMasks
 
     if request.head_mask is None:
         if request.body_mask is not None:
@@ -149,7 +137,8 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     interrupt); whatever stops the run, no output file is left behind.
     """
     from ..video_io import VideoWriter
-    from .stages import make_avatar, prepare_source, speech_motion, talking_frames, with_blinks
+    from .frame_chain import talking_frames
+    from .stages import make_avatar, prepare_source, speech_motion, with_blinks
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -178,10 +167,11 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                    sound=inputs.audio.to_comfy())
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
-    pose = make_pose(request.camera, avatar, motion, pose_motion, request.map_to_init_pose)
+    pose = resolve_pose(PoseRecipe(mode=request.camera, pose_motion=pose_motion, map_to_source=request.map_to_init_pose,
+                                   keyframes=request.keyframes, easing=request.easing), avatar, motion)
 
     with torch.inference_mode():
-        frames = talking_frames(model, models.kit, avatar, motion, pose, seed=request.seed,
+        frames = talking_frames(model, models.kit.geometry, avatar, motion, pose, seed=request.seed,
                                 head_threshold=request.head_threshold, mouth_gain=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)

@@ -15,7 +15,7 @@ from ..geometry.bfm import FaceModel3DMM
 from ..geometry.secc import LEFT_EYE_FACES_FILE, NCC_CODE_FILE, RIGHT_EYE_FACES_FILE, SECCMesh, remove_triangles
 from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
 from ..models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig
-from .stages import FaceKit
+from .face import FaceGeometry, FaceKit
 
 
 def load_video_model(path: str | Path, precision: Precision | None = None, fold: bool = True) -> Secc2PlaneTorso:
@@ -72,5 +72,4 @@ def load_face_kit(models_dir: Path, need_segmenter: bool = True, device: torch.d
     mesh = load_secc_mesh_for(bfm, bfm_path.parent)
     landmarker = model_files.require("face_landmarker", models_dir)
     segmenter = model_files.require("segmenter", models_dir) if need_segmenter else None
-    return FaceKit(bfm=bfm.to(device), secc_mesh=mesh.to(device), landmarker_path=landmarker,
-                   segmenter_path=segmenter)
+    return FaceKit(FaceGeometry(bfm.to(device), mesh.to(device)), landmarker, segmenter)

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import defaults
-
-CAMERA_MODES = ("auto", "static", "driving", "orbit")
+from .pose import PoseRecipe
 
 
 @dataclass
@@ -20,7 +19,9 @@ class GenerateRequest:
     pose_video: Path | None = None
     expression_video: Path | None = None
     bg: Path | None = None
-    camera: str = "auto"
+    camera: str = PoseRecipe.mode            # the head-pose recipe's mode, keyframes and easing
+    keyframes: str = PoseRecipe.keyframes
+    easing: str = PoseRecipe.easing
     mouth_amp: float = defaults.MOUTH_AMP
     mouth_scale: float = defaults.MOUTH_SCALE  # scales the mouth's motion in the SECC (audio and video driving)
     blink: bool = defaults.BLINK
@@ -36,4 +37,4 @@ class GenerateRequest:
     debug_panels: bool = False               # source | SECC | raw render | depth | final, side by side
     motion: Path | None = None               # a motion file (.safetensors of ours, official .npy) drives the face
     map_to_init_pose: bool = True            # a driving pose starts at the photo's pose (official True)
-    head_threshold: float = 0.9              # HTB-SR: head alpha above this counts as solid head (official 0.9)
+    head_threshold: float = defaults.HEAD_THRESHOLD  # HTB-SR: head alpha above this counts as solid head (official 0.9)

@@ -1,31 +1,24 @@
-"""The non-streaming stages of a talking-portrait job, shared by the CLI and the ComfyUI nodes.
+"""The per-portrait and per-clip stages of a talking-portrait job, shared by the CLI and the ComfyUI nodes.
 
-``prepare_source`` (crop, landmarks, 3DMM fit, segmentation, torso/background plates) and
-``make_avatar`` (canonical tri-plane) run once per portrait; ``talking_frames`` wires a motion, a head
-pose and an avatar into the lazy ``CompositeSource`` of ``stream.py``, which produces frames chunk by chunk.
+``prepare_source`` (crop, landmarks, 3DMM fit, segmentation, torso/background plates) and ``make_avatar``
+(canonical tri-plane) run once per portrait, ``speech_motion`` once per clip; the frames themselves are made by
+the lazy stage sources of ``frame_chain.py``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from .. import defaults
 from ..errors import InputError
-from ..geometry.bfm import FaceModel3DMM, to_camera
-from ..geometry.camera import HeadPose, driving_pose, static_pose
 from ..geometry.crop import prepare_source_image
 from ..geometry.fitting import fit_image
 from ..geometry.inpaint import extract_background, inpaint_torso, resize_background
-from ..geometry.keypoints import smooth_torso_keypoints, torso_keypoints
 from ..geometry.landmarks import detect_landmarks_image
-from ..geometry.secc import SECCMesh, render_secc
-from ..geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
 from ..geometry.segmentation import (
     head_mask,
     keep_region,
@@ -34,35 +27,8 @@ from ..geometry.segmentation import (
     segment_selfie_multiclass,
 )
 from ..images import u8_image_to_tensor
-from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
-from .types import Avatar, Motion
-
-
-@dataclass
-class FaceKit:
-    """The non-neural models: the 3DMM, the SECC mesh and the MediaPipe model files."""
-
-    bfm: FaceModel3DMM
-    secc_mesh: SECCMesh
-    landmarker_path: Path
-    segmenter_path: Path | None = None
-
-
-@dataclass
-class PortraitMasks:
-    """Head (and optionally body) masks in the coordinates of the portrait photo, used instead of a segmenter.
-
-    head, body: ``[H,W]`` float in [0,1] (or bool), any resolution; a pixel is in a mask when > ``threshold``.
-    """
-
-    head: torch.Tensor
-    body: torch.Tensor | None = None
-    threshold: float = defaults.MASK_THRESHOLD
-
-
-def with_z(keypoints: torch.Tensor) -> torch.Tensor:
-    """``[B,68,2]`` → ``[B,68,3]`` with z = 0, the torso model's keypoint format."""
-    return torch.cat([keypoints, keypoints.new_zeros(*keypoints.shape[:-1], 1)], dim=-1)
+from .face import FaceKit
+from .types import Avatar, Motion, PortraitMasks
 
 
 def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch.Tensor | None = None,
@@ -72,10 +38,10 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
 
     Args:
         image: ``[H,W,3]`` RGB uint8 (or float in [0,1]) at any resolution.
-        kit: the face models.
+        kit: the face models (the landmarker; the segmenter unless ``labels`` or ``masks`` are given).
         labels: optional ``[512,512]`` 6-class label map in the source crop's coordinates; default: MediaPipe's.
-        masks: optional head/body masks in the photo's coordinates, mapped through the same crop (instead of
-            ``labels`` or the segmenter).
+        masks: optional head/body masks in the photo's coordinates (the first of the batch is this portrait's),
+            mapped through the same crop (instead of ``labels`` or the segmenter).
         background: optional ``[h,w,3]`` background image; default: the KNN-filled background of the photo.
         min_face_area: crop so the face covers at least this fraction of the frame (official 0.2).
 
@@ -87,8 +53,8 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
     points = detect_landmarks_image(source.image.cpu(), kit.landmarker_path, face=face).points
     fit = fit_image(kit.bfm, points.reshape(-1, 478, 2)[0].float(), float(source.image.shape[0]))
     if labels is None and masks is not None:
-        body = source.map_plane(masks.body) if masks.body is not None else None
-        labels = label_map_from_masks(source.map_plane(masks.head), body, masks.threshold)[0]
+        body = source.map_plane(masks.body[0]) if masks.body is not None else None
+        labels = label_map_from_masks(source.map_plane(masks.head[0]), body, masks.threshold)[0]
     if labels is None:
         if kit.segmenter_path is None:
             raise InputError("No segmentation given and no segmenter model loaded: load "
@@ -111,45 +77,6 @@ def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:
     param = next(model.parameters())
     planes = model.canonical_planes(avatar.head_image.to(param.device, param.dtype))
     return Avatar(**{**avatar.__dict__, "planes": planes})
-
-
-def secc_images(kit: FaceKit, identity: torch.Tensor, exp: torch.Tensor, frame_offset: int = 0,
-                mouth_gain: float = 1.0, mouth_weights: torch.Tensor | None = None) -> torch.Tensor:
-    """SECC/PNCC images ``[B,3,512,512]`` in [-1,1] of ``identity [1,80]`` with ``exp [B,64]`` at zero pose.
-
-    ``mouth_gain`` scales the expression's motion of the mouth region (``mouth_weights [N]``, see
-    ``secc_edit.mouth_region_weights``): 1 leaves the expression as it is, 0 holds a neutral mouth.
-    """
-    device = kit.bfm.mean_shape.device
-    identity, exp = identity.to(device), exp.to(device)
-    if mouth_gain == 1.0:
-        shape = kit.bfm.compute_shape(identity, exp)
-    else:
-        weights = mouth_weights.to(device) if mouth_weights is not None else None
-        shape = scale_mouth_motion(kit.bfm, identity, exp, mouth_gain, weights)
-    return render_secc(to_camera(shape), kit.secc_mesh, frame_offset=frame_offset)
-
-
-def pncc_source(kit: FaceKit, avatar: Avatar, motion: Motion, mouth_gain: float = 1.0) -> PnccSource:
-    """Lazy driving SECC of a motion for the avatar's identity, with the canonical and source SECC.
-
-    ``mouth_gain`` scales the mouth's motion in every driving frame (and the source, which is frame 0).
-    """
-    if not 0.0 <= mouth_gain <= defaults.MOUTH_SCALE_MAX:
-        raise InputError(f"The mouth scale must be between 0 and {defaults.MOUTH_SCALE_MAX:g}, got {mouth_gain:g}.")
-    identity = avatar.id[:1]
-    zero = motion.exp.new_zeros(1, 64)
-    weights = mouth_region_weights(kit.bfm) if mouth_gain != 1.0 else None
-
-    def render(exp: torch.Tensor, first_frame: int) -> torch.Tensor:
-        # The sequence index drives the official triangle-0 quirk (every 50th frame and single renders).
-        return secc_images(kit, identity, exp, frame_offset=first_frame, mouth_gain=mouth_gain, mouth_weights=weights)
-
-    # src is driving frame 0, not the photo's fitted exp: official real3d_infer.py:404 renders exp[0:1] of the
-    # driving sequence (case_geom_secc: src == drv[0] bitwise), and matching the official outputs is the default.
-    return PnccSource(render_secc=render, exp=motion.exp, cano=render(zero, 0), src=render(motion.exp[:1], 0),
-                      blink=motion.blink, blink_edited=motion.blink_edited,
-                      edit_blink=blink_secc if motion.blink is not None else None)
 
 
 def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = defaults.MOUTH_AMP,
@@ -182,40 +109,3 @@ def with_blinks(motion: Motion, enabled: bool, seed: int = 0) -> Motion:
         return motion
     schedule = blink_schedule(motion.num_frames, seed=seed)
     return dataclasses.replace(motion, blink=schedule.closure, blink_edited=schedule.edited)
-
-
-def head_pose(avatar: Avatar, motion: Motion, mode: str = "auto", map_to_init_pose: bool = True) -> HeadPose:
-    """``static`` (source pose held), ``driving`` (the motion's own pose, mapped onto the source pose when
-    ``map_to_init_pose``), or ``auto``."""
-    if mode == "auto":
-        mode = "driving" if motion.euler is not None else "static"
-    if mode == "static":
-        return static_pose(avatar.euler[:1], avatar.trans[:1], motion.num_frames)
-    if mode == "driving":
-        if motion.euler is None or motion.trans is None:
-            raise InputError("This motion carries no head pose (audio-driven); use the static pose or a pose video.")
-        return driving_pose(motion.euler, motion.trans, motion.num_frames, avatar.euler[:1], avatar.trans[:1],
-                            map_to_init_pose=map_to_init_pose)
-    raise InputError(f"Unknown head-pose mode {mode!r}: use static, driving or auto.")
-
-
-def talking_frames(model: torch.nn.Module, kit: FaceKit, avatar: Avatar, motion: Motion, pose: HeadPose,
-                   seed: int = 0, head_threshold: float | None = None, mouth_gain: float = 1.0) -> CompositeSource:
-    """The lazy frame source of a whole clip: chunks of HTB-SR outputs (frames + masks)."""
-    if len(pose) != motion.num_frames:
-        raise InputError(f"The head pose has {len(pose)} frames but the motion {motion.num_frames}.")
-    param = next(model.parameters())
-    if avatar.planes is None:
-        avatar = make_avatar(model, avatar)
-    pncc = pncc_source(kit, avatar, motion, mouth_gain)
-    planes = PlaneSource(model.secc_img2plane_backbone, avatar.planes.to(param.device, param.dtype), pncc,
-                         pncc.cano.to(param.device, param.dtype), pncc.src.to(param.device, param.dtype))
-    renders = RenderSource(model.decoder, planes, pose.cameras().float(), seed=seed,
-                           render_config=model.config.render)
-    identity = avatar.id[:1].to(kit.bfm.mean_shape.device)
-    kp_source = with_z(torso_keypoints(kit.bfm, identity, avatar.exp[:1], avatar.euler[:1], avatar.trans[:1]))
-    kp_driving = torso_keypoints(kit.bfm, identity, motion.exp.to(identity.device), pose.euler, pose.trans)
-    kp_driving = with_z(smooth_torso_keypoints(kp_driving))
-    reference = model.prepare_reference(*(t.to(param.device, param.dtype) for t in (
-        avatar.torso_image, avatar.background, avatar.segmap, kp_source)))
-    return CompositeSource(model.superresolution, reference, renders, kp_driving, head_threshold=head_threshold)

@@ -2,9 +2,11 @@
 
 Each stage is a ``FrameSource`` that knows how many frames it has and computes any range of them on
 demand from the stage before it. Nothing is evaluated until a consumer pulls chunks, so a long clip never
-holds every frame's PNCC images, tri-planes or renders at once: per chunk, SECC → Motion Adapter →
+holds every frame's SECC images, tri-planes or renders at once: per chunk, SECC → Motion Adapter →
 Volume Render → HTB-SR run and the chunk is handed on (to the encoder, or to ComfyUI's IMAGE batch).
 Work that depends only on the portrait (canonical planes, SR reference features) is done once.
+
+These are the mechanics; ``frame_chain.py`` builds each stage from a model, a portrait and a motion.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def iterate_chunks(source: FrameSource, chunk_size: int, *, on_chunk: Callable[[
 
 @dataclass
 class TensorSource(FrameSource):
-    """Frames already in memory ``[T,...]`` (e.g. PNCC images from another node)."""
+    """Frames already in memory ``[T,...]``."""
 
     frames: torch.Tensor
 
@@ -88,8 +90,17 @@ class TensorSource(FrameSource):
 
 
 @dataclass
-class PnccSource(FrameSource):
-    """Driving SECC/PNCC images ``[B,3,512,512]`` in [-1,1], plus the canonical and source SECC (once).
+class SeccFrames(TensorSource):
+    """Driving SECC images already in memory ``[T,3,S,S]`` in [-1,1], with the canonical and source SECC."""
+
+    cano: torch.Tensor                                  # [1,3,S,S]
+    src: torch.Tensor                                   # [1,3,S,S]
+
+
+@dataclass
+class SeccSource(FrameSource):
+    """Driving SECC images ``[B,3,512,512]`` in [-1,1], rendered per chunk, plus the canonical and source SECC
+    (once).
 
     ``render_secc(exp [B,64], first_frame) -> [B,3,512,512]`` renders the identity with the given expressions
     at zero pose (``first_frame`` is the sequence index of ``exp[0]``); ``edit_blink(images, amplitude [B],
@@ -126,16 +137,16 @@ class PlaneSource(FrameSource):
 
     motion_adapter: torch.nn.Module
     cano_planes: torch.Tensor                           # [1,3,32,256,256]
-    pncc: PnccSource | TensorSource
+    secc: FrameSource                                   # driving SECC [T,3,512,512]
     cano_secc: torch.Tensor                             # [1,3,512,512]
     src_secc: torch.Tensor                              # [1,3,512,512]
 
     def __post_init__(self):
-        self.num_frames = self.pncc.num_frames
+        self.num_frames = self.secc.num_frames
 
     def chunk(self, start: int, stop: int, trace: dict | None = None) -> torch.Tensor:
         self._check_range(start, stop)
-        driving = self.pncc.chunk(start, stop, trace)
+        driving = self.secc.chunk(start, stop, trace)
         param = next(self.motion_adapter.parameters())
         driving = driving.to(param.device, param.dtype)
         batch = driving.shape[0]
@@ -152,7 +163,7 @@ class RenderSource(FrameSource):
     """Volume renders of animated tri-planes under per-frame cameras."""
 
     decoder: torch.nn.Module
-    planes: PlaneSource | TensorSource
+    planes: FrameSource                                 # tri-planes [T,3,32,256,256]
     cameras: torch.Tensor                               # [T,25] (or [1,25]: one camera for every frame)
     seed: int = 0
     render_config: Any = None
@@ -192,7 +203,7 @@ class CompositeSource(FrameSource):
 
     superresolution: torch.nn.Module
     reference: Any
-    renders: RenderSource
+    renders: FrameSource                                # RenderOutput chunks
     kp_driving: torch.Tensor                            # [T,68,3] xy in [-1,1], z 0
     head_threshold: float | None = None
 

@@ -159,3 +159,36 @@ class Avatar:
         if missing:
             raise InputError(f"{Path(path).name} is an incomplete avatar file (missing {', '.join(missing)}).")
         return cls(**{f.name: tensors.get(f.name) for f in fields(cls)})
+
+
+@dataclass
+class PortraitMasks:
+    """Head (and optionally body) masks of N portraits, in the coordinates of each portrait photo, used instead
+    of a segmenter.
+
+    Attributes:
+        head: ``[N,H,W]`` (or ``[H,W]`` for one portrait) float in [0,1] or bool, any resolution: the head with
+            hair.
+        body: ``[N,H,W]`` or ``[H,W]`` of the same size, the rest of the person; None: no torso of its own.
+        threshold: a pixel is in a mask when its value is > ``threshold``.
+    """
+
+    head: torch.Tensor
+    body: torch.Tensor | None = None
+    threshold: float = 0.5
+
+    def __post_init__(self):
+        self.head = self.head[None] if self.head.ndim == 2 else self.head
+        if self.body is not None:
+            self.body = self.body[None] if self.body.ndim == 2 else self.body
+        for name, mask in (("head", self.head), ("body", self.body)):
+            if mask is not None and mask.ndim != 3:
+                raise InputError(f"The {name} mask must be [H,W] or [N,H,W], got {tuple(mask.shape)}.")
+        if self.body is not None and self.body.shape[-2:] != self.head.shape[-2:]:
+            raise InputError(f"The head mask is {self.head.shape[-1]}x{self.head.shape[-2]} but the body mask "
+                             f"{self.body.shape[-1]}x{self.body.shape[-2]}; give masks of the same size.")
+
+    def portrait(self, index: int) -> PortraitMasks:
+        """The ``[1,H,W]`` masks of portrait ``index``; the last mask serves every later portrait."""
+        body = None if self.body is None else self.body[min(index, self.body.shape[0] - 1)][None]
+        return PortraitMasks(self.head[min(index, self.head.shape[0] - 1)][None], body, self.threshold)

@@ -19,7 +19,8 @@ from .. import defaults, model_files
 from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
 from .inputs import load_image, read_image
-from .request import CAMERA_MODES, GenerateRequest
+from .pose import PoseRecipe
+from .request import GenerateRequest
 
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
@@ -109,8 +110,7 @@ def _check_options(request: GenerateRequest) -> None:
                          "--camera driving to follow it.")
     if not 0.0 <= request.head_threshold <= 1.0:
         raise InputError(f"--head-threshold {request.head_threshold} is outside 0..1 (official 0.9).")
-    if request.camera not in CAMERA_MODES:
-        raise InputError(f"Unknown camera mode {request.camera!r}: use one of {', '.join(CAMERA_MODES)}.")
+    PoseRecipe(mode=request.camera, keyframes=request.keyframes, easing=request.easing)  # checks mode and keys
     if not 0.0 <= request.mouth_amp <= 2.0:
         raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default {defaults.MOUTH_AMP:g}).")
     if not 0.0 <= request.mouth_scale <= defaults.MOUTH_SCALE_MAX:
