@@ -21,7 +21,6 @@ from ..geometry.crop import prepare_source_image
 from ..geometry.fitting import fit_image
 from ..geometry.inpaint import extract_background, inpaint_torso, resize_background
 from ..geometry.keypoints import smooth_torso_keypoints, torso_keypoints
-from ..geometry.landmarks import detect_landmarks_image
 from ..geometry.secc import SECCMesh, render_secc
 from ..geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
 from ..geometry.segmentation import (
@@ -31,7 +30,9 @@ from ..geometry.segmentation import (
     one_hot_segmap,
     segment_selfie_multiclass,
 )
+from ..geometry.uint8_images import as_uint8_frames
 from .images import u8_image_to_tensor
+from .paste_back import photo_canvas
 from .stream import CompositeSource, PlaneSource, PnccSource, RenderSource
 from .types import Avatar, Motion
 
@@ -77,15 +78,15 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
         masks: optional head/body masks in the photo's coordinates, mapped through the same crop (instead of
             ``labels`` or the segmenter).
         background: optional ``[h,w,3]`` background image; default: the KNN-filled background of the photo.
-        min_face_area: crop so the face covers at least this fraction of the frame (official 0.2).
+        min_face_area: the face covers at least this fraction of the square cut around it (official 0.2).
+        face: ``'largest'`` or an index into the photo's faces ordered left to right (``geometry.framing``).
 
     Returns:
         ``Avatar`` without ``planes`` (see ``make_avatar``).
     """
     source = prepare_source_image(image, kit.landmarker_path, min_face_area, face=face)
     image_512 = source.image_512.cpu()
-    points = detect_landmarks_image(source.image.cpu(), kit.landmarker_path, face=face).points
-    fit = fit_image(kit.bfm, points.reshape(-1, 478, 2)[0].float(), float(source.image.shape[0]))
+    fit = fit_image(kit.bfm, source.points.cpu().float(), float(source.image.shape[0]))
     if labels is None and masks is not None:
         body = source.map_plane(masks.body) if masks.body is not None else None
         labels = label_map_from_masks(source.map_plane(masks.head), body, masks.threshold)[0]
@@ -101,9 +102,11 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
                          "visible, or connect a head mask.")
     torso = u8_image_to_tensor(inpaint_torso(image_512, labels))
     plate = resize_background(background) if background is not None else extract_background(image_512, labels)
+    photo, square, _ = photo_canvas(as_uint8_frames(image)[0], source.square)
     return Avatar(image=picture, id=fit.id, exp=fit.exp, euler=fit.euler, trans=fit.trans,
                   head_image=keep_region(picture, head_mask(labels[None])), torso_image=torso,
-                  background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]))
+                  background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]),
+                  photo=torch.from_numpy(photo), photo_square=torch.tensor(square.as_tensor_values()))
 
 
 def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:
