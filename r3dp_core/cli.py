@@ -112,6 +112,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _face_choice(value: str) -> str | int:
+    if value == "largest":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import model_files
     from .pipeline.generate import generate, load_masks
@@ -125,7 +134,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         bg=Path(args.bg) if args.bg else None, camera=args.camera, mouth_amp=args.mouth_amp,
         mouth_scale=args.mouth_scale, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
-        chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
+        chunk_size=args.chunk_size, min_face_area=args.min_face_area, face=_face_choice(args.face),
+        output=args.output, models_dir=Path(args.models_dir) if args.models_dir else None,
         head_mask=Path(args.head_mask) if args.head_mask else None,
         body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels)
     if args.dry_run:
@@ -185,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--dtype", default="auto",
                      help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
     gen.add_argument("--chunk-size", type=int, default=4, help="frames rendered together (memory vs speed)")
+    gen.add_argument("--face", default="largest",
+                     help="which face to animate when the photo shows several: largest, or an index 0, 1, ... "
+                          "counting faces from left to right")
+    gen.add_argument("--min-face-area", type=float, default=0.2,
+                     help="the face covers at least this fraction of the square cut around it (official 0.2; "
+                          "0.15-0.5 are sensible)")
+    gen.add_argument("--output", default="crop", choices=["crop", "photo"],
+                     help="crop: the 512x512 animated square; photo: pasted back into the photo at its resolution "
+                          "(longest side capped at 2048 px)")
     gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
                                          "used instead of the selfie segmenter")
     gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")

@@ -282,11 +282,11 @@ def test_extension_lists_every_node(comfy):
     listed = asyncio.run(comfy.nodes.R3DPExtension().get_node_list())
     assert listed == comfy.nodes.NODE_CLASSES
     ids = [cls.define_schema().node_id for cls in listed]
-    assert len(ids) == len(set(ids)) == 22
+    assert len(ids) == len(set(ids)) == 23
     assert {"R3DP_ImageToTriplane", "R3DP_AudioToMotion", "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder",
             "R3DP_MotionAdapter", "R3DP_VolumeRender", "R3DP_HtbsrComposite", "R3DP_BackgroundLoader",
             "R3DP_SaveMotion", "R3DP_LoadMotion", "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
-            "R3DP_LoadAudio"} <= set(ids)
+            "R3DP_LoadAudio", "R3DP_PasteBack"} <= set(ids)
 
 
 def test_schemas_follow_the_registry_and_ui_rules(comfy):

@@ -171,6 +171,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     interrupt); whatever stops the run, no output file is left behind.
     """
     from ..video_io import VideoWriter
+    from .paste_back import PasteBackSource
     from .stages import make_avatar, prepare_source, speech_motion, talking_frames
     from .stream import DebugPanelSource
 
@@ -180,7 +181,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
         source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
-                                min_face_area=request.min_face_area)
+                                min_face_area=request.min_face_area, face=request.face)
         avatar = make_avatar(model, source)
         if request.expression_video is not None:
             log("fitting the driving video")
@@ -200,6 +201,8 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                 mouth_gain=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)
+        elif request.output == "photo":
+            frames = PasteBackSource(frames, avatar)
         log(f"rendering {frames.num_frames} frames on {device}")
         render_start = time.perf_counter()
         try:

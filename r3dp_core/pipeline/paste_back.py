@@ -69,30 +69,36 @@ def _border_fade(size: int, width: int, device: torch.device) -> torch.Tensor:
     return ramp[:, None] * ramp[None, :]
 
 
-def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None,
+def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, size: int = FRAME_SIZE,
                dilation: int = BLEND_DILATION, feather: int = BLEND_FEATHER) -> torch.Tensor:
-    """The paste-back weight of each pixel of the 512² frames.
+    """The paste-back weight of each pixel of the frames.
 
     Args:
-        person: ``[B,1,512,512]`` HTB-SR's person mask of each frame in [0,1], or None (then the whole square).
-        source_person: ``[1,1,512,512]`` the person of the source photo, or None.
-        dilation, feather: growth and soft-edge width in frame pixels.
+        person: ``[B,1,size,size]`` HTB-SR's person mask of each frame in [0,1], or None (then the whole square).
+        source_person: ``[1,1,h,w]`` the person of the source square (any size, resized), or None.
+        size: the frames' side (512 for the real model).
+        dilation, feather: growth and soft-edge width in pixels of a 512² frame (scaled to ``size``).
     Returns:
-        ``[B,1,512,512]`` in [0,1]; exactly 0 beyond the dilated, feathered person and on the square's border.
+        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person and on the square's border.
     """
+    scale = size / FRAME_SIZE
+    dilation, feather = round(dilation * scale), max(1, round(feather * scale))
     if person is None:
-        union = torch.ones(1, 1, FRAME_SIZE, FRAME_SIZE)
+        union = torch.ones(1, 1, size, size)
     else:
         union = person.float()
         if source_person is not None:
-            union = torch.maximum(union, source_person.to(union))
+            source = source_person.to(union)
+            if source.shape[-2:] != union.shape[-2:]:
+                source = F.interpolate(source, size=union.shape[-2:], mode="bilinear", align_corners=False)
+            union = torch.maximum(union, source)
         union = (union > 0.5).float()
         if dilation > 0:
             union = F.max_pool2d(union, 2 * dilation + 1, stride=1, padding=dilation)
         radius = max(1, feather // 4)
         for _ in range(2):  # two box blurs: a soft edge with a finite support (exact zeros beyond it)
             union = F.avg_pool2d(union, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-    return union * _border_fade(union.shape[-1], max(1, feather), union.device)
+    return union * _border_fade(size, feather, union.device)
 
 
 def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare
@@ -177,6 +183,6 @@ class PasteBackSource(FrameSource):
         out = self.composite.chunk(start, stop, trace)
         frames = (out.image.float() + 1) / 2
         source = self.source_person.to(frames.device) if self.source_person is not None else None
-        weights = blend_mask(out.person_mask.to(frames.device), source)
+        weights = blend_mask(out.person_mask.to(frames.device), source, frames.shape[-1])
         images, masks = paste(frames.cpu(), weights.cpu(), self.photo, self.square)
         return PastedFrames(images.numpy(), masks)

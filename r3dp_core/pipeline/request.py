@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CAMERA_MODES = ("auto", "static", "driving", "orbit")
+OUTPUT_MODES = ("crop", "photo")
 
 
 @dataclass
@@ -28,6 +29,8 @@ class GenerateRequest:
     dtype: str = "auto"
     chunk_size: int = 4
     min_face_area: float = 0.2
+    face: str | int = "largest"              # or an index into the photo's faces, left to right
+    output: str = "crop"                     # crop: the 512² square; photo: pasted back into the photo
     models_dir: Path | None = None
     head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
     body_mask: Path | None = None            # with head_mask: the rest of the person
