@@ -35,6 +35,7 @@ def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None, backgr
     """
     from r3dp_core.pipeline.paste_back import (
         BLEND_DILATION,
+        FRAME_SIZE,
         avatar_placement,
         blend_mask,
         paste,
@@ -65,7 +66,7 @@ def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None, backgr
         weights = blend_mask(person[index.clamp(max=person.shape[0] - 1)][:, None] if person is not None else None,
                              source, clip.shape[-1], BLEND_DILATION, feather)
         base_chunk = base[index.clamp(max=base.shape[0] - 1)] if base.shape[0] > 1 else base
-        pasted, mask = paste(clip[:, :3], weights, base_chunk, square)
+        pasted, mask = paste(clip[:, :3], weights, base_chunk, square, fade=feather / FRAME_SIZE)
         images.append(pasted)
         masks.append(mask)
     return torch.cat(images), torch.cat(masks)

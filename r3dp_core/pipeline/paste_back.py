@@ -62,7 +62,7 @@ def photo_canvas(photo: np.ndarray, square: CropSquare) -> tuple[np.ndarray, Cro
     return np.ascontiguousarray(canvas), square, notes
 
 
-def _border_fade(size: int, width: int, device: torch.device) -> torch.Tensor:
+def _border_fade(size: int, width: float, device: torch.device) -> torch.Tensor:
     """``[size,size]``: 0 on the outermost pixels rising linearly to 1 at ``width`` pixels inside."""
     position = torch.arange(size, device=device, dtype=torch.float32)
     ramp = (torch.minimum(position, size - 1 - position) / width).clamp(0, 1)
@@ -79,7 +79,8 @@ def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, 
         size: the frames' side (512 for the real model).
         dilation, feather: growth and soft-edge width in pixels of a 512² frame (scaled to ``size``).
     Returns:
-        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person and on the square's border.
+        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person (the fade towards the
+        square's border is :func:`paste`'s, at the pasted size).
     """
     scale = size / FRAME_SIZE
     dilation, feather = round(dilation * scale), max(1, round(feather * scale))
@@ -98,11 +99,11 @@ def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, 
         radius = max(1, feather // 4)
         for _ in range(2):  # two box blurs: a soft edge with a finite support (exact zeros beyond it)
             union = F.avg_pool2d(union, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-    return union * _border_fade(size, feather, union.device)
+    return union
 
 
-def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare,
+          fade: float = BLEND_FEATHER / FRAME_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend 512² frames into a base picture at ``square``.
 
     Args:
@@ -110,6 +111,8 @@ def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, squar
         weights: ``[B or 1,1,512,512]`` blend weights (:func:`blend_mask`).
         base: ``[B or 1,H,W,3]``, uint8 or float in [0,1]: the photo, or frames to paste into.
         square: where the frames go, in ``base``'s pixels (it may reach past its edges).
+        fade: the weights fade to exactly 0 on the square's outermost pixels over this fraction of its side, so
+            the pasted square has no edge of its own.
     Returns:
         ``(images [B,H,W,3]`` of ``base``'s dtype, ``masks [B,H,W]`` float in [0,1])``: outside the mask the
         images equal ``base`` exactly.
@@ -126,6 +129,7 @@ def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, squar
     down = square.side < frames.shape[-1]
     resized = F.interpolate(frames.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
     weight = F.interpolate(weights.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
+    weight = weight * _border_fade(square.side, max(1.0, fade * square.side), weight.device)
     inside = (slice(None), slice(None), slice(rows.start - square.top, rows.stop - square.top),
               slice(cols.start - square.left, cols.stop - square.left))
     resized, weight = resized[inside].permute(0, 2, 3, 1), weight[inside].permute(0, 2, 3, 1).clamp(0, 1)
