@@ -65,7 +65,6 @@ def prepare(folder: Path, shared_dir: Path, lengths: list[float], photo_size: tu
 
     write_models_folder(folder / "models", shared_dir)
     portrait = cv2.imread(str(shared_dir / "testdata" / "astronaut_512.png"))
-    cv2.imwrite(str(folder / "portrait.png"), portrait)
     head, body = face_masks(cv2.cvtColor(portrait, cv2.COLOR_BGR2RGB), folder / "models" / "face_landmarker.task")
     if photo_size is not None:
         width, height = photo_size
@@ -78,6 +77,7 @@ def prepare(folder: Path, shared_dir: Path, lengths: list[float], photo_size: tu
 
         portrait = widen(portrait, cv2.INTER_CUBIC, "edge")
         head, body = (widen(mask, cv2.INTER_NEAREST, "constant") for mask in (head, body))
+    cv2.imwrite(str(folder / "portrait.png"), portrait)
     cv2.imwrite(str(folder / "head.png"), head)
     cv2.imwrite(str(folder / "body.png"), body)
     speech, rate = short_speech(shared_dir, 9.0)
