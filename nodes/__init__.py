@@ -1,8 +1,8 @@
 """r3dp's ComfyUI nodes (V3 API): thin adapters over ``r3dp_core``.
 
 One module per stage: ``loaders`` (model files), ``image_to_triplane``, ``audio_to_motion``, ``video_to_motion``,
-``head_pose``, ``pncc``, ``motion_adapter``, ``volume_render``, ``htbsr_composite``, ``background``, ``io``
-(audio loader, Save/Load Motion and Avatar) and ``all_in_one`` (Talking Portrait). Every class subclasses
+``head_pose``, ``pncc``, ``motion_adapter``, ``volume_render``, ``htbsr_composite``, ``paste_back``, ``background``,
+``io`` (audio loader, Save/Load Motion and Avatar) and ``all_in_one`` (Talking Portrait). Every class subclasses
 ``comfy_io.ComfyNode`` directly with a literal ``R3DP_`` node id, which is what ComfyUI-Manager's scanner needs.
 """
 
@@ -31,6 +31,7 @@ from . import (  # noqa: E402
     io,
     loaders,
     motion_adapter,
+    paste_back,
     pncc,
     video_to_motion,
     volume_render,
@@ -38,7 +39,7 @@ from . import (  # noqa: E402
 
 NODE_CLASSES = [*loaders.NODES, *image_to_triplane.NODES, *audio_to_motion.NODES, *video_to_motion.NODES,
                 *head_pose.NODES, *pncc.NODES, *motion_adapter.NODES, *volume_render.NODES, *htbsr_composite.NODES,
-                *background.NODES, *io.NODES, *all_in_one.NODES]
+                *paste_back.NODES, *background.NODES, *io.NODES, *all_in_one.NODES]
 
 
 class R3DPExtension(ComfyExtension):

@@ -21,7 +21,8 @@ class ImageToTriplane(comfy_io.ComfyNode):
             node_id="R3DP_ImageToTriplane",
             display_name="Image → Triplane",
             category=f"{t.CATEGORY}/avatar",
-            description="Prepares each portrait once: crop so the face is large enough, 3DMM fit from MediaPipe "
+            description="Prepares each portrait once: finds the faces on the photo as it is, cuts a square around the "
+                        "chosen one so the face is large enough, 3DMM fit from MediaPipe "
                         "landmarks, head/torso/background segmentation, torso in-painting, background plate, and the "
                         "canonical tri-plane of the head. An IMAGE batch gives one avatar per photo.",
             inputs=[
@@ -32,11 +33,14 @@ class ImageToTriplane(comfy_io.ComfyNode):
                 t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
                 t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
                 comfy_io.Float.Input("min_face_area", default=defaults.MIN_FACE_AREA, min=0.05, max=0.8, step=0.01,
-                                     tooltip="Crop the photo so the face covers at least this fraction of the frame "
-                                             f"(official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)."),
-                comfy_io.Combo.Input("face", options=["largest", "0", "1", "2", "3"], default="largest",
-                                     tooltip="Which face to use when the photo shows several: the largest, or "
-                                             "MediaPipe's n-th detection."),
+                                     tooltip="The square cut around the face is sized so the face covers at least "
+                                             f"this fraction of it (official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are "
+                                             "sensible)."),
+                comfy_io.Combo.Input("face", options=["largest", *(str(i) for i in range(8))], default="largest",
+                                     tooltip="Which face to animate when the photo shows several: the largest, or "
+                                             "the n-th counting from the left (0 = leftmost). Two Image → Triplane "
+                                             "nodes on one photo (face 0, face 1) and chained Paste Back nodes "
+                                             "make both people talk."),
             ],
             outputs=[t.Avatar.Output(display_name="avatar"),
                      comfy_io.Image.Output(display_name="source_crop"),

@@ -161,6 +161,15 @@ def _selftest(args: argparse.Namespace) -> None:
     print(f"selftest    wrote {result.path}")
 
 
+def _face_choice(value: str) -> str | int:
+    if value == "largest":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
+
+
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import model_files
     from .pipeline.generate import generate, load_masks
@@ -175,7 +184,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         easing=args.easing, mouth_amp=args.mouth_amp,
         mouth_scale=args.mouth_scale, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
-        chunk_size=args.chunk_size, models_dir=Path(args.models_dir) if args.models_dir else None,
+        chunk_size=args.chunk_size, min_face_area=args.min_face_area, face=_face_choice(args.face),
+        output=args.output, models_dir=Path(args.models_dir) if args.models_dir else None,
         head_mask=Path(args.head_mask) if args.head_mask else None,
         body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels,
         motion=Path(args.motion) if args.motion else None, map_to_init_pose=args.map_to_init_pose,
@@ -204,7 +214,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .pipeline.paste_back import MAX_PHOTO_SIDE
     from .pipeline.pose import EASINGS, POSE_MODES, PoseRecipe
+    from .pipeline.request import OUTPUT_MODES
 
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -249,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
     gen.add_argument("--chunk-size", type=int, default=defaults.CHUNK_SIZE,
                      help="frames rendered together (memory vs speed)")
+    gen.add_argument("--face", default="largest",
+                     help="which face to animate when the photo shows several: largest, or an index 0, 1, ... "
+                          "counting faces from left to right")
+    gen.add_argument("--min-face-area", type=float, default=defaults.MIN_FACE_AREA,
+                     help="the face covers at least this fraction of the square cut around it (official "
+                          f"{defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)")
+    gen.add_argument("--output", default="crop", choices=OUTPUT_MODES,
+                     help="crop: the 512x512 animated square; photo: pasted back into the photo at its resolution "
+                          f"(longest side capped at {MAX_PHOTO_SIDE} px)")
     gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
                                          "used instead of the selfie segmenter")
     gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")
@@ -260,8 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--map-to-init-pose", action=argparse.BooleanOptionalAction, default=True,
                      help="a driving head pose starts at the photo's pose and applies the driving pose's changes "
                           "(official default); --no-map-to-init-pose uses the driving pose as it is")
-    gen.add_argument("--head-threshold", type=float, default=0.9,
-                     help="HTB-SR: rendered head opacity above which a pixel counts as solid head, 0-1 (official 0.9)")
+    gen.add_argument("--head-threshold", type=float, default=defaults.HEAD_THRESHOLD,
+                     help="HTB-SR: rendered head opacity above which a pixel counts as solid head, 0-1 (official "
+                          f"{defaults.HEAD_THRESHOLD:g})")
     gen.add_argument("--dry-run", action="store_true",
                      help="validate every input and report what would be done, without loading any other model")
     gen.set_defaults(func=cmd_generate)

@@ -215,17 +215,17 @@ def test_video_driven_job_keeps_the_videos_sound_and_blinks(tiny_job, job, tmp_p
 
 def _spy_on_frames(monkeypatch) -> dict:
     """Record what ``run_job`` hands to ``talking_frames`` (motion, pose, and the lazy frame source)."""
-    from r3dp_core.pipeline import stages
+    from r3dp_core.pipeline import frame_chain
 
     seen = {}
-    original = stages.talking_frames
+    original = frame_chain.talking_frames
 
     def spy(model, kit, avatar, motion, pose, **options):
         frames = original(model, kit, avatar, motion, pose, **options)
         seen.update(avatar=avatar, motion=motion, pose=pose, frames=frames)
         return frames
 
-    monkeypatch.setattr(stages, "talking_frames", spy)
+    monkeypatch.setattr(frame_chain, "talking_frames", spy)
     return seen
 
 
@@ -284,3 +284,24 @@ def test_official_npy_motion_drives_a_clip_from_the_command_line(tiny_job, job, 
     assert info["frames"] == 6 and info["audio_seconds"] is None
     assert seen["motion"].blink is None
     assert torch.equal(seen["pose"].euler, avatar.euler[:1].expand(6, 3).to(seen["pose"].euler))
+
+
+def test_output_photo_pastes_the_clip_into_a_wide_photo(job, tiny_job, tmp_path):
+    """``--output photo`` on a 2:1 photo with an odd width: the mp4 has the photo's (even) size, and far from the
+    face it shows the photo itself."""
+    portrait = cv2.cvtColor(cv2.imread(str(job["root"] / "portrait.png")), cv2.COLOR_BGR2RGB)
+    wide = np.pad(portrait, ((0, 0), (300, 225), (0, 0)), mode="edge")          # 1037x512
+    cv2.imwrite(str(tmp_path / "wide.png"), cv2.cvtColor(wide, cv2.COLOR_RGB2BGR))
+    for name in ("head", "body"):  # the portrait's masks, padded like the photo
+        mask = cv2.imread(str(job["root"] / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        cv2.imwrite(str(tmp_path / f"{name}.png"), np.pad(mask, ((0, 0), (300, 225))))
+    request = dataclasses.replace(tiny_job["request"], image=tmp_path / "wide.png", head_mask=tmp_path / "head.png",
+                                  body_mask=tmp_path / "body.png", out=tmp_path / "photo.mp4", output="photo")
+    summary = run_job(request, validate(request, job["models"]), tiny_job["models"], masks=load_masks(request),
+                      log=lambda _: None)
+    info = probe_video(summary.path)
+    assert (info["width"], info["height"], info["frames"]) == (1036, 512, 8)
+    frames = np.concatenate([chunk for chunk, _ in read_video_frames(summary.path)])
+    far = np.s_[:, :, 900:]                                                     # right of the face's square
+    assert np.abs(frames[far].astype(int) - wide[None, :, 900:1036]).mean() < 3  # the photo, up to H.264 noise
+    assert np.abs(frames[1:, 80:200, 480:580].astype(int) - frames[:-1, 80:200, 480:580]).mean() > 0.1  # moves

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.crop import face_area_fraction, face_crop_box, prepare_source_image
+from r3dp_core.geometry.crop import face_area_fraction, prepare_source_image
 from r3dp_core.geometry.inpaint import extract_background, inpaint_torso, resize_background
 from r3dp_core.geometry.landmarks import detect_landmarks_image
 from r3dp_core.geometry.segmentation import BODY_SKIN, CLOTHES, FACE_SKIN, HAIR
@@ -121,33 +121,28 @@ def test_resize_background_squashes_with_inter_linear():
     assert np.array_equal(result.numpy(), cv2.resize(image, (512, 512), interpolation=cv2.INTER_LINEAR))
 
 
-def test_face_crop_box_arithmetic():
-    points = np.array([[200.7, 100.2], [300.9, 220.8]])            # truncated box 200..300 × 100..220
-    assert face_area_fraction(points) == pytest.approx(100.2 * 120.6 / 512 ** 2)
-    # area 12000 / 0.2 → side int(sqrt(60000)) = 244, centre (250, 160): fits, no shrink
-    assert face_crop_box(points) == (int(160 - 122), int(160 + 122), int(250 - 122), int(250 + 122))
-    # near the left edge the square shrinks by twice the overflow: centre x 60, half 122 → overflow 62 → 244-124
-    near_edge = points - [190, 0]
-    assert face_crop_box(near_edge) == (160 - 60, 160 + 60, 0, 120)
-
-
 def test_prepare_source_image_crops_small_faces(landmarker_model, portrait_path):
     portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
     source = prepare_source_image(portrait, landmarker_model)
-    assert source.cropped and source.image.shape == (512, 512, 3) and source.image.dtype == torch.uint8
-    assert torch.equal(source.image, source.image_512)
+    side = source.square.side
+    assert source.cropped and source.image.shape == (side, side, 3) and source.image.dtype == torch.uint8
+    assert 150 < side < 300  # the square at the photo's own resolution
+    assert torch.equal(source.image_512, torch.from_numpy(cv2.resize(source.image.numpy(), (512, 512))))
     before = face_area_fraction(detect_landmarks_image(portrait, landmarker_model).points[0])
-    after = face_area_fraction(detect_landmarks_image(source.image, landmarker_model).points[0])
+    after = face_area_fraction(detect_landmarks_image(source.image_512, landmarker_model).points[0])
     assert before < 0.1 and 0.15 < after < 0.3
-    # a mask of the photo follows the same squash and crop: mapping the photo's own channels gives the crop
+    # the landmarks handed to the fit are the chosen face's, in the square's pixels
+    assert face_area_fraction(source.points, side) == pytest.approx(after, abs=0.03)
+    # a mask of the photo follows the same square: mapping the photo's own channels gives the 512² source
     for channel in range(3):
         mapped = source.map_plane(portrait[..., channel].astype(np.float32))
         assert mapped.shape == (512, 512)
-        assert (mapped - source.image[..., channel].float()).abs().max() <= 1.0
+        assert (mapped - source.image_512[..., channel].float()).abs().max() <= 1.0
     untouched = prepare_source_image(torch.from_numpy(portrait), landmarker_model, min_face_area_percent=0.02)
     assert not untouched.cropped and torch.equal(untouched.image, torch.from_numpy(portrait))
     wide = cv2.resize(portrait, (700, 400))
+    # the largest square that fits: the short side
     kept = prepare_source_image(wide, landmarker_model, min_face_area_percent=0.02)
-    assert kept.image.shape == (400, 700, 3) and kept.image_512.shape == (512, 512, 3)
+    assert kept.image.shape == (400, 400, 3) and kept.image_512.shape == (512, 512, 3)
     with pytest.raises(InputError, match="No face"):
         prepare_source_image(np.zeros((300, 300, 3), np.uint8), landmarker_model)

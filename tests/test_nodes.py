@@ -37,11 +37,11 @@ def test_extension_lists_every_node(comfy):
     listed = asyncio.run(comfy.nodes.R3DPExtension().get_node_list())
     assert listed == comfy.nodes.NODE_CLASSES
     ids = [cls.define_schema().node_id for cls in listed]
-    assert len(ids) == len(set(ids)) == 22
+    assert len(ids) == len(set(ids)) == 23
     assert {"R3DP_ImageToTriplane", "R3DP_AudioToMotion", "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder",
             "R3DP_MotionAdapter", "R3DP_VolumeRender", "R3DP_HtbsrComposite", "R3DP_BackgroundLoader",
             "R3DP_SaveMotion", "R3DP_LoadMotion", "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
-            "R3DP_LoadAudio"} <= set(ids)
+            "R3DP_LoadAudio", "R3DP_PasteBack"} <= set(ids)
 
 
 def test_schemas_follow_the_registry_and_ui_rules(comfy):
@@ -592,3 +592,34 @@ def test_image_to_triplane_names_the_portrait_without_a_face(comfy, monkeypatch)
         bound(comfy.nodes.image_to_triplane.ImageToTriplane).execute(image, video, face, Path("lm.task"),
                                                           comfy.nodes.loaders.Segmenter(path=Path("s")), 0.2, "largest")
     assert str(error.value) == f"Image→Triplane, portrait 1 of 2: No face found in the photo. {NO_FACE_ADVICE}"
+
+
+# ----------------------------------------------------------------------------------------------- paste back
+
+def test_paste_back_node_chains_two_people(comfy):
+    """Two avatars of one photo: the second Paste Back pastes into the first's output."""
+    from r3dp_core.errors import InputError
+
+    node = comfy.nodes.paste_back.PasteBack
+    photo = np.random.default_rng(4).integers(0, 256, (100, 240, 3), dtype=np.uint8)
+    segmap = torch.zeros(1, 6, 64, 64)
+    segmap[:, 0] = 1
+    first, second = (dataclasses.replace(_avatar(), segmap=segmap, photo=torch.from_numpy(photo),
+                                         photo_square=torch.tensor([left, 0, 100])) for left in (0, 140))
+    clip = torch.full((3, 64, 64, 3), 0.2)
+    person = torch.zeros(3, 64, 64)
+    person[:, 16:48, 20:44] = 1
+    one, one_mask = node.execute([clip], [[first]], [16], person_mask=[person]).args
+    assert one[0].shape == (3, 100, 240, 3) and one_mask[0].shape == (3, 100, 240)
+    reference = torch.from_numpy(photo).float()[None] / 255
+    assert torch.equal(one[0][:, :, 100:], reference.expand(3, -1, -1, -1)[:, :, 100:])  # right half untouched
+    two, two_mask = node.execute([torch.full((2, 64, 64, 3), 0.9)], [[second]], [16], person_mask=[person[:2]],
+                                 background_frames=one).args
+    assert two[0].shape == (3, 100, 240, 3)  # the longer clip's length; the shorter holds its last frame
+    assert torch.equal(two[0][:, :, :140], one[0][:, :, :140])        # person 1 kept exactly
+    assert bool((two_mask[0][:, :, 140:] > 0).any()) and not bool(two_mask[0][:, :, :140].any())
+    assert float(two[0][2][two_mask[0][2] == 1].mean()) == pytest.approx(0.9, abs=1e-5)
+    with pytest.raises(InputError, match="background_frames are 50x50"):
+        node.execute([clip], [[first]], [16], background_frames=[torch.rand(1, 50, 50, 3)])
+    with pytest.raises(InputError, match="2 clip\\(s\\) but 3 avatar"):
+        node.execute([clip, clip], [[first, first, second]], [16])

@@ -1,4 +1,5 @@
-"""Source-image crop so the face covers enough of the frame (official ``crop_img_on_face_area_percent``, spec §3.1)."""
+"""The source square around the chosen face, resized to 512² (official ``crop_img_on_face_area_percent``, spec §3.1,
+without its squash to a square: see ``framing`` for the rule)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import numpy as np
 import torch
 
 from ..defaults import MIN_FACE_AREA
+from ..errors import InputError
 from ..images import as_uint8_frames
-from .landmarks import FaceChoice, detect_image_points, raise_if_missing
+from .framing import CropSquare, DetectedFace, choose_face, crop_square, find_faces
+from .landmarks import NO_FACE_ADVICE, FaceChoice, detect_faces
 
 SOURCE_SIZE = 512
 
 
 def resize_square(image: np.ndarray, size: int = SOURCE_SIZE) -> np.ndarray:
-    """uint8 [H,W,3] → [size,size,3] with cv2 INTER_LINEAR, aspect ratio ignored (official squash)."""
+    """uint8 [H,W,3] → [size,size,3] with cv2 INTER_LINEAR, aspect ratio ignored (official resize)."""
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
@@ -29,73 +32,77 @@ def face_area_fraction(landmarks: torch.Tensor | np.ndarray, size: int = SOURCE_
     return float(extent[0] * extent[1]) / size ** 2
 
 
-def face_crop_box(landmarks: torch.Tensor | np.ndarray, min_face_area_percent: float = MIN_FACE_AREA,
-                  size: int = SOURCE_SIZE) -> tuple[int, int, int, int]:
-    """Square crop (row0, row1, col0, col1) of a size² image in which the face box covers ``min_face_area_percent``.
-
-    The square is centred on the landmarks' (integer-truncated) bounding box and shrunk by twice its largest
-    overflow when it would leave the image, exactly as the official code computes it.
-    """
-    points = np.asarray(landmarks, dtype=np.float64).astype(np.int64)
-    (min_x, min_y), (max_x, max_y) = points.min(0), points.max(0)
-    target = int(math.sqrt((max_x - min_x) * (max_y - min_y) / min_face_area_percent))
-    cx, cy = (min_x + max_x) / 2, (min_y + max_y) / 2
-    overflow = max(target / 2 - cx, cx + target / 2 - size, target / 2 - cy, cy + target / 2 - size)
-    side = math.floor(target - max(0.0, 2 * overflow))
-    return int(cy - side / 2), int(cy + side / 2), int(cx - side / 2), int(cx + side / 2)
-
-
 @dataclass
 class SourceImage:
-    """image: [H,W,3] uint8, the file's own pixels when the face was big enough, else the 512² crop.
-    image_512: the 512² squashed image segmentation and rendering use.
-    box: the crop (row0, row1, col0, col1) in the squashed 512² photo, or None when no crop was needed."""
+    """The portrait as the 512² pipeline sees it: the square around the chosen face (``framing.crop_square``).
+
+    image: ``[S,S,3]`` uint8, the square at the photo's own resolution (the whole photo when it is square and the
+        face is big enough, as the official path keeps the file); the landmarks and the 3DMM fit use it.
+    image_512: the square resized to 512² (INTER_LINEAR), which segmentation and rendering use.
+    points: ``[478,2]`` float32 landmarks of the chosen face in ``image``'s pixels.
+    square: where ``image`` lies in the photo (it may reach past the photo's edges, which are padded).
+    photo_size: the photo's ``(height, width)``.
+    faces: how many faces the photo shows.
+    """
 
     image: torch.Tensor
     image_512: torch.Tensor
-    box: tuple[int, int, int, int] | None = None
+    points: torch.Tensor
+    square: CropSquare
+    photo_size: tuple[int, int]
+    faces: int = 1
 
     @property
     def cropped(self) -> bool:
-        return self.box is not None
+        """Whether the square is anything but the whole photo."""
+        return not self.square.covers(*self.photo_size)
 
     def map_plane(self, plane: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """A per-pixel map of the original photo (e.g. a mask ``[H,W]`` at any resolution) → ``[512,512]`` float32
-        in the source frame, by the same squash and crop as the photo (bilinear)."""
+        """A per-pixel map of the original photo (e.g. a mask ``[H,W]``, at the photo's size or any other) →
+        ``[512,512]`` float32 in the source frame, by the same square and padding as the photo (bilinear)."""
         array = np.asarray(plane.detach().float().cpu() if isinstance(plane, torch.Tensor) else plane, np.float32)
         if array.ndim != 2:
             raise ValueError(f"expected a [H,W] map, got shape {array.shape}")
-        array = resize_square(array)
-        if self.box is not None:
-            row0, row1, col0, col1 = self.box
-            array = resize_square(np.ascontiguousarray(array[row0:row1, col0:col1]))
-        return torch.from_numpy(array)
+        height, width = self.photo_size
+        if array.shape != (height, width):
+            array = cv2.resize(array, (width, height), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(resize_square(np.ascontiguousarray(self.square.cut(array)))))
+
+
+def _nearest_face(faces: list[DetectedFace], centre: tuple[float, float]) -> DetectedFace | None:
+    if not faces:
+        return None
+    return min(faces, key=lambda face: math.dist(face.centre, centre))
 
 
 def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str | Path,
                          min_face_area_percent: float = MIN_FACE_AREA,
                          face: FaceChoice = "largest") -> SourceImage:
-    """Official source preprocessing: squash to 512², measure the face, crop and resize when it is too small.
+    """Find the faces on the photo as it is, choose one, cut the square around it (``framing``), find its landmarks.
 
     Args:
-        image: [H,W,3] RGB uint8 or float in [0,1], any resolution.
+        image: ``[H,W,3]`` RGB uint8 or float in [0,1], any resolution and aspect ratio.
         landmarker_path: ``face_landmarker.task``.
-        min_face_area_percent: fraction of the 512² image the 478-landmark box must cover (official 0.2,
+        min_face_area_percent: fraction of the square the face's 478-landmark box must cover (official 0.2,
             Gradio slider 0.15-0.5).
+        face: ``'largest'`` or an index into the faces ordered left to right.
 
     Raises:
-        InputError: no face in the image.
+        InputError: no face in the photo, or the face index is past the faces found.
     """
     original = as_uint8_frames(image)[0]
-    squashed = resize_square(original)
-    points, found = detect_image_points(squashed[None], landmarker_path, face=face)
-    raise_if_missing(found, face)
-    points = points[0]
+    height, width = original.shape[:2]
+    faces = find_faces(original, landmarker_path)
+    chosen = choose_face(faces, face)
+    square = crop_square(chosen, height, width, min_face_area_percent)
+    crop = np.ascontiguousarray(square.cut(original))
+    # The landmarks are found again on the square itself, as the official code does on its crop; of the faces
+    # there, the one nearest to where the chosen face lies.
+    centre = (chosen.centre[0] - square.left, chosen.centre[1] - square.top)
+    in_crop = _nearest_face([DetectedFace(points) for points in detect_faces(crop, landmarker_path)], centre)
+    if in_crop is None:
+        raise InputError(f"No face found in the square cut around the chosen face. {NO_FACE_ADVICE}")
     device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
-    if face_area_fraction(points) >= min_face_area_percent:
-        return SourceImage(torch.from_numpy(original).to(device), torch.from_numpy(squashed).to(device))
-    box = face_crop_box(points, min_face_area_percent)
-    row0, row1, col0, col1 = box
-    crop = resize_square(np.ascontiguousarray(squashed[row0:row1, col0:col1]))
-    crop_tensor = torch.from_numpy(crop).to(device)
-    return SourceImage(crop_tensor, crop_tensor, box)
+    return SourceImage(torch.from_numpy(crop).to(device), torch.from_numpy(resize_square(crop)).to(device),
+                       torch.from_numpy(in_crop.points.astype(np.float32)).to(device), square, (height, width),
+                       len(faces))

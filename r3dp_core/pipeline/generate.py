@@ -138,6 +138,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     """
     from ..video_io import VideoWriter
     from .frame_chain import talking_frames
+    from .paste_back import PasteBackSource
     from .stages import make_avatar, prepare_source, speech_motion, with_blinks
     from .stream import DebugPanelSource
 
@@ -147,7 +148,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
         source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
-                                min_face_area=request.min_face_area)
+                                min_face_area=request.min_face_area, face=request.face)
         avatar = make_avatar(model, source)
         if inputs.motion is not None:
             log(f"driving from the motion file {request.motion}")
@@ -175,6 +176,8 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                 head_threshold=request.head_threshold, mouth_gain=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)
+        elif request.output == "photo":
+            frames = PasteBackSource(frames, avatar)
         log(f"rendering {frames.num_frames} frames on {device}")
         render_start = time.perf_counter()
         try:

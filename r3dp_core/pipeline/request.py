@@ -8,6 +8,8 @@ from pathlib import Path
 from .. import defaults
 from .pose import PoseRecipe
 
+OUTPUT_MODES = ("crop", "photo")
+
 
 @dataclass
 class GenerateRequest:
@@ -31,6 +33,8 @@ class GenerateRequest:
     dtype: str = "auto"
     chunk_size: int = defaults.CHUNK_SIZE
     min_face_area: float = defaults.MIN_FACE_AREA
+    face: str | int = "largest"              # or an index into the photo's faces, left to right
+    output: str = "crop"                     # crop: the 512² square; photo: pasted back into the photo
     models_dir: Path | None = None
     head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
     body_mask: Path | None = None            # with head_mask: the rest of the person

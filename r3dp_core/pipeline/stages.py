@@ -18,7 +18,6 @@ from ..errors import InputError
 from ..geometry.crop import prepare_source_image
 from ..geometry.fitting import fit_image
 from ..geometry.inpaint import extract_background, inpaint_torso, resize_background
-from ..geometry.landmarks import detect_landmarks_image
 from ..geometry.segmentation import (
     head_mask,
     keep_region,
@@ -26,8 +25,9 @@ from ..geometry.segmentation import (
     one_hot_segmap,
     segment_selfie_multiclass,
 )
-from ..images import u8_image_to_tensor
+from ..images import as_uint8_frames, u8_image_to_tensor
 from .face import FaceKit
+from .paste_back import photo_canvas
 from .types import Avatar, Motion, PortraitMasks
 
 
@@ -43,15 +43,15 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
         masks: optional head/body masks in the photo's coordinates (the first of the batch is this portrait's),
             mapped through the same crop (instead of ``labels`` or the segmenter).
         background: optional ``[h,w,3]`` background image; default: the KNN-filled background of the photo.
-        min_face_area: crop so the face covers at least this fraction of the frame (official 0.2).
+        min_face_area: the face covers at least this fraction of the square cut around it (official 0.2).
+        face: ``'largest'`` or an index into the photo's faces ordered left to right (``geometry.framing``).
 
     Returns:
         ``Avatar`` without ``planes`` (see ``make_avatar``).
     """
     source = prepare_source_image(image, kit.landmarker_path, min_face_area, face=face)
     image_512 = source.image_512.cpu()
-    points = detect_landmarks_image(source.image.cpu(), kit.landmarker_path, face=face).points
-    fit = fit_image(kit.bfm, points.reshape(-1, 478, 2)[0].float(), float(source.image.shape[0]))
+    fit = fit_image(kit.bfm, source.points.cpu().float(), float(source.image.shape[0]))
     if labels is None and masks is not None:
         body = source.map_plane(masks.body[0]) if masks.body is not None else None
         labels = label_map_from_masks(source.map_plane(masks.head[0]), body, masks.threshold)[0]
@@ -67,9 +67,11 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
                          "visible, or connect a head mask.")
     torso = u8_image_to_tensor(inpaint_torso(image_512, labels))
     plate = resize_background(background) if background is not None else extract_background(image_512, labels)
+    photo, square, _ = photo_canvas(as_uint8_frames(image)[0], source.square)
     return Avatar(image=picture, id=fit.id, exp=fit.exp, euler=fit.euler, trans=fit.trans,
                   head_image=keep_region(picture, head_mask(labels[None])), torso_image=torso,
-                  background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]))
+                  background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]),
+                  photo=torch.from_numpy(photo), photo_square=torch.tensor(square.as_tensor_values()))
 
 
 def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:

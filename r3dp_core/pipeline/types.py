@@ -132,6 +132,8 @@ class Avatar:
         torso_image: inpainted torso reference ``[1,3,512,512]`` in [-1,1].
         background: background ``[1,3,512,512]`` in [-1,1].
         segmap: 6-class one-hot segmentation ``[1,6,512,512]``.
+        photo: the photo as paste-back's canvas ``[H,W,3]`` uint8 (``paste_back.photo_canvas``: capped, even).
+        photo_square: ``[3]`` int64 ``(left, top, side)``: where ``image`` lies on ``photo``, in its pixels.
     """
 
     image: torch.Tensor
@@ -144,6 +146,8 @@ class Avatar:
     torso_image: torch.Tensor | None = None
     background: torch.Tensor | None = None
     segmap: torch.Tensor | None = None
+    photo: torch.Tensor | None = None
+    photo_square: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Avatar:
         return Avatar(**{f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)

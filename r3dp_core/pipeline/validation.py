@@ -19,21 +19,20 @@ from .. import defaults, model_files
 from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
 from .inputs import load_image, read_image
+from .paste_back import MAX_PHOTO_SIDE
 from .pose import PoseRecipe
-from .request import GenerateRequest
+from .request import OUTPUT_MODES, GenerateRequest
 
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
 #: Frames of a driving video checked for a face (spread over its length).
 VIDEO_SAMPLE_FRAMES = 16
-#: Most faces the portrait check looks for (the largest one is used, as in the pipeline).
-MAX_FACES = 4
 
 
 @dataclass
 class ValidatedInputs:
     """The decoded inputs of a job. image/background: ``[H,W,3]`` RGB uint8; audio: ``Audio16k`` or None;
-    faces: faces seen in the portrait (the largest is used); notes: what was normalised or noticed."""
+    faces: faces seen in the portrait; notes: what was normalised or noticed."""
 
     image: np.ndarray
     audio: object | None
@@ -67,9 +66,10 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
     motion = _read_motion(request.motion, notes) if request.motion is not None else None
     background = load_image(request.bg) if request.bg is not None else None
     landmarker = model_files.require("face_landmarker", models_dir)
-    faces = _count_faces(request.image, portrait.pixels, landmarker)
+    faces = _count_faces(request.image, portrait.pixels, landmarker, request.face)
     if faces > 1:
-        notes.append(f"portrait: {faces} faces found; the largest one is animated")
+        which = "the largest" if request.face == "largest" else f"number {request.face} from the left"
+        notes.append(f"portrait: {faces} faces found; {which} is animated")
     video_frames = {}
     for flag, video in (("--expression-video", request.expression_video), ("--pose-video", request.pose_video)):
         if video is not None:
@@ -116,6 +116,15 @@ def _check_options(request: GenerateRequest) -> None:
     if not 0.0 <= request.mouth_scale <= defaults.MOUTH_SCALE_MAX:
         raise InputError(f"--mouth-scale {request.mouth_scale} is outside 0..{defaults.MOUTH_SCALE_MAX:g} (1 keeps the "
                          "motion).")
+    if request.output not in OUTPUT_MODES:
+        raise InputError(f"Unknown output {request.output!r}: use one of {', '.join(OUTPUT_MODES)}.")
+    if request.debug_panels and request.output != "crop":
+        raise InputError("--debug-panels shows the 512x512 square stage by stage; use it with --output crop.")
+    if not 0.0 < request.min_face_area <= 1.0:
+        raise InputError(f"--min-face-area {request.min_face_area} must be a fraction in (0, 1] "
+                         f"(official {defaults.MIN_FACE_AREA:g}).")
+    if request.face != "largest" and not (isinstance(request.face, int) and request.face >= 0):
+        raise InputError(f"--face {request.face!r}: give 'largest' or an index 0, 1, ... (faces left to right).")
     if request.temperature < 0:
         raise InputError(f"--temperature must be >= 0, got {request.temperature}.")
     out = Path(request.out)
@@ -131,19 +140,16 @@ def _check_options(request: GenerateRequest) -> None:
                          "path.")
 
 
-def _count_faces(path: Path, image: np.ndarray, landmarker: Path) -> int:
-    """Faces MediaPipe finds in the portrait as the pipeline sees it (squashed to 512²)."""
-    from ..geometry.crop import resize_square
-    from ..geometry.landmarks import NO_FACE_ADVICE, detect_faces
+def _count_faces(path: Path, image: np.ndarray, landmarker: Path, face: str | int) -> int:
+    """Faces the pipeline finds in the portrait (at its own aspect ratio); the requested one must be among them."""
+    from ..geometry.framing import choose_face, find_faces
 
-    faces = detect_faces(resize_square(image), landmarker, MAX_FACES)
-    if faces:
-        return len(faces)
-    height, width = image.shape[:2]
-    squashed = (f" The photo is {width}x{height} and is squashed to a square for processing, which distorts "
-                "the face: crop it to a square around the face first." if max(height, width) > 1.5 * min(height, width)
-                else "")
-    raise InputError(f"{path}: no face found in the photo. {NO_FACE_ADVICE}{squashed}")
+    faces = find_faces(image, landmarker)
+    try:
+        choose_face(faces, face)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    return len(faces)
 
 
 def _silence_notes(path: Path, audio, loudest_dbfs) -> list[str]:
@@ -210,7 +216,8 @@ def _length_notes(request: GenerateRequest, audio, video_frames: dict[str, int],
 
 def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     """What the job would do, one line per input, then the notes (``r3dp generate --dry-run`` prints this)."""
-    faces = f"{inputs.faces} faces found, the largest is used" if inputs.faces > 1 else "face found"
+    which = "the largest" if request.face == "largest" else f"number {request.face} from the left"
+    faces = f"{inputs.faces} faces found, {which} is used" if inputs.faces > 1 else "face found"
     lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), {faces}"]
     if inputs.audio is not None:
         audio = inputs.audio
@@ -227,6 +234,7 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     sound = ("audio muxed" if inputs.audio is not None
              else "the expression video's own sound, if it has any" if request.expression_video is not None
              else "the motion file's own sound, if it has any" if request.motion is not None else "")
-    lines.append(f"output     {request.out} (H.264 512x512{', ' + sound if sound else ''})")
+    size = "512x512" if request.output == "crop" else f"the photo's size, longest side at most {MAX_PHOTO_SIDE}"
+    lines.append(f"output     {request.out} (H.264 {size}{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
     return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""Paste-back: the animated 512² square put back into the original photo, frame by frame.
+
+Each 512² frame is resized into the square it was cut from (``framing.crop_square``, kept on the avatar in
+the pixels of the photo canvas) and blended into the photo through a feathered mask that covers the animated
+person: the union of HTB-SR's person mask of the frame (head + torso, so moving hair and shoulders are
+covered) and the person of the source photo (so the original head is replaced where it no longer is), dilated
+and feathered, and faded out towards the square's edges (so the torso and the background continue into the
+photo without a seam). Outside the mask the output pixels are the photo's exactly.
+
+The photo canvas is the photo with its longest side capped at :data:`MAX_PHOTO_SIDE` (the animated square is
+rendered at 512², so larger canvases add only untouched photo pixels and encoding time) and an odd width or
+height trimmed by its last column or row (H.264 needs even sizes).
+
+:class:`PasteBackSource` is one more streaming stage over the composite source: each chunk is pasted as it
+comes, so memory stays flat in clip length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError
+from ..geometry.framing import CropSquare
+from .stream import FrameSource
+
+#: The photo canvas's longest side is capped at this (the pasted output's resolution limit).
+MAX_PHOTO_SIDE = 2048
+#: The person mask is grown by this many pixels of the 512² frame before feathering (hair strands, motion).
+BLEND_DILATION = 12
+#: Width of the feathered edge in pixels of the 512² frame (also the fade towards the square's borders).
+BLEND_FEATHER = 16
+FRAME_SIZE = 512
+
+
+def photo_canvas(photo: np.ndarray, square: CropSquare) -> tuple[np.ndarray, CropSquare, list[str]]:
+    """The photo as paste-back's canvas (capped and made even, see module docstring) and the square on it.
+
+    Args:
+        photo: ``[H,W,3]`` uint8, the photo the square was cut from.
+        square: the crop square in ``photo``'s pixels.
+    Returns:
+        ``(canvas [h,w,3] uint8, square in canvas pixels, notes)``.
+    """
+    height, width = photo.shape[:2]
+    notes = []
+    scale = min(1.0, MAX_PHOTO_SIDE / max(height, width))
+    canvas = photo
+    if scale < 1.0:
+        size = (max(2, round(width * scale)), max(2, round(height * scale)))
+        canvas = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        notes.append(f"the photo output is capped at {MAX_PHOTO_SIDE} px: {width}x{height} → {size[0]}x{size[1]}")
+        square = square.scaled(size[0] / width)
+    even_h, even_w = canvas.shape[0] // 2 * 2, canvas.shape[1] // 2 * 2
+    if (even_h, even_w) != canvas.shape[:2]:
+        notes.append(f"odd size {canvas.shape[1]}x{canvas.shape[0]} trimmed to {even_w}x{even_h} for H.264")
+        canvas = canvas[:even_h, :even_w]
+    return np.ascontiguousarray(canvas), square, notes
+
+
+def _border_fade(size: int, width: float, device: torch.device) -> torch.Tensor:
+    """``[size,size]``: 0 on the outermost pixels rising linearly to 1 at ``width`` pixels inside."""
+    position = torch.arange(size, device=device, dtype=torch.float32)
+    ramp = (torch.minimum(position, size - 1 - position) / width).clamp(0, 1)
+    return ramp[:, None] * ramp[None, :]
+
+
+def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, size: int = FRAME_SIZE,
+               dilation: int = BLEND_DILATION, feather: int = BLEND_FEATHER) -> torch.Tensor:
+    """The paste-back weight of each pixel of the frames.
+
+    Args:
+        person: ``[B,1,size,size]`` HTB-SR's person mask of each frame in [0,1], or None (then the whole square).
+        source_person: ``[1,1,h,w]`` the person of the source square (any size, resized), or None.
+        size: the frames' side (512 for the real model).
+        dilation, feather: growth and soft-edge width in pixels of a 512² frame (scaled to ``size``).
+    Returns:
+        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person (the fade towards the
+        square's border is :func:`paste`'s, at the pasted size).
+    """
+    scale = size / FRAME_SIZE
+    dilation, feather = round(dilation * scale), max(1, round(feather * scale))
+    if person is None:
+        union = torch.ones(1, 1, size, size)
+    else:
+        union = person.float()
+        if source_person is not None:
+            source = source_person.to(union)
+            if source.shape[-2:] != union.shape[-2:]:
+                source = F.interpolate(source, size=union.shape[-2:], mode="bilinear", align_corners=False)
+            union = torch.maximum(union, source)
+        union = (union > 0.5).float()
+        if dilation > 0:
+            union = F.max_pool2d(union, 2 * dilation + 1, stride=1, padding=dilation)
+        radius = max(1, feather // 4)
+        for _ in range(2):  # two box blurs: a soft edge with a finite support (exact zeros beyond it)
+            union = F.avg_pool2d(union, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return union
+
+
+def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare,
+          fade: float = BLEND_FEATHER / FRAME_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend 512² frames into a base picture at ``square``.
+
+    Args:
+        frames: ``[B,3,512,512]`` float in [0,1].
+        weights: ``[B or 1,1,512,512]`` blend weights (:func:`blend_mask`).
+        base: ``[B or 1,H,W,3]``, uint8 or float in [0,1]: the photo, or frames to paste into.
+        square: where the frames go, in ``base``'s pixels (it may reach past its edges).
+        fade: the weights fade to exactly 0 on the square's outermost pixels over this fraction of its side, so
+            the pasted square has no edge of its own.
+    Returns:
+        ``(images [B,H,W,3]`` of ``base``'s dtype, ``masks [B,H,W]`` float in [0,1])``: outside the mask the
+        images equal ``base`` exactly.
+    """
+    batch = frames.shape[0]
+    height, width = base.shape[1:3]
+    images = base.expand(batch, -1, -1, -1).clone()
+    masks = torch.zeros(batch, height, width, device=frames.device)
+    rows = slice(max(square.top, 0), min(square.top + square.side, height))
+    cols = slice(max(square.left, 0), min(square.left + square.side, width))
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return images, masks
+    size = (square.side, square.side)
+    down = square.side < frames.shape[-1]
+    resized = F.interpolate(frames.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
+    weight = F.interpolate(weights.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
+    weight = weight * _border_fade(square.side, max(1.0, fade * square.side), weight.device)
+    inside = (slice(None), slice(None), slice(rows.start - square.top, rows.stop - square.top),
+              slice(cols.start - square.left, cols.stop - square.left))
+    resized, weight = resized[inside].permute(0, 2, 3, 1), weight[inside].permute(0, 2, 3, 1).clamp(0, 1)
+    weight = weight.expand(batch, -1, -1, -1)
+    region = images[:, rows, cols].to(frames.device)
+    if region.dtype == torch.uint8:
+        blended = region.float() * (1 - weight) + resized.clamp(0, 1) * 255 * weight
+        blended = blended.round().clamp(0, 255).to(torch.uint8)
+    else:
+        blended = region * (1 - weight) + resized.clamp(0, 1).to(region.dtype) * weight
+    # Where the weight is 0 the base is kept bit for bit (not merely recomputed).
+    images[:, rows, cols] = torch.where(weight > 0, blended, region).to(images.device)
+    masks[:, rows, cols] = weight[..., 0]
+    return images, masks
+
+
+def source_person_mask(avatar) -> torch.Tensor | None:
+    """``[1,1,512,512]`` the person in the avatar's source square (every class but background), or None."""
+    if avatar.segmap is None:
+        return None
+    return avatar.segmap[:, 1:].sum(1, keepdim=True).clamp(0, 1).float()
+
+
+def avatar_placement(avatar) -> tuple[torch.Tensor, CropSquare]:
+    """The avatar's photo canvas ``[H,W,3]`` uint8 and its square; a clear error for avatars made without them."""
+    if avatar.photo is None or avatar.photo_square is None:
+        raise InputError("This avatar carries no photo to paste into (it was saved by an older r3dp); prepare it "
+                         "again from the photo with Image → Triplane.")
+    left, top, side = (int(v) for v in avatar.photo_square.tolist())
+    return avatar.photo, CropSquare(left, top, side)
+
+
+@dataclass
+class PastedFrames:
+    """image: ``[B,H,W,3]`` uint8 numpy frames at the photo canvas's size; mask: ``[B,H,W]`` float blend weights."""
+
+    image: np.ndarray
+    mask: torch.Tensor
+
+
+@dataclass
+class PasteBackSource(FrameSource):
+    """The composite source's frames pasted into the avatar's photo, chunk by chunk (one more streaming stage)."""
+
+    composite: FrameSource                               # chunks with .image [B,3,512,512] in [-1,1], .person_mask
+    avatar: object                                       # types.Avatar with photo and photo_square
+
+    def __post_init__(self):
+        self.num_frames = self.composite.num_frames
+        photo, self.square = avatar_placement(self.avatar)
+        self.photo = photo.cpu()[None]
+        self.source_person = source_person_mask(self.avatar)
+
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> PastedFrames:
+        out = self.composite.chunk(start, stop, trace)
+        frames = (out.image.float() + 1) / 2
+        source = self.source_person.to(frames.device) if self.source_person is not None else None
+        weights = blend_mask(out.person_mask.to(frames.device), source, frames.shape[-1])
+        images, masks = paste(frames.cpu(), weights.cpu(), self.photo, self.square)
+        return PastedFrames(images.numpy(), masks)
