@@ -123,3 +123,12 @@ def face_masks(image: np.ndarray, landmarker: Path) -> tuple[np.ndarray, np.ndar
     centre, half = (left + right) / 2, (right - left)
     body[int(chin - 0.1 * span):, int(max(0, centre - 1.4 * half)):int(min(width, centre + 1.4 * half))] = 255
     return head, body
+
+
+def tiny_video_model() -> torch.nn.Module:
+    """The tiny configuration of the video model with seeded random weights (64² frames): the same model on every
+    call, in any process (batch workers build their own)."""
+    from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+
+    torch.manual_seed(0)
+    return Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)

@@ -22,6 +22,7 @@ from ..device import Precision, peak_memory_allocated_mb, release_cached_memory
 from ..errors import InputError
 from ..geometry.camera import HeadPose, driving_pose, orbit_pose
 from .driving import video_motion
+from .portraits import PortraitCache, prepare_avatar
 from .request import GenerateRequest
 from .stream import iterate_chunks
 from .types import Motion
@@ -164,14 +165,15 @@ def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict |
 
 
 def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
-            should_stop=None) -> GenerateSummary:
+            should_stop=None, portraits: PortraitCache | None = None) -> GenerateSummary:
     """Portrait → avatar, motion, head pose, then frames streamed chunk by chunk into the mp4.
 
     ``progress(done, total)`` is called after every chunk and ``should_stop()`` before each (it may raise to
-    interrupt); whatever stops the run, no output file is left behind.
+    interrupt); whatever stops the run, no output file is left behind. ``portraits``: a cache that prepares
+    each distinct portrait once across jobs (``r3dp batch``); without it the portrait is prepared here.
     """
     from ..video_io import VideoWriter
-    from .stages import make_avatar, prepare_source, speech_motion, talking_frames
+    from .stages import speech_motion, talking_frames
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -179,9 +181,10 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     device = next(model.parameters()).device
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
-        source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
-                                min_face_area=request.min_face_area)
-        avatar = make_avatar(model, source)
+        # every prepare_source option goes through `portrait`, so that the cache key covers it
+        portrait = {"background": inputs.background, "masks": masks, "min_face_area": request.min_face_area}
+        avatar = (portraits.avatar(model, models.kit, inputs.image, log=log, **portrait) if portraits is not None
+                  else prepare_avatar(model, models.kit, inputs.image, **portrait))
         if request.expression_video is not None:
             log("fitting the driving video")
             motion = video_motion(request.expression_video, models.kit, log=log)
