@@ -53,8 +53,8 @@ def row(name: str, out: str, **options) -> dict:
             "body_mask": f"{name}_body.png", "seed": "5", **options}
 
 
-def batch(inputs: dict, jobs: Path, out_dir: Path, events: list | None = None, **options):
-    record = events.append if events is not None else None
+def batch(inputs: dict, jobs: Path, out_dir: Path, events: list | None = None, on_event=None, **options):
+    record = on_event or (events.append if events is not None else None)
     return run_batch(jobs, out_dir, models_dir=inputs["models"], device="cpu", on_event=record,
                      video_model=tiny_video_model, **options)
 
@@ -132,7 +132,7 @@ def test_rerun_skips_finished_jobs_and_force_renders_them_again(inputs, local_ru
 
 
 def test_interrupt_leaves_no_partial_output(inputs, tmp_path):
-    jobs = write_csv(tmp_path / "jobs.csv", [row("anna", "one.mp4"), row("anna", "two.mp4", chunk_size="2")])
+    jobs = write_csv(inputs["root"] / "interrupt.csv", [row("anna", "one.mp4"), row("anna", "two.mp4", chunk_size="2")])
     out_dir = tmp_path / "out"
 
     def stop_in_the_second_job(event):
@@ -177,7 +177,7 @@ def test_job_list_columns_are_generates_options(inputs, tmp_path):
 
 
 def test_strict_renders_nothing_when_a_row_is_bad(inputs, tmp_path):
-    jobs = write_csv(tmp_path / "jobs.csv", [row("anna", "ok.mp4"), row("anna", "bad.mp4", mouth_scale="9")])
+    jobs = write_csv(inputs["root"] / "strict.csv", [row("anna", "ok.mp4"), row("anna", "bad.mp4", mouth_scale="9")])
     with pytest.raises(InputError, match=r"1 bad row\(s\).*\n  line 3: --mouth-scale 9.0 is outside"):
         batch(inputs, jobs, tmp_path / "out", strict=True)
     assert not (tmp_path / "out" / "ok.mp4").exists()
