@@ -16,7 +16,13 @@ from r3dp_core import cli
 from r3dp_core.batch.jobs import load_jobs
 from r3dp_core.batch.run import run_batch
 from r3dp_core.errors import InputError
-from r3dp_core.parity.synthetic_job import face_masks, short_speech, tiny_video_model, write_models_folder, write_wav
+from r3dp_core.parity.synthetic_job import (
+    short_speech,
+    tiny_video_model,
+    write_models_folder,
+    write_portrait,
+    write_wav,
+)
 from r3dp_core.video_io import read_video_frames
 
 SECONDS = 0.2  # 5 frames at 25 fps
@@ -27,13 +33,8 @@ def inputs(tmp_path_factory, shared_dir: Path) -> dict:
     root = tmp_path_factory.mktemp("batch")
     models = write_models_folder(root / "models", shared_dir)
     portrait = cv2.imread(str(shared_dir / "testdata" / "astronaut_512.png"))
-    cv2.imwrite(str(root / "anna.png"), portrait)
-    cv2.imwrite(str(root / "ben.png"), cv2.flip(portrait, 1))  # a second photo (mirrored face)
-    for name in ("anna", "ben"):
-        picture = cv2.cvtColor(cv2.imread(str(root / f"{name}.png")), cv2.COLOR_BGR2RGB)
-        head, body = face_masks(picture, models / "face_landmarker.task")
-        cv2.imwrite(str(root / f"{name}_head.png"), head)
-        cv2.imwrite(str(root / f"{name}_body.png"), body)
+    write_portrait(root, "anna", portrait, models / "face_landmarker.task")
+    write_portrait(root, "ben", cv2.flip(portrait, 1), models / "face_landmarker.task")  # a second, mirrored face
     samples, rate = short_speech(shared_dir, SECONDS)
     write_wav(root / "hello.wav", samples, rate)
     return {"root": root, "models": models}
@@ -116,7 +117,7 @@ def test_a_photo_shared_by_two_jobs_is_prepared_once(local_run):
     assert frames[-1] == (3, 5, 5)
 
 
-def test_rerun_skips_finished_jobs_and_force_renders_them_again(inputs, local_run):
+def test_rerun_skips_finished_jobs_and_force_renders_them_again(inputs, local_run, capsys):
     out_dir = local_run["out_dir"]
     first = out_dir / "anna" / "first.mp4"
     stamp = first.stat().st_mtime_ns
@@ -125,6 +126,16 @@ def test_rerun_skips_finished_jobs_and_force_renders_them_again(inputs, local_ru
     assert [(r["line"], r["status"], r["frames"]) for r in results] == [(2, "skipped", 5), (3, "skipped", 5),
                                                                         (4, "failed", None)]
     assert report.portraits_prepared == 0 and first.stat().st_mtime_ns == stamp
+
+    # the command line: nothing to render, so the models folder's own video model is never loaded
+    capsys.readouterr()
+    status = cli.main(["batch", str(local_run["jobs"]), "--out-dir", str(out_dir), "--models-dir",
+                       str(inputs["models"]), "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert status == 1  # a row failed
+    assert f"line 2: skipped, {first} is complete" in printed.err
+    assert "line 4: error: " in printed.err and "missing.wav: audio file not found" in printed.err
+    assert "batch: 0 done, 1 failed, 2 skipped" in printed.out and first.stat().st_mtime_ns == stamp
 
     only_first = write_csv(inputs["root"] / "first_only.csv", [row("anna", "anna/first.mp4")])
     report = batch(inputs, only_first, out_dir, force=True)
@@ -216,5 +227,5 @@ def test_ray_renders_the_local_frames_and_survives_a_killed_worker(inputs, local
     for name in ("anna/first.mp4", "anna/second.mp4"):
         assert np.array_equal(frames_of(out_dir / name), frames_of(local_run["out_dir"] / name)), name
     assert not list(out_dir.rglob("*.partial.mp4"))
-    assert results_of(out_dir)[2]["error"] == results_of(local_run["out_dir"])[2]["error"]
+    assert results_of(out_dir)[2]["error"] == local_run["report"].results[2].error
     shutil.rmtree(out_dir)

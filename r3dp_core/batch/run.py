@@ -54,6 +54,10 @@ class WorkerSetup:
 
 @dataclass
 class BatchReport:
+    """A finished batch: every row's result (by line), its wall time, the portraits prepared and reused (the
+    portrait cache's work, summed over the workers still alive at the end), ``results.jsonl`` and counts by
+    status."""
+
     results: list[JobResult]
     seconds: float
     portraits_prepared: int = 0

@@ -132,3 +132,14 @@ def tiny_video_model() -> torch.nn.Module:
 
     torch.manual_seed(0)
     return Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
+
+
+def write_portrait(folder: Path, name: str, picture: np.ndarray, landmarker: Path) -> None:
+    """``<name>.png`` (``picture``: BGR uint8, as OpenCV reads it) with its ``<name>_head.png`` and
+    ``<name>_body.png`` masks (``face_masks``), for jobs run without the segmenter."""
+    import cv2
+
+    cv2.imwrite(str(folder / f"{name}.png"), picture)
+    head, body = face_masks(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB), landmarker)
+    cv2.imwrite(str(folder / f"{name}_head.png"), head)
+    cv2.imwrite(str(folder / f"{name}_body.png"), body)
