@@ -170,13 +170,11 @@ def _face_choice(value: str) -> str | int:
         raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from . import model_files
-    from .pipeline.generate import generate, load_masks
+def generate_request(args: argparse.Namespace):
+    """The ``GenerateRequest`` of parsed ``generate`` options (``r3dp batch`` builds its jobs' requests here too)."""
     from .pipeline.request import GenerateRequest
-    from .pipeline.validation import describe, validate
 
-    request = GenerateRequest(
+    return GenerateRequest(
         image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,
         pose_video=Path(args.pose_video) if args.pose_video else None,
         expression_video=Path(args.expression_video) if args.expression_video else None,
@@ -190,6 +188,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
         body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels,
         motion=Path(args.motion) if args.motion else None, map_to_init_pose=args.map_to_init_pose,
         head_threshold=args.head_threshold)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import model_files
+    from .pipeline.generate import generate, load_masks
+    from .pipeline.validation import describe, validate
+
+    request = generate_request(args)
     if args.dry_run:
         models_dir = model_files.default_models_dir(request.models_dir)
         inputs = validate(request, models_dir)
@@ -199,10 +205,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
 
     def progress(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // total
-        print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} frames", end="", file=sys.stderr,
-              flush=True)
+        print(f"\r{progress_bar(done, total)} {done}/{total} frames", end="", file=sys.stderr, flush=True)
         if done == total:
             print(file=sys.stderr)
 
@@ -211,6 +214,43 @@ def cmd_generate(args: argparse.Namespace) -> int:
     print(f"wrote {summary.path}: {summary.frames} frames, {summary.fps:.2f} fps, "
           f"peak RSS {summary.peak_rss_mb:.0f} MB{vram}")
     return 0
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .batch.run import run_batch
+
+    def show(event) -> None:
+        if event.kind == "frames":
+            print(f"\r  line {event.line}: {progress_bar(event.done, event.total)} {event.done}/{event.total} frames",
+                  end="" if event.done < event.total else "\n", file=sys.stderr, flush=True)
+        elif event.kind == "start":
+            print(f"[{event.index}/{event.count}] line {event.line} -> {event.output} ({event.worker})",
+                  file=sys.stderr)
+        elif event.kind == "finished" and event.result.status == "done":
+            print(f"  line {event.line}: done, {event.result.frames} frames in {event.result.seconds:.1f} s",
+                  file=sys.stderr)
+        elif event.kind == "finished":
+            print(f"  line {event.line}: failed: {event.result.error}", file=sys.stderr)
+        elif event.kind == "invalid":
+            print(f"line {event.line}: error: {event.error}", file=sys.stderr)
+        elif event.kind == "skipped":
+            print(f"line {event.line}: skipped, {event.output} is complete (--force renders it again)", file=sys.stderr)
+        elif event.kind == "retry":
+            print(f"  line {event.line}: worker {event.worker} died; retrying on another worker", file=sys.stderr)
+
+    report = run_batch(args.jobs, args.out_dir, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
+                       strict=args.strict, force=args.force, ray=args.ray, cpus_per_worker=args.cpus_per_worker,
+                       on_event=show)
+    counts = report.counts
+    print(f"batch: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped in "
+          f"{report.seconds:.1f} s; portraits prepared {report.portraits_prepared}, reused {report.portraits_reused}; "
+          f"results in {report.results_path}")
+    return 1 if counts["failed"] else 0
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -312,6 +352,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of the example speech the self-test uses (default 1.2; 25 frames per second)")
     doctor.add_argument("--out", help="the self-test's mp4 (default: r3dp-selftest.mp4 in the temporary folder)")
     doctor.set_defaults(func=cmd_doctor)
+    batch = sub.add_parser("batch", help="render every job of a CSV/JSONL list, locally or on a Ray cluster",
+                           description="Render many clips: JOBS is a CSV (header row) or JSONL file whose columns "
+                                       "are generate's options with underscores (image, audio, out, seed, ...; an "
+                                       "empty cell means the default). Every row is checked first; bad rows are "
+                                       "reported with their line and the others run. DIR/results.jsonl records "
+                                       "every row; outputs that already exist are skipped.")
+    batch.add_argument("jobs", metavar="JOBS", help="job list (.csv or .jsonl); relative input paths are taken "
+                                                   "from its folder")
+    batch.add_argument("--out-dir", required=True, metavar="DIR", help="output folder; each row's out is relative "
+                                                                       "to it, and results.jsonl is written there")
+    batch.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
+    batch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (each Ray worker: its GPU)")
+    batch.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16")
+    batch.add_argument("--strict", action="store_true", help="render nothing if any row is bad")
+    batch.add_argument("--force", action="store_true", help="render jobs whose output already exists again")
+    batch.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                       help="render on Ray (pip install 'r3dp[ray]'): no ADDRESS starts a local cluster, 'auto' "
+                            "joins the running one, or give its address; every path must be readable by every node")
+    batch.add_argument("--cpus-per-worker", type=int, default=4,
+                       help="with --ray on a cluster without GPUs: CPUs per worker (one worker per GPU otherwise)")
+    batch.set_defaults(func=cmd_batch)
+    parser.subcommands = sub.choices  # name -> sub-parser: `r3dp batch` reads generate's options from it
     return parser
 
 

@@ -7,6 +7,7 @@ run never leaves a half-written output.
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +20,14 @@ import torch
 from .defaults import MOTION_FPS
 from .errors import InputError
 from .images import to_uint8_hwc
+
+PARTIAL_SUFFIX = ".partial.mp4"
+
+
+def partial_files(path: str | Path) -> list[Path]:
+    """The temporary files of unfinished writes to ``path`` (left only by a process that was killed outright)."""
+    path = Path(path)
+    return sorted(path.parent.glob(f".{glob.escape(path.stem)}.*{PARTIAL_SUFFIX}"))
 
 
 class VideoWriter:
@@ -36,7 +45,7 @@ class VideoWriter:
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".partial.mp4", dir=self.path.parent)
+        handle, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=PARTIAL_SUFFIX, dir=self.path.parent)
         os.close(handle)
         self._tmp = Path(tmp)
         self._container = av.open(str(self._tmp), mode="w")

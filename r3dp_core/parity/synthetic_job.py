@@ -123,3 +123,23 @@ def face_masks(image: np.ndarray, landmarker: Path) -> tuple[np.ndarray, np.ndar
     centre, half = (left + right) / 2, (right - left)
     body[int(chin - 0.1 * span):, int(max(0, centre - 1.4 * half)):int(min(width, centre + 1.4 * half))] = 255
     return head, body
+
+
+def tiny_video_model() -> torch.nn.Module:
+    """The tiny configuration of the video model with seeded random weights (64² frames): the same model on every
+    call, in any process (batch workers build their own)."""
+    from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+
+    torch.manual_seed(0)
+    return Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
+
+
+def write_portrait(folder: Path, name: str, picture: np.ndarray, landmarker: Path) -> None:
+    """``<name>.png`` (``picture``: BGR uint8, as OpenCV reads it) with its ``<name>_head.png`` and
+    ``<name>_body.png`` masks (``face_masks``), for jobs run without the segmenter."""
+    import cv2
+
+    cv2.imwrite(str(folder / f"{name}.png"), picture)
+    head, body = face_masks(cv2.cvtColor(picture, cv2.COLOR_BGR2RGB), landmarker)
+    cv2.imwrite(str(folder / f"{name}_head.png"), head)
+    cv2.imwrite(str(folder / f"{name}_body.png"), body)

@@ -20,6 +20,7 @@ from ..errors import InputError
 from ..images import uint8_to_unit
 from .driving import video_motion
 from .face import FaceKit
+from .portraits import PortraitCache, prepare_avatar
 from .pose import PoseRecipe, resolve_pose
 from .request import GenerateRequest
 from .stream import iterate_chunks
@@ -130,16 +131,17 @@ def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict |
 
 
 def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
-            should_stop=None) -> GenerateSummary:
+            should_stop=None, portraits: PortraitCache | None = None) -> GenerateSummary:
     """Portrait → avatar, motion, head pose, then frames streamed chunk by chunk into the mp4.
 
     ``progress(done, total)`` is called after every chunk and ``should_stop()`` before each (it may raise to
-    interrupt); whatever stops the run, no output file is left behind.
+    interrupt); whatever stops the run, no output file is left behind. ``portraits``: a cache that prepares
+    each distinct portrait once across jobs (``r3dp batch``); without it the portrait is prepared here.
     """
     from ..video_io import VideoWriter
     from .frame_chain import talking_frames
     from .paste_back import PasteBackSource
-    from .stages import make_avatar, prepare_source, speech_motion, with_blinks
+    from .stages import speech_motion, with_blinks
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -147,9 +149,11 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     device = next(model.parameters()).device
     log("preparing the portrait (landmarks, 3DMM fit, segmentation, tri-plane)")
     with torch.inference_mode():
-        source = prepare_source(inputs.image, models.kit, background=inputs.background, masks=masks,
-                                min_face_area=request.min_face_area, face=request.face)
-        avatar = make_avatar(model, source)
+        # every prepare_source option goes through `portrait`, so that the cache key covers it
+        portrait = {"background": inputs.background, "masks": masks, "min_face_area": request.min_face_area,
+                    "face": request.face}
+        avatar = (portraits.avatar(model, models.kit, inputs.image, log=log, **portrait) if portraits is not None
+                  else prepare_avatar(model, models.kit, inputs.image, **portrait))
         if inputs.motion is not None:
             log(f"driving from the motion file {request.motion}")
             motion = inputs.motion

@@ -1,0 +1,191 @@
+"""A batch's job list: the rows of a JOBS file (CSV or JSONL) as ``generate`` requests.
+
+The columns are ``r3dp generate``'s options with underscores (``image``, ``audio``, ``out``, ``seed``,
+``head_mask``, ...), read from the generate command's own parser, so that a new generate option is a new
+column without anything else to change; an empty cell (or a JSON ``null``) means the option's default.
+A row is parsed exactly as its options would be on the command line, so the messages are generate's.
+Relative input paths are taken from the JOBS file's folder, ``out`` from the output folder; every path in
+a request is absolute, so that a worker on another machine reads the same files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..pipeline.request import GenerateRequest
+
+#: generate options set once for the whole batch, on the ``r3dp batch`` command line
+BATCH_OPTIONS = ("models_dir", "device", "dtype")
+#: generate options that are not job settings
+NOT_JOB_OPTIONS = ("help", "dry_run")
+TRUE_WORDS = ("true", "yes", "on", "1")
+FALSE_WORDS = ("false", "no", "off", "0")
+
+
+@dataclass
+class Job:
+    """One row of JOBS: its line (the CSV header is line 1) and its request, or why the row cannot run."""
+
+    line: int
+    request: GenerateRequest | None = None
+    error: str | None = None
+
+    @property
+    def output(self) -> Path | None:
+        return self.request.out if self.request is not None else None
+
+
+def _generate_parser() -> argparse.ArgumentParser:
+    from ..cli import build_parser
+
+    parser = build_parser().subcommands["generate"]
+
+    def fail(message: str):
+        raise InputError(message)
+
+    parser.error = fail  # a bad row is reported and the batch goes on; argparse would exit the process
+    return parser
+
+
+def job_options(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.Action]:
+    """The accepted columns: generate's option actions by column name (``dest``)."""
+    parser = parser or _generate_parser()
+    return {action.dest: action for action in parser._actions
+            if action.option_strings and action.dest not in NOT_JOB_OPTIONS + BATCH_OPTIONS}
+
+
+def _flag_words(column: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise InputError(f"{column}: expected true or false, got {value!r}.")
+
+
+def row_arguments(row: dict, options: dict[str, argparse.Action]) -> list[str]:
+    """A row as the generate command line it stands for (empty cells left out, so they take the default)."""
+    argv = []
+    for column, value in row.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        action = options[column]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            on = _flag_words(column, value)
+            argv.append(next(flag for flag in action.option_strings if flag.startswith("--no-") != on))
+        elif action.nargs == 0:  # store_true and the like: present or absent
+            if _flag_words(column, value):
+                argv.append(action.option_strings[0])
+        else:
+            argv.append(f"{action.option_strings[0]}={str(value).strip()}")  # `=`: values may start with "-"
+    return argv
+
+
+def read_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
+    """``(line, row, error)`` for every row of a CSV (header = line 1) or JSONL file; a row that cannot be read
+    has ``row`` None and the reason in ``error``."""
+    if not path.is_file():
+        raise InputError(f"{path}: the job list does not exist. Give a .csv or .jsonl file.")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = []
+            for row in reader:
+                if None in row:
+                    rows.append((reader.line_num, None, f"the row has {len(row) - 1 + len(row[None])} cells but the "
+                                                       f"header {len(reader.fieldnames)} columns."))
+                elif any(value and value.strip() for value in row.values()):
+                    rows.append((reader.line_num, row, None))
+            return rows
+    if suffix in (".jsonl", ".ndjson"):
+        rows = []
+        for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as exc:
+                rows.append((line, None, f"not valid JSON ({exc.msg} at column {exc.colno})."))
+                continue
+            if not isinstance(row, dict):
+                rows.append((line, None, "each line must be a JSON object of generate options."))
+                continue
+            rows.append((line, row, None))
+        return rows
+    raise InputError(f"{path}: the job list must be a .csv file (a header row of generate's option names) or a "
+                     ".jsonl file (one JSON object per line).")
+
+
+def _check_columns(path: Path, rows: list[tuple[int, dict | None, str | None]], options: dict) -> None:
+    seen = {column for _, row, _ in rows if row for column in row}
+    unknown = sorted(seen - set(options))
+    if not unknown:
+        return
+    batch_level = [column for column in unknown if column in BATCH_OPTIONS]
+    flags = ", ".join("--" + column.replace("_", "-") for column in batch_level)
+    hint = f" ({', '.join(batch_level)}: set once for the whole batch, `r3dp batch {flags}`)" if batch_level else ""
+    raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}. The columns are generate's options with "
+                     f"underscores: {', '.join(options)}.")
+
+
+def _absolute(request: GenerateRequest, inputs_dir: Path, out_dir: Path) -> GenerateRequest:
+    changes = {}
+    for field in dataclasses.fields(request):
+        value = getattr(request, field.name)
+        if isinstance(value, Path) and not value.is_absolute():
+            changes[field.name] = ((out_dir if field.name == "out" else inputs_dir) / value).resolve()
+    return dataclasses.replace(request, **changes)
+
+
+def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None = None, device: str = "auto",
+              dtype: str = "auto") -> list[Job]:
+    """Every row of the JOBS file as a ``Job``; a row whose options do not parse carries its error.
+
+    Raises:
+        InputError: the file is missing, of an unknown format, or has columns that are not generate options.
+    """
+    from ..cli import generate_request
+
+    path, out_dir = Path(path).resolve(), Path(out_dir).resolve()
+    parser = _generate_parser()
+    options = job_options(parser)
+    rows = read_rows(path)
+    _check_columns(path, rows, options)
+    batch = ["--device", device, "--dtype", dtype] + (["--models-dir", str(models_dir)] if models_dir else [])
+    jobs = []
+    for line, row, error in rows:
+        if row is None:
+            jobs.append(Job(line, error=error))
+            continue
+        try:
+            args = parser.parse_args(row_arguments(row, options) + batch)
+            jobs.append(Job(line, _absolute(generate_request(args), path.parent, out_dir)))
+        except InputError as exc:
+            jobs.append(Job(line, error=str(exc)))
+    return jobs
+
+
+def models_request(requests: list[GenerateRequest]) -> GenerateRequest:
+    """One request that needs every model any of ``requests`` needs (``load_job_models`` decides what to load
+    from a request): the audio models when any job is audio-driven, the segmenter when any job has no head mask."""
+    first = requests[0]
+    audio = any(r.expression_video is None for r in requests)
+    segmenter = any(r.head_mask is None for r in requests)
+    return dataclasses.replace(first, expression_video=None if audio else first.expression_video,
+                               head_mask=None if segmenter else first.head_mask,
+                               body_mask=None if segmenter else first.body_mask)
+
+
+def photo_key(path: Path, memo: dict[Path, str]) -> str:
+    """Content hash of a photo file, to send the jobs of one photo to one worker (``memo`` avoids re-reading)."""
+    if path not in memo:
+        memo[path] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return memo[path]

@@ -1,0 +1,195 @@
+"""``r3dp batch``: read the job list, check every row up front, render the rest on a backend, record results.
+
+The driver alone writes ``DIR/results.jsonl`` (one JSON object per row, ordered by line), rewriting it
+atomically after every job, so that it is complete and readable at any moment, interrupted or not. Videos
+are written atomically by the workers; a job whose output exists is complete and is skipped unless ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError, R3DPError
+from .jobs import Job, load_jobs, models_request
+from .worker import JobResult
+
+RESULTS_FILE = "results.jsonl"
+
+
+@dataclass
+class BatchEvent:
+    """What the driver reports while a batch runs (the CLI prints these).
+
+    kind: ``invalid`` (a bad row, with ``error``), ``skipped``, ``start`` (job ``index`` of ``count`` on
+    ``worker``), ``frames`` (``done`` of ``total`` frames of the current job), ``finished`` (with ``result``) or
+    ``retry`` (the worker died; the job goes to another one).
+    """
+
+    kind: str
+    line: int
+    output: Path | None = None
+    error: str | None = None
+    index: int | None = None
+    count: int | None = None
+    worker: str | None = None
+    done: int | None = None
+    total: int | None = None
+    result: JobResult | None = None
+
+
+@dataclass
+class WorkerSetup:
+    """What every worker needs to load its models (paths every worker can read)."""
+
+    models_request: object
+    models_dir: Path
+    video_model: Callable | None = None
+
+
+@dataclass
+class BatchReport:
+    """A finished batch: every row's result (by line), its wall time, the portraits prepared and reused (the
+    portrait cache's work, summed over the workers still alive at the end), ``results.jsonl`` and counts by
+    status."""
+
+    results: list[JobResult]
+    seconds: float
+    portraits_prepared: int = 0
+    portraits_reused: int = 0
+    results_path: Path | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class ResultsFile:
+    """``results.jsonl`` of this run, rewritten atomically whenever a row's result arrives."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.results: dict[int, JobResult] = {}
+
+    def add(self, result: JobResult) -> None:
+        self.results[result.line] = result
+        handle, tmp = tempfile.mkstemp(prefix=".results.", suffix=".partial", dir=self.path.parent)
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.writelines(self.results[line].to_json() + "\n" for line in sorted(self.results))
+            os.replace(tmp, self.path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def previous_results(path: Path) -> dict[str, JobResult]:
+    """Finished results of an earlier run by output path (to report the frames of a skipped job)."""
+    found = {}
+    if path.is_file():
+        for text in path.read_text().splitlines():
+            try:
+                result = JobResult(**json.loads(text))
+            except (json.JSONDecodeError, TypeError):
+                continue
+            if result.status in ("done", "skipped") and result.output:
+                found[result.output] = result
+    return found
+
+
+def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: list[JobResult],
+               earlier: dict[str, JobResult]) -> list[Job]:
+    """Sort rows into skipped (output complete), bad (``generate --dry-run``'s checks) and pending."""
+    from ..pipeline.generate import check_model_files, load_masks
+    from ..pipeline.validation import validate
+
+    owners: dict[Path, int] = {}
+    runnable = []
+    for job in jobs:
+        if job.error is None and job.output in owners:
+            job.error = (f"{job.output}: also the output of line {owners[job.output]}; give every row its own out.")
+        if job.error is not None:
+            continue
+        owners[job.output] = job.line
+        if job.output.is_file() and not force:
+            before = earlier.get(str(job.output))
+            results.append(JobResult(job.line, "skipped", str(job.output), frames=before.frames if before else None))
+            emit(BatchEvent("skipped", job.line, job.output))
+        else:
+            runnable.append(job)
+    if runnable:
+        # a models folder that lacks a file is the whole batch's problem, said once
+        check_model_files(models_request([job.request for job in runnable]), models_dir)
+    for job in runnable:
+        try:
+            validate(job.request, models_dir)
+            load_masks(job.request)
+        except R3DPError as exc:
+            job.error = str(exc)
+    for job in jobs:
+        if job.error is not None:
+            results.append(JobResult(job.line, "failed", str(job.output) if job.output else None, job.error))
+            emit(BatchEvent("invalid", job.line, job.output, error=job.error))
+    return [job for job in runnable if job.error is None]
+
+
+def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | Path | None = None,
+              device: str = "auto", dtype: str = "auto", strict: bool = False, force: bool = False,
+              ray: str | None = None, cpus_per_worker: int = 1, on_event: Callable[[BatchEvent], None] | None = None,
+              video_model: Callable | None = None) -> BatchReport:
+    """Render every row of ``jobs_file`` into ``out_dir``.
+
+    Args:
+        ray: None for the local backend (one process); ``"local"`` starts a Ray cluster on this machine,
+            ``"auto"`` or an address joins a running one.
+        cpus_per_worker: CPUs per Ray worker on a cluster without GPUs (one worker per GPU otherwise).
+        on_event: called with every ``BatchEvent``; it may raise ``KeyboardInterrupt`` to stop the batch.
+        video_model: optional factory of a video model used instead of the models folder's (tests, benchmarks).
+
+    Raises:
+        InputError: the job list cannot be read, or (``strict``) a row is bad: then nothing is rendered.
+        KeyboardInterrupt: after recording the finished jobs; no half-written video is left.
+    """
+    from .. import model_files
+
+    started = time.perf_counter()
+    emit = on_event or (lambda event: None)
+    out_dir = Path(out_dir).resolve()
+    models_dir = model_files.default_models_dir(Path(models_dir) if models_dir else None)
+    jobs = load_jobs(jobs_file, out_dir, models_dir=models_dir, device=device, dtype=dtype)
+    if not jobs:
+        raise InputError(f"{jobs_file}: the job list has no rows.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / RESULTS_FILE
+    checked: list[JobResult] = []
+    pending = check_jobs(jobs, models_dir, force, emit, checked, previous_results(results_path))
+    bad = [result for result in checked if result.status == "failed"]
+    if strict and bad:
+        raise InputError(f"{len(bad)} bad row(s) in {jobs_file}; nothing was rendered (--strict):\n"
+                         + "\n".join(f"  line {result.line}: {result.error}" for result in bad))
+    results = ResultsFile(results_path)
+    for result in checked:
+        results.add(result)
+    prepared = reused = 0
+    if pending:
+        setup = WorkerSetup(models_request([job.request for job in pending]), models_dir, video_model)
+        if ray is None:
+            from .local import run_local
+
+            prepared, reused = run_local(pending, setup, emit, results.add)
+        else:
+            from .ray_backend import run_ray
+
+            prepared, reused = run_ray(pending, setup, emit, results.add, address=ray,
+                                       cpus_per_worker=cpus_per_worker)
+    final = [results.results[line] for line in sorted(results.results)]
+    counts = {status: sum(r.status == status for r in final) for status in ("done", "failed", "skipped")}
+    return BatchReport(final, time.perf_counter() - started, prepared, reused, results_path, counts)
+
+
+def interrupted(job: Job) -> JobResult:
+    """The result of a job cut short by an interrupt."""
+    return JobResult(job.line, "failed", str(job.output), "interrupted before the video was complete; nothing was "
+                     "written (run the batch again to render it)")
+

@@ -1,0 +1,89 @@
+"""What renders a batch's jobs: the models loaded once and the portrait cache, one job at a time.
+
+The local backend runs one ``BatchWorker`` in the driver's process; the Ray backend runs one inside each actor.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import R3DPError
+from .jobs import Job
+
+
+@dataclass
+class JobResult:
+    """One line of ``results.jsonl``: the row's ``line`` in JOBS, ``status`` (done, failed or skipped), the
+    ``output`` path, the ``error`` message of a failed row, the ``frames`` written and the job's wall ``seconds``."""
+
+    line: int
+    status: str
+    output: str | None = None
+    error: str | None = None
+    frames: int | None = None
+    seconds: float | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class JobStopped(R3DPError):
+    """The batch was interrupted while this job was rendering (its output was discarded)."""
+
+    def __init__(self):
+        super().__init__("interrupted before the video was complete; nothing was written")
+
+
+class BatchWorker:
+    """Every model the batch needs, loaded once, and a ``PortraitCache`` shared by the jobs it renders.
+
+    Args:
+        models_request: a request needing every model of the batch (``jobs.models_request``).
+        models_dir: the models folder (a path this worker can read).
+        video_model: optional factory of a ready video model, used instead of the folder's checkpoint.
+        portrait_capacity: prepared portraits kept (jobs of one photo are sent to a worker one after another).
+    """
+
+    def __init__(self, models_request, models_dir: Path, video_model: Callable[[], torch.nn.Module] | None = None,
+                 portrait_capacity: int = 4):
+        from ..device import Precision
+        from ..pipeline.generate import load_job_models
+        from ..pipeline.portraits import PortraitCache
+
+        precision = Precision.resolve(models_request.device, models_request.dtype)
+        ready = video_model().to(precision.device) if video_model is not None else None
+        self.models_dir = Path(models_dir)
+        self.models = load_job_models(models_request, self.models_dir, precision, video_model=ready)
+        self.portraits = PortraitCache(portrait_capacity)
+
+    def render(self, job: Job, progress=None, should_stop=None) -> JobResult:
+        """Validate and render one job into its output (atomically). A job's own failure is returned as a failed
+        result; an interrupt (``KeyboardInterrupt``) propagates, with nothing half-written left behind."""
+        from ..pipeline.generate import load_masks, run_job
+        from ..pipeline.validation import validate
+
+        started = time.perf_counter()
+        request = job.request
+        try:
+            inputs = validate(request, self.models_dir)
+            summary = run_job(request, inputs, self.models, masks=load_masks(request), progress=progress,
+                              log=lambda _: None, should_stop=should_stop, portraits=self.portraits)
+        except R3DPError as exc:
+            return JobResult(job.line, "failed", str(request.out), str(exc),
+                             seconds=round(time.perf_counter() - started, 3))
+        except Exception as exc:  # noqa: BLE001 — one job's crash is recorded and the batch goes on
+            return JobResult(job.line, "failed", str(request.out), f"{type(exc).__name__}: {exc}",
+                             seconds=round(time.perf_counter() - started, 3))
+        return JobResult(job.line, "done", str(summary.path), frames=summary.frames,
+                         seconds=round(time.perf_counter() - started, 3))
+
+    def portrait_counts(self) -> tuple[int, int]:
+        """(portraits prepared, jobs served from the cache) so far."""
+        return self.portraits.prepared, self.portraits.reused
+
