@@ -67,7 +67,8 @@ def test_pack_imports_and_registers_every_node(comfy):
     assert "BFM/BFM_model_front.mat" in info["R3DP_LoadBFM"]["input"]["required"]["bfm_file"][1]["options"]
     assert "face_landmarker.task" in info["R3DP_LoadFaceLandmarker"]["input"]["required"]["model_file"][1]["options"]
     extensions = comfy.get("/extensions")
-    assert {"/extensions/r3dp/js/r3dp_camera_path.js", "/extensions/r3dp/js/r3dp_video_preview.js"} <= set(extensions)
+    assert {f"/extensions/r3dp/js/r3dp_{name}.js" for name in ("audio_loader", "camera_path", "video_preview")} \
+        <= set(extensions)
 
 
 def test_missing_model_names_the_file_and_its_source(comfy):
