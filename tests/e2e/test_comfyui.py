@@ -134,6 +134,11 @@ def test_frontend_loads_workflows_with_widgets(comfy, e2e_base, workflows_dir):
         object_info = comfy.get("/object_info")
         for path in sorted(workflows_dir.glob("*.json")):
             workflow = json.loads(path.read_text())
+            # a renamed socket type leaves the saved links with the old name, which the twins cannot show
+            node_types = {node["id"]: node["type"] for node in workflow["nodes"]}
+            stale_links = [(link[0], link[5]) for link in workflow["links"]
+                           if link[5] != object_info[node_types[link[1]]]["output"][link[2]]]
+            assert stale_links == [], f"{path.name}: links of a renamed type; run python -m tests.e2e.build_workflows"
             report = browser.evaluate(f"""(async () => {{
                 const workflow = {json.dumps(workflow)};
                 const missing = workflow.nodes.map((n) => n.type).filter((t) => !LiteGraph.registered_node_types[t]);
