@@ -46,6 +46,8 @@ class Browser:
         self.process = subprocess.Popen(
             [executable, "--headless=new", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
              "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check", "--mute-audio",
+             # no background connections: they are refused on machines without network and only add noise
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
              "--autoplay-policy=no-user-gesture-required", f"--window-size={width},{height}",
              f"--user-data-dir={self._profile}", "about:blank"],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,

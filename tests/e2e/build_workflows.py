@@ -92,7 +92,8 @@ WAIT_FOR_APP = """(async () => {
   if (!(window.app && app.graph && window.LiteGraph && app.extensions)) return false;
   const known = Object.keys(await (await fetch(api.apiURL("/object_info"))).json());
   return known.every((type) => LiteGraph.registered_node_types[type])
-    && ["r3dp.CameraPath", "r3dp.VideoPreview"].every((name) => app.extensions.some((e) => e.name === name));
+    && ["r3dp.AudioLoader", "r3dp.CameraPath", "r3dp.VideoPreview"]
+      .every((name) => app.extensions.some((e) => e.name === name));
 })()"""
 
 
