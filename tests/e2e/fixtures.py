@@ -19,6 +19,10 @@ DRIVING = "driving.mp4"
 BACKGROUND = "background.png"
 HEAD_MASK = "portrait_head_mask.png"
 BODY_MASK = "portrait_body_mask.png"
+TWO_PEOPLE = "two_people.png"                  # 1024x512: the portrait and its mirror image side by side
+TWO_PEOPLE_HEAD_MASK = "two_people_head_mask.png"
+TWO_PEOPLE_BODY_MASK = "two_people_body_mask.png"
+SECOND_SPEECH = "speech_second_voice.wav"      # the second person's clip: later words of the same recording
 
 
 def write_models(default_root: Path, extra_root: Path, shared_dir: Path) -> None:
@@ -54,4 +58,9 @@ def write_inputs(input_dir: Path, shared_dir: Path) -> dict:
     head, body = face_masks(portrait, shared_dir / "models" / "face_landmarker.task")
     cv2.imwrite(str(input_dir / HEAD_MASK), head)
     cv2.imwrite(str(input_dir / BODY_MASK), body)
+    cv2.imwrite(str(input_dir / TWO_PEOPLE), cv2.cvtColor(np.hstack([portrait, portrait[:, ::-1]]), cv2.COLOR_RGB2BGR))
+    for name, mask in ((TWO_PEOPLE_HEAD_MASK, head), (TWO_PEOPLE_BODY_MASK, body)):
+        cv2.imwrite(str(input_dir / name), np.hstack([mask, mask[:, ::-1]]))
+    later, _ = short_speech(shared_dir, 3 * SHORT_SECONDS)
+    write_wav(input_dir / SECOND_SPEECH, later[-len(samples):], rate)
     return {"seconds": len(samples) / rate, "frames": count}

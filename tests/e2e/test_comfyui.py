@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import BODY_MASK, HEAD_MASK, SPEECH
+from .fixtures import BODY_MASK, HEAD_MASK, SPEECH, TWO_PEOPLE, TWO_PEOPLE_BODY_MASK, TWO_PEOPLE_HEAD_MASK
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +26,23 @@ NODE_IDS = {
 }
 SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "workflows" / "api").glob("*.json"))
 CORE_OR_OURS = {"LoadImage", "LoadVideo", "LoadImageMask", "CreateVideo", "SaveVideo", "PreviewImage", "ImageFlip",
-                "ImageBatch", "MaskToImage"}
+                "ImageBatch", "MaskToImage", "AudioMerge"}
+# what each shipped workflow writes: (mp4 files, in-node previews, frame size); the default is one 512² clip
+EXPECTED_OUTPUTS = {"r3dp_two_portraits_core_mix": (2, 2, (512, 512)),
+                    "r3dp_two_people_one_photo": (1, 2, (1024, 512))}
 
 
 def swap_segmenter(prompt: dict) -> dict:
-    """The 6-class segmenter model cannot exist here: feed head/body masks instead (the only node swapped)."""
+    """The 6-class segmenter model cannot exist here: feed head/body masks instead (the only node swapped), the
+    masks of the photo the workflow loads."""
     prompt = copy.deepcopy(prompt)
+    two_people = any(n["class_type"] == "LoadImage" and n["inputs"].get("image") == TWO_PEOPLE for n in prompt.values())
+    mask_files = (TWO_PEOPLE_HEAD_MASK, TWO_PEOPLE_BODY_MASK) if two_people else (HEAD_MASK, BODY_MASK)
     for node_id, node in list(prompt.items()):
         if node["class_type"] not in ("R3DP_LoadSegmenter", "R3DP_TalkingPortrait"):
             continue
         masks = {}
-        for name, image in (("head_mask", HEAD_MASK), ("body_mask", BODY_MASK)):
+        for name, image in zip(("head_mask", "body_mask"), mask_files):
             prompt[f"{node_id}_{name}"] = {"class_type": "LoadImageMask", "inputs": {"image": image, "channel": "red"}}
             masks[name] = [f"{node_id}_{name}", 0]
         if node["class_type"] == "R3DP_LoadSegmenter":
@@ -90,15 +96,15 @@ def test_shipped_workflow_runs(comfy, e2e_base, name):
     assert all(n["class_type"].startswith("R3DP_") or n["class_type"] in CORE_OR_OURS for n in shipped.values())
     entry = comfy.run(swap_segmenter(shipped), timeout=3600)
     videos = saved_videos(entry)
-    portraits = 2 if "two_portraits" in name else 1
-    assert len(videos) == portraits, entry["outputs"]
+    clips, preview_count, size = EXPECTED_OUTPUTS.get(name, (1, 1, (512, 512)))
+    assert len(videos) == clips, entry["outputs"]
     for video in videos:
         info = probe_video(e2e_base["base"] / "output" / video["subfolder"] / video["filename"])
         assert info["frames"] == round(e2e_base["seconds"] * 25) == e2e_base["frames"]
-        assert (info["width"], info["height"]) == (512, 512)
+        assert (info["width"], info["height"]) == size
         assert info["audio_seconds"] == pytest.approx(e2e_base["seconds"], abs=0.05)
     previews = [item for output in entry["outputs"].values() for item in output.get("r3dp_video", [])]
-    assert len(previews) == portraits
+    assert len(previews) == preview_count
     for preview in previews:
         assert (e2e_base["base"] / "temp" / preview["subfolder"] / preview["filename"]).is_file()
 

@@ -7,7 +7,7 @@ to key, input name)``; ``notes`` = ``(column, text)`` placed at the top of that 
 
 from __future__ import annotations
 
-from .fixtures import BACKGROUND, DRIVING, PORTRAIT, SPEECH
+from .fixtures import BACKGROUND, DRIVING, PORTRAIT, SECOND_SPEECH, SPEECH, TWO_PEOPLE
 
 VIDEO_CKPT = "secc2plane_torso/model_ckpt_steps_100000.ckpt"
 AUDIO_CKPT = "audio2secc_vae/model_ckpt_steps_400000.ckpt"
@@ -205,4 +205,69 @@ WORKFLOWS: dict[str, dict] = {
                       "MASK) to skip the selfie segmenter; connect driving_video for video-driven motion."),
                   (1, MODELS_NOTE)],
     },
+}
+
+
+def _person(suffix: str, face: str, speech: str) -> tuple[list[tuple], list[tuple]]:
+    """One person of a shared photo: its avatar (face pick), its own voice's motion and its frame chain."""
+    def key(name: str) -> str:
+        return f"{name}_{suffix}"
+
+    nodes = [
+        (key("avatar"), "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2, "face": face}, f"Person {face}"),
+        (key("motion"), "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, f"Person {face}'s motion"),
+        (key("pncc"), "R3DP_PnccBuilder", 4, {"blink": True, "preview_chunk": 4}, None),
+        (key("planes"), "R3DP_MotionAdapter", 4, {}, None),
+        (key("render"), "R3DP_VolumeRender", 4, {"seed": 0, "control_after_generate": "fixed", "preview_chunk": 4},
+         None),
+        (key("composite"), "R3DP_HtbsrComposite", 5, {"head_threshold": 0.9, "chunk_size": 4, "preview": True},
+         None),
+    ]
+    links = [
+        ("photo", 0, key("avatar"), "image"), ("video_model", 0, key("avatar"), "video_model"),
+        ("bfm", 0, key("avatar"), "bfm"), ("landmarker", 0, key("avatar"), "landmarker"),
+        ("segmenter", 0, key("avatar"), "segmenter"),
+        (speech, 0, key("motion"), "audio"), ("audio_model", 0, key("motion"), "audio_model"),
+        ("hubert", 0, key("motion"), "hubert"),
+        (key("motion"), 0, key("pncc"), "motion"), (key("avatar"), 0, key("pncc"), "avatar"),
+        ("bfm", 0, key("pncc"), "bfm"),
+        (key("avatar"), 0, key("planes"), "avatar"), (key("pncc"), 0, key("planes"), "pncc"),
+        ("video_model", 0, key("planes"), "video_model"),
+        (key("planes"), 0, key("render"), "planes"), ("camera", 0, key("render"), "camera"),
+        (key("render"), 0, key("composite"), "render"),
+        (key("composite"), 0, key("paste"), "images"), (key("avatar"), 0, key("paste"), "avatar"),
+        (key("composite"), 3, key("paste"), "person_mask"),
+    ]
+    return nodes, links
+
+
+_PERSON_A = _person("a", "0", "speech_a")
+_PERSON_B = _person("b", "1", "speech_b")
+
+WORKFLOWS["r3dp_two_people_one_photo"] = {
+    "nodes": [
+        ("photo", "LoadImage", 0, {"image": TWO_PEOPLE}, "Photo of two people"),
+        ("speech_a", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice of the person on the left"),
+        ("speech_b", "R3DP_LoadAudio", 0, {"audio": SECOND_SPEECH}, "Voice of the person on the right"),
+        *_loaders(1),
+        *_PERSON_A[0], *_PERSON_B[0],
+        ("camera", "R3DP_HeadPose", 3, _static_camera(), None),
+        ("paste_a", "R3DP_PasteBack", 6, {"feather": 16}, "Paste back: left person"),
+        ("paste_b", "R3DP_PasteBack", 6, {"feather": 16}, "Paste back: right person"),
+        ("voices", "AudioMerge", 7, {"merge_method": "add"}, "Both voices"),
+        ("create_video", "CreateVideo", 7, {}, None),
+        ("save_video", "SaveVideo", 7, {"filename_prefix": "r3dp/two_people_one_photo"}, None),
+    ],
+    "links": [*_PERSON_A[1], *_PERSON_B[1], ("paste_a", 0, "paste_b", "background_frames"),
+              ("speech_a", 0, "voices", "audio1"), ("speech_b", 0, "voices", "audio2"),
+              ("paste_b", 0, "create_video", "images"), ("voices", 0, "create_video", "audio"),
+              ("composite_a", 5, "create_video", "fps"), ("create_video", 0, "save_video", "video")],
+    "notes": [(0, "Two people in one photo, each with their own voice. Faces are found on the photo as it is and "
+                  "numbered from the left: Image → Triplane 'face 0' animates the left person, 'face 1' the right "
+                  "one, each driven by its own clip (for a dialogue, give each clip silence while the other person "
+                  "speaks). Each chain renders its person's 512² square; Paste Back puts it into the photo at the "
+                  "photo's resolution through a feathered mask around the moving person, and the second Paste Back "
+                  "pastes into the first one's frames, so both people talk in one video. Audio Merge mixes the two "
+                  "voices for the soundtrack."),
+              (1, MODELS_NOTE)],
 }
