@@ -168,9 +168,11 @@ def natural_deviation(recipe: PoseRecipe, motion: Motion) -> torch.Tensor:
         from ..audio.energy import speech_energy
         from ..audio.io import load_audio
 
-        # one sample past the motion's end, so that sound shorter than the clip reads as silence after it
-        grid = int(math.ceil(motion.duration_s * ENERGY_FPS)) + 1
-        energy = speech_energy(load_audio(motion.audio), ENERGY_FPS, grid)
+        sound = load_audio(motion.audio)
+        # the whole sound (the path at a time does not depend on where the clip is cut), and one sample past the
+        # clip's end, so that sound shorter than the clip reads as silence after it
+        grid = int(math.ceil(max(sound.duration_s, motion.duration_s) * ENERGY_FPS)) + 1
+        energy = speech_energy(sound, ENERGY_FPS, grid)
     return natural_head_motion(motion.num_frames, motion.fps, energy, seed=recipe.seed,
                                strength=recipe.pose_strength, energy_fps=ENERGY_FPS)
 
