@@ -70,8 +70,10 @@ class HeadPose(comfy_io.ComfyNode):
                                            "calmer, but slower to follow quick turns)."),
                 comfy_io.Boolean.Input("natural_on_top", default=PoseRecipe.natural_on_top, optional=True,
                                        tooltip="Orbit and keyframes: add natural head motion on top of the path."),
+                # no randomise-after-run control (the frontend adds one to any 'seed' unless told not to): a new
+                # seed on every run would re-render a static head for nothing
                 comfy_io.Int.Input("seed", default=PoseRecipe.seed, min=0, max=2**31 - 1,
-                                   control_after_generate=True, optional=True,
+                                   control_after_generate=False, optional=True,
                                    tooltip="Natural motion: the head's path (the same seed gives the same motion)."),
             ],
             outputs=[t.Camera.Output(display_name="camera")],

@@ -43,6 +43,7 @@ class PnccBuilder(comfy_io.ComfyNode):
                                      tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
                                              ">1 exaggerated); works for audio- and video-driven motion."),
                 comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, optional=True,
+                                   control_after_generate=False,  # a fixed schedule: no re-run on every queue
                                    tooltip="Blink timing of a motion that has no blinks of its own (video-driven "
                                            "or loaded)."),
             ],
