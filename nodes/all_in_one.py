@@ -55,9 +55,10 @@ class TalkingPortrait(comfy_io.ComfyNode):
                                             "selfie segmenter model."),
                 comfy_io.Mask.Input("body_mask", optional=True,
                                     tooltip="Optional mask of the rest of the person, with head_mask."),
-                comfy_io.Combo.Input("head_pose", options=["static", "driving", "orbit"], default="static",
-                                     tooltip="static: the photo's pose · driving: the driving video's pose · orbit: a "
-                                             "novel-view sweep around the head."),
+                comfy_io.Combo.Input("head_pose", options=["static", "driving", "orbit", "natural"], default="static",
+                                     tooltip="static: the photo's pose (official) · driving: the driving video's pose "
+                                             "· orbit: a novel-view sweep around the head · natural: a calm head "
+                                             "motion that follows the speech (seeded by seed)."),
                 comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,
                                      tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g})."),
                 comfy_io.Float.Input("temperature", default=defaults.TEMPERATURE, min=0.0, max=1.0, step=0.01,
@@ -137,7 +138,8 @@ class TalkingPortrait(comfy_io.ComfyNode):
             motion = video_motion
         pose_motion = {"motion": _link(video_motion)} if head_pose == "driving" else {}
         camera = graph.add("camera", "R3DP_HeadPose", mode=head_pose, yaw_degrees=20.0, pitch_degrees=0.0, loops=1.0,
-                           keyframes="", easing="smooth", smooth_cameras=True, map_to_source=True, **pose_motion)
+                           keyframes="", easing="smooth", smooth_cameras=True, map_to_source=True, seed=seed,
+                           **pose_motion)
         pncc = graph.add("pncc", "R3DP_PnccBuilder", motion=_link(motion), avatar=_link(avatar), bfm=_link(face),
                          blink=blink, preview_chunk=chunk_size)
         planes = graph.add("planes", "R3DP_MotionAdapter", avatar=_link(avatar), pncc=_link(pncc),

@@ -25,20 +25,27 @@ class PnccBuilder(comfy_io.ComfyNode):
             display_name="PNCC Builder",
             category=f"{t.CATEGORY}/render",
             description="Renders the driving expression of every frame on each portrait's 3DMM identity as a PNCC/SECC "
-                        "image (frontal, colour-coded face), with the motion's blinks; lazily, frame chunks are made "
-                        "when a later node needs them.",
+                        "image (frontal, colour-coded face), with blinks (the motion's own schedule, else the "
+                        "official periodic one, as for audio-driven motion); lazily, frame chunks are made when a "
+                        "later node needs them.",
             inputs=[
                 t.Motion.Input("motion", tooltip="The driving motion (Audio→3DMM, Video→3DMM or Load Motion)."),
                 t.Avatar.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
                 t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM."),
                 comfy_io.Boolean.Input("blink", default=defaults.BLINK,
-                                       tooltip="Apply the motion's blink schedule (eyes close by editing the PNCC)."),
+                                       tooltip="Blink (eyes close by editing the PNCC): the motion's own schedule, "
+                                               "else the official periodic one (video-driven and loaded motions "
+                                               "too, as the official pipeline blinks every driving SECC)."),
                 comfy_io.Int.Input("preview_chunk", default=defaults.CHUNK_SIZE, min=1, max=256,
                                    tooltip=PREVIEW_CHUNK_TOOLTIP),
                 comfy_io.Float.Input("mouth_scale", default=defaults.MOUTH_SCALE, min=0.0, max=defaults.MOUTH_SCALE_MAX,
                                      step=0.05, optional=True,
                                      tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
                                              ">1 exaggerated); works for audio- and video-driven motion."),
+                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, optional=True,
+                                   control_after_generate=False,  # a fixed schedule: no re-run on every queue
+                                   tooltip="Blink timing of a motion that has no blinks of its own (video-driven "
+                                           "or loaded)."),
             ],
             outputs=[t.Pncc.Output(display_name="pncc"),
                      comfy_io.Image.Output(display_name="pncc_images",
@@ -48,13 +55,14 @@ class PnccBuilder(comfy_io.ComfyNode):
 
     @classmethod
     def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceGeometry, blink: bool, preview_chunk: int,
-                mouth_scale: float = 1.0):
+                mouth_scale: float = 1.0, seed: int = defaults.SEED):
         from r3dp_core.pipeline.frame_chain import secc_source
+        from r3dp_core.pipeline.stages import with_blinks
 
         if motion.num_frames < 1:
             raise InputError("The motion has no frames.")
         face = replace(bfm)  # the stream's own: its mesh moves to the compute device while frames are pulled
-        driving = motion if blink else replace(motion, blink=None, blink_edited=None)
+        driving = with_blinks(motion, blink, seed)
         with torch.inference_mode():
             sources = [secc_source(face, a, driving, mouth_gain=mouth_scale) for a in avatar]
         stream = Stream(avatars=list(avatar), motion=motion, sources=sources, face=face)

@@ -24,7 +24,8 @@ class VolumeRender(comfy_io.ComfyNode):
                 t.Planes.Input("planes", tooltip="Animated tri-planes from Motion Adapter."),
                 t.Camera.Input("camera", optional=True,
                                tooltip="From Head Pose. Unconnected: the motion's own head pose if it has one "
-                                       "(video-driven), else the photo's pose held still."),
+                                       "(video-driven), else natural head motion around the photo's pose (Head "
+                                       "Pose 'auto'; connect Head Pose 'static' to hold the photo's pose)."),
                 comfy_io.Int.Input("seed", default=0, min=0, max=2**31 - 1, control_after_generate=True,
                                    tooltip="Seed of the renderer's sample jitter (each frame has its own stream, so "
                                            "chunking never changes a frame)."),

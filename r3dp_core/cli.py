@@ -179,7 +179,8 @@ def generate_request(args: argparse.Namespace):
         pose_video=Path(args.pose_video) if args.pose_video else None,
         expression_video=Path(args.expression_video) if args.expression_video else None,
         bg=Path(args.bg) if args.bg else None, camera=args.camera, keyframes=args.keyframes,
-        easing=args.easing, mouth_amp=args.mouth_amp,
+        easing=args.easing, pose_strength=args.pose_strength, pose_smoothing=args.pose_smoothing,
+        natural_on_top=args.natural_on_top, mouth_amp=args.mouth_amp,
         mouth_scale=args.mouth_scale, blink=args.blink,
         temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
         chunk_size=args.chunk_size, min_face_area=args.min_face_area, face=_face_choice(args.face),
@@ -255,7 +256,7 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     from .pipeline.paste_back import MAX_PHOTO_SIDE
-    from .pipeline.pose import EASINGS, POSE_MODES, PoseRecipe
+    from .pipeline.pose import EASINGS, MAX_POSE_STRENGTH, POSE_MODES, PoseRecipe
     from .pipeline.request import OUTPUT_MODES
 
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
@@ -279,13 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--expression-video", help="video whose expressions drive the face (instead of audio)")
     gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
     gen.add_argument("--camera", default=PoseRecipe.mode, choices=POSE_MODES,
-                     help="head pose: auto (the pose video's or the expression video's pose if any, else static), "
-                          "static, driving, orbit, keyframes")
+                     help="head pose: auto (the pose video's, the expression video's or the motion file's pose if "
+                          "any, else natural), static (the photo's pose, official default), driving, orbit, "
+                          "keyframes, natural (a calm seeded head motion that follows the speech)")
     gen.add_argument("--keyframes", default=PoseRecipe.keyframes,
                      help="with --camera keyframes: 'seconds: yaw, pitch; ...' in degrees from the photo's pose, "
                           "e.g. '0: 0, 0; 2: 15, 0; 4: -15, 5'")
     gen.add_argument("--easing", default=PoseRecipe.easing, choices=EASINGS,
                      help="with --camera keyframes: smooth (ease in and out of every key) or linear")
+    gen.add_argument("--pose-strength", type=float, default=PoseRecipe.pose_strength,
+                     help=f"scale the head's motion, 0-{MAX_POSE_STRENGTH:g}: a driving pose about its first frame, "
+                          "natural motion about the photo's pose (0 = held, 1 = as driven, 2 = doubled); orbit and "
+                          "keyframe angles are not scaled")
+    gen.add_argument("--pose-smoothing", type=int, default=PoseRecipe.pose_smoothing,
+                     help=f"frames the camera is averaged over, odd (official {PoseRecipe.pose_smoothing}; 1 = none)")
+    gen.add_argument("--natural-on-top", action="store_true",
+                     help="with --camera orbit or keyframes: add natural head motion to the path")
     gen.add_argument("--mouth-amp", type=float, default=defaults.MOUTH_AMP,
                      help=f"mouth amplitude the audio model is conditioned on (official {defaults.MOUTH_AMP:g}; audio "
                           "driving only)")
@@ -295,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=defaults.BLINK, help="periodic blinks")
     gen.add_argument("--temperature", type=float, default=defaults.TEMPERATURE,
                      help="audio-to-motion sampling temperature")
-    gen.add_argument("--seed", type=int, default=defaults.SEED, help="random seed (latent noise, blinks, renderer)")
+    gen.add_argument("--seed", type=int, default=defaults.SEED,
+                     help="random seed (latent noise, blinks, natural head motion, renderer)")
     gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     gen.add_argument("--dtype", default="auto",
                      help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")

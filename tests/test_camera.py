@@ -210,8 +210,9 @@ def test_pose_recipes_resolve_every_mode_like_the_camera_paths():
     avatar, audio, video = _portrait_and_motions()
     static = resolve_pose(PoseRecipe(mode="static"), avatar, audio)
     assert torch.equal(static.euler, SRC_EULER.expand(12, 3)) and static.smooth_kernel == 7
-    # auto follows a pose when there is one (a pose video's, else the driving motion's own), else holds still
-    assert torch.equal(resolve_pose(PoseRecipe(), avatar, audio).euler, static.euler)
+    # auto follows a pose when there is one (a pose video's, else the driving motion's own), else moves naturally
+    assert torch.equal(resolve_pose(PoseRecipe(), avatar, audio).euler,
+                       resolve_pose(PoseRecipe(mode="natural"), avatar, audio).euler)
     followed = resolve_pose(PoseRecipe(pose_motion=video), avatar, audio)
     expected = driving_pose(video.euler, video.trans, 12, SRC_EULER, SRC_TRANS)
     assert torch.equal(followed.euler, expected.euler) and torch.equal(followed.trans, expected.trans)
@@ -222,7 +223,7 @@ def test_pose_recipes_resolve_every_mode_like_the_camera_paths():
                          avatar, audio)
     assert torch.equal(orbit.euler, orbit_pose(SRC_EULER, SRC_TRANS, 12, 10, 4, 2).euler)
     keyed = resolve_pose(PoseRecipe(mode="keyframes", keyframes="0: 0, 0; 0.2: 10, -4", easing="linear",
-                                    smooth_cameras=False), avatar, audio)   # 0.2 s = frame 5 at 25 fps
+                                    pose_smoothing=1), avatar, audio)   # 0.2 s = frame 5 at 25 fps
     key = SRC_EULER[0] + torch.tensor([math.radians(-4), math.radians(10), 0.0])
     assert torch.allclose(keyed.euler[5], key, atol=1e-6) and torch.allclose(keyed.euler[11], key, atol=1e-6)
     assert keyed.smooth_kernel is None and torch.equal(keyed.cameras(), eg3d_cameras(keyed.euler, keyed.trans))

@@ -279,7 +279,8 @@ def test_official_npy_motion_drives_a_clip_from_the_command_line(tiny_job, job, 
     silent = tmp_path / "silent.mp4"
     assert cli.main(["generate", "--image", str(root / "portrait.png"), "--out", str(silent), "--models-dir",
                      str(job["models"]), "--head-mask", str(root / "head.png"), "--body-mask", str(root / "body.png"),
-                     "--device", "cpu", "--motion", str(tmp_path / "exp_only.npy"), "--no-blink"]) == 0
+                     "--device", "cpu", "--motion", str(tmp_path / "exp_only.npy"), "--no-blink",
+                     "--camera", "static"]) == 0  # auto would move the head naturally
     info = probe_video(silent)
     assert info["frames"] == 6 and info["audio_seconds"] is None
     assert seen["motion"].blink is None
@@ -305,3 +306,110 @@ def test_output_photo_pastes_the_clip_into_a_wide_photo(job, tiny_job, tmp_path)
     far = np.s_[:, :, 900:]                                                     # right of the face's square
     assert np.abs(frames[far].astype(int) - wide[None, :, 900:1036]).mean() < 3  # the photo, up to H.264 noise
     assert np.abs(frames[1:, 80:200, 480:580].astype(int) - frames[:-1, 80:200, 480:580]).mean() > 0.1  # moves
+
+
+@pytest.fixture(scope="module")
+def pose_inputs(job, tmp_path_factory) -> dict:
+    """A nodding pose video, a green background and an official coefficient file, 8 frames each."""
+    from r3dp_core.video_io import VideoWriter
+
+    folder = tmp_path_factory.mktemp("pose_inputs")
+    portrait = cv2.cvtColor(cv2.imread(str(job["root"] / "portrait.png")), cv2.COLOR_BGR2RGB)
+    nodding = [cv2.warpAffine(portrait, cv2.getRotationMatrix2D((256, 256), 4.0 * np.sin(i), 1.0), (512, 512),
+                              borderMode=cv2.BORDER_REFLECT) for i in range(8)]
+    with VideoWriter(folder / "nodding.mp4", fps=25) as writer:
+        writer.write(np.stack(nodding))
+    green = np.zeros((512, 512, 3), np.uint8)
+    green[..., 1] = 255
+    cv2.imwrite(str(folder / "green.png"), cv2.cvtColor(green, cv2.COLOR_RGB2BGR))
+    t = np.arange(8, dtype=np.float32)
+    coefficients = {"exp": np.random.default_rng(1).normal(size=(8, 64)).astype(np.float32) * 0.05,
+                    "euler": np.stack([0.02 * np.sin(t), 0.1 * np.sin(t / 2), 0.01 * t], 1).astype(np.float32),
+                    "trans": np.stack([0.01 * t, -0.01 * t, np.full_like(t, 0.3)], 1).astype(np.float32)}
+    np.save(folder / "official.npy", coefficients)
+    return {"video": folder / "nodding.mp4", "green": folder / "green.png", "npy": folder / "official.npy",
+            "coefficients": coefficients}
+
+
+def _natural_degrees(job, seed: int, strength: float = 1.0) -> torch.Tensor:
+    """The natural head motion ``[8,3]`` (radians) the job's speech gives, on the 100 Hz energy grid."""
+    from r3dp_core.audio.energy import speech_energy
+    from r3dp_core.audio.io import load_audio
+    from r3dp_core.geometry.natural_pose import natural_head_motion
+
+    sound = load_audio(job["root"] / "speech.wav")
+    energy = speech_energy(sound, 100, int(np.ceil(sound.duration_s * 100)) + 1)  # the whole sound + one sample
+    return natural_head_motion(8, 25, energy, seed=seed, strength=strength, energy_fps=100)[:, :3]
+
+
+def _check_natural(seen, job, inputs):
+    assert seen["recipe"].mode == "natural" and seen["recipe"].seed == 3 and seen["pose"].smooth_kernel == 3
+    deviation = seen["pose"].euler - seen["avatar"].euler.to(seen["pose"].euler)
+    assert torch.allclose(deviation, _natural_degrees(job, 3, 0.5), atol=1e-5)
+    assert float(deviation.abs().max()) > 0 and torch.allclose(2 * deviation, _natural_degrees(job, 3), atol=1e-5)
+
+
+def _check_orbit(seen, job, inputs):
+    from r3dp_core.geometry.camera import orbit_pose
+
+    avatar = seen["avatar"]
+    assert seen["pose"].smooth_kernel is None  # --pose-smoothing 1: raw cameras
+    path = orbit_pose(avatar.euler[:1], avatar.trans[:1], 8, yaw_deg=20.0)
+    assert torch.allclose(seen["pose"].euler - path.euler.to(seen["pose"].euler), _natural_degrees(job, 3),
+                          atol=1e-5)  # --natural-on-top
+
+
+def _check_driving(seen, job, inputs):
+    from r3dp_core.geometry.camera import driving_pose
+
+    avatar, pose, followed = seen["avatar"], seen["pose"], seen["recipe"].pose_motion
+    assert followed is not None and followed.euler.shape == (8, 3) and seen["recipe"].pose_strength == 2.0
+    mapped = driving_pose(followed.euler, followed.trans, 8, avatar.euler[:1], avatar.trans[:1])
+    assert float((mapped.euler - mapped.euler[:1]).abs().max()) > 1e-3  # the video's nods were fitted
+    assert torch.allclose(pose.euler - pose.euler[:1], 2 * (mapped.euler - mapped.euler[:1]).to(pose.euler),
+                          atol=1e-5)
+    assert torch.allclose(pose.euler[0], avatar.euler[0].to(pose.euler), atol=1e-6)
+    frames = np.concatenate([chunk for chunk, _ in read_video_frames(seen["out"])])
+    # --bg: the green plate shows behind the person (the untrained tiny model's alpha lets some render through)
+    corner = frames[:, :6, :6].reshape(-1, 3).mean(0)
+    assert corner[1] > 150 and corner[1] > max(corner[0], corner[2]) + 60, corner
+
+
+def _check_motion(seen, job, inputs):
+    coefficients = inputs["coefficients"]
+    assert torch.equal(seen["motion"].exp, torch.from_numpy(coefficients["exp"]))
+    assert seen["recipe"].mode == "auto" and seen["recipe"].pose_strength == 0.0
+    # auto follows the file's pose, and strength 0 holds it at its first frame: the photo's pose
+    assert torch.allclose(seen["pose"].euler, seen["avatar"].euler[:1].expand(8, 3).to(seen["pose"].euler),
+                          atol=1e-6)
+
+
+POSE_OPTIONS = {
+    "natural": (lambda inputs: ["--camera", "natural", "--pose-strength", "0.5", "--pose-smoothing", "3"],
+                _check_natural),
+    "orbit": (lambda inputs: ["--camera", "orbit", "--natural-on-top", "--pose-smoothing", "1"], _check_orbit),
+    "driving": (lambda inputs: ["--camera", "driving", "--pose-video", str(inputs["video"]), "--pose-strength", "2",
+                                "--bg", str(inputs["green"])], _check_driving),
+    "motion": (lambda inputs: ["--motion", str(inputs["npy"]), "--pose-strength", "0"], _check_motion),
+}
+
+
+@pytest.mark.parametrize("case", list(POSE_OPTIONS))
+def test_head_pose_options_drive_a_clip_from_the_command_line(case, tiny_job, job, pose_inputs, tmp_path,
+                                                               monkeypatch, capsys):
+    """Each head-pose option through ``r3dp generate`` into a real ``run_job`` (tiny video model, 8 frames):
+    the recipe it builds and the pose the frames are rendered with."""
+    from r3dp_core.pipeline import generate as generate_module
+
+    _cli_on_tiny_models(tiny_job, monkeypatch)
+    seen = _spy_on_frames(monkeypatch)
+    resolve = generate_module.resolve_pose
+    monkeypatch.setattr(generate_module, "resolve_pose",
+                        lambda recipe, avatar, motion: seen.update(recipe=recipe) or resolve(recipe, avatar, motion))
+    extra, check = POSE_OPTIONS[case]
+    out = tmp_path / f"{case}.mp4"
+    assert cli.main(_args(job, out, *extra(pose_inputs), "--chunk-size", "8")) == 0
+    assert f"wrote {out}: 8 frames" in capsys.readouterr().out
+    assert probe_video(out)["frames"] == 8
+    seen["out"] = out
+    check(seen, job, pose_inputs)

@@ -146,6 +146,11 @@ OPTION_ERRORS = {
     "pose-video-static": (["--camera", "static"], "--pose-video is followed only by --camera driving .or auto.; "
                                                   "--camera static keeps its own head path and would ignore the video"),
     "pose-video-orbit": (["--camera", "orbit"], "--camera orbit keeps its own head path"),
+    "pose-video-keyframes": (["--camera", "keyframes"], "--camera keyframes keeps its own head path"),
+    "pose-video-natural": (["--camera", "natural"], "--camera natural keeps its own head path and would ignore"),
+    "pose-strength": (["--camera", "driving", "--pose-strength", "-0.5"], r"pose strength -0.5 is outside 0..3"),
+    "pose-smoothing": (["--camera", "driving", "--pose-smoothing", "4"],
+                       r"smoothing window must be an odd number of frames >= 1 \(official 7, 1 = none\), got 4"),
     "motion-and-video": (["--motion", "m.npy", "--expression-video", "v.mp4", "--camera", "driving"],
                          "--motion and --expression-video both drive the face"),
     "head-threshold": (["--camera", "driving", "--head-threshold", "1.5"], r"--head-threshold 1.5 is outside 0..1"),

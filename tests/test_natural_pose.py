@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -183,3 +184,115 @@ def test_smoothing_window_reuses_the_official_camera_smoothing():
     assert torch.allclose(constant_t, trans[:1].expand(20, 3), atol=1e-5)
     with pytest.raises(InputError, match="odd number of frames"):
         smooth_pose(euler, trans, 4)
+
+
+# ------------------------------------------------------------------------------ through the head-pose recipe
+
+def _portrait(euler=(0.05, -0.12, 0.02), trans=(0.02, -0.03, -1.5)):
+    from r3dp_core.pipeline.selftest import synthetic_avatar
+
+    return dataclasses.replace(synthetic_avatar(32), euler=torch.tensor([euler]), trans=torch.tensor([trans]))
+
+
+def _speaking_motion(seconds: float, fps: float = 25.0, **audio_args):
+    from r3dp_core.pipeline.types import Motion
+
+    audio = _speech_and_pauses(seconds, **audio_args)
+    frames = int(round(seconds * fps))
+    return Motion(exp=torch.zeros(frames, 64), fps=fps, audio=audio.to_comfy())
+
+
+def test_natural_recipe_is_the_photos_pose_plus_bounded_seeded_speech_driven_motion():
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+
+    avatar, motion = _portrait(), _speaking_motion(16.0, speak=4.0, pause=4.0)      # 400 frames
+    limits = NaturalMotionLimits()
+    pose = resolve_pose(PoseRecipe(mode="natural", seed=5), avatar, motion)
+    assert pose.euler.shape == pose.trans.shape == (400, 3) and pose.smooth_kernel == 7
+    deviation = (pose.euler - avatar.euler) * DEG
+    peak = deviation.abs().amax(0)
+    assert peak[0] < limits.pitch_degrees and peak[1] < limits.yaw_degrees and peak[2] < limits.roll_degrees
+    assert peak[1] > 2.0  # it does move: several degrees of yaw over 16 s
+    assert float((pose.trans - avatar.trans)[:, :2].abs().max()) < limits.sway
+    assert torch.equal(pose.trans[:, 2], avatar.trans[0, 2].expand(400))  # depth fixed
+    # more motion while speaking than in the pauses (the motion's own sound drives it)
+    speed = torch.diff(deviation, dim=0).abs().sum(-1)
+    t = torch.arange(1, 400) / 25
+    speaking, pausing = ((t % 8) > 1.0) & ((t % 8) < 3.5), ((t % 8) > 5.0) & ((t % 8) < 7.5)
+    assert float(speed[speaking].mean()) > 2 * float(speed[pausing].mean())
+    # seeded: the same seed, the same path; another seed, another path
+    assert torch.equal(resolve_pose(PoseRecipe(mode="natural", seed=5), avatar, motion).euler, pose.euler)
+    other = resolve_pose(PoseRecipe(mode="natural", seed=6), avatar, motion)
+    assert float((other.euler - pose.euler).abs().max()) * DEG > 1.0
+    # frame-rate independent: the energy is read on a fixed 100 Hz grid
+    at50 = resolve_pose(PoseRecipe(mode="natural", seed=5), avatar, _speaking_motion(16.0, 50.0, speak=4.0,
+                                                                                       pause=4.0))
+    assert torch.allclose(at50.euler[::2], pose.euler, atol=1e-6)
+    # no sound: the calm energy-free drift; strength 0: the photo's pose held
+    silent = dataclasses.replace(motion, audio=None)
+    drift = resolve_pose(PoseRecipe(mode="natural", seed=5), avatar, silent)
+    expected = natural_head_motion(400, 25, None, seed=5)
+    assert torch.allclose(drift.euler - avatar.euler, expected[:, :3], atol=1e-6)
+    held = resolve_pose(PoseRecipe(mode="natural", seed=5, pose_strength=0.0), avatar, motion)
+    assert torch.equal(held.euler, avatar.euler.expand(400, 3)) and torch.equal(held.trans, avatar.trans.expand(400, 3))
+    # strength scales natural motion (bounds included) linearly
+    double = resolve_pose(PoseRecipe(mode="natural", seed=5, pose_strength=2.0), avatar, motion)
+    assert torch.allclose(double.euler - avatar.euler, 2 * (pose.euler - avatar.euler), atol=1e-6)
+
+
+def test_pose_strength_scales_a_driving_pose_and_leaves_drawn_paths_alone():
+    from r3dp_core.geometry.camera import driving_pose, orbit_pose
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+    from r3dp_core.pipeline.types import Motion
+
+    avatar = _portrait()
+    euler, trans = _driving_pose(40)
+    video = Motion(exp=torch.zeros(40, 64), euler=euler, trans=trans)
+    mapped = driving_pose(euler, trans, 40, avatar.euler, avatar.trans)
+    for strength in (0.0, 0.5, 1.0, 2.0):
+        pose = resolve_pose(PoseRecipe(mode="driving", pose_strength=strength), avatar, video)
+        # linear about the first frame (the photo's pose, since the driving pose is mapped onto it)
+        assert torch.allclose(pose.euler - avatar.euler, strength * (mapped.euler - avatar.euler), atol=1e-6)
+        assert torch.allclose(pose.trans - avatar.trans, strength * (mapped.trans - avatar.trans), atol=1e-6)
+    unmapped = resolve_pose(PoseRecipe(mode="driving", map_to_source=False, pose_strength=0.0), avatar, video)
+    assert torch.allclose(unmapped.euler, euler[:1].expand(40, 3))  # held at the driving pose's first frame
+    # static has nothing to scale; orbit angles are given in degrees and keep them
+    audio = Motion(exp=torch.zeros(40, 64))
+    assert torch.equal(resolve_pose(PoseRecipe(mode="static", pose_strength=2.0), avatar, audio).euler,
+                       avatar.euler.expand(40, 3))
+    orbit = resolve_pose(PoseRecipe(mode="orbit", pose_strength=0.0), avatar, audio)
+    assert torch.equal(orbit.euler, orbit_pose(avatar.euler, avatar.trans, 40).euler)
+    # ... unless they carry natural motion on top, which the strength scales
+    on_top = resolve_pose(PoseRecipe(mode="orbit", natural_on_top=True, seed=2), avatar, audio)
+    assert torch.allclose(on_top.euler - orbit.euler, natural_head_motion(40, 25, None, seed=2)[:, :3], atol=1e-6)
+    keyed = PoseRecipe(mode="keyframes", keyframes="0: 0, 0; 1: 10, -4", natural_on_top=True, seed=2,
+                       pose_strength=0.5)
+    path = resolve_pose(dataclasses.replace(keyed, natural_on_top=False), avatar, audio)
+    assert torch.allclose(resolve_pose(keyed, avatar, audio).euler - path.euler,
+                          natural_head_motion(40, 25, None, seed=2, strength=0.5)[:, :3], atol=1e-6)
+    assert torch.allclose(path.euler[25] - avatar.euler[0], torch.tensor([-4.0, 10.0, 0.0]) / DEG, atol=1e-6)
+
+
+def test_pose_smoothing_window_reaches_the_cameras_through_the_recipe():
+    from r3dp_core.errors import InputError
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+    from r3dp_core.pipeline.types import Motion
+
+    avatar = _portrait()
+    euler, trans = _driving_pose(40)
+    jittery = euler + torch.randn(40, 3, generator=torch.Generator().manual_seed(1)) * 0.02
+    video = Motion(exp=torch.zeros(40, 64), euler=jittery, trans=trans)
+    roughness = []
+    for window in (1, 3, 7, 15):
+        pose = resolve_pose(PoseRecipe(mode="driving", pose_smoothing=window), avatar, video)
+        assert pose.smooth_kernel == (None if window == 1 else window)
+        smoothed_euler, _ = camera_to_pose(pose.cameras())
+        roughness.append(float(torch.diff(smoothed_euler, n=2, dim=0).abs().mean()))
+    raw = resolve_pose(PoseRecipe(mode="driving", pose_smoothing=1), avatar, video)
+    assert torch.equal(raw.cameras(), eg3d_cameras(raw.euler, raw.trans))
+    assert roughness[0] > 2 * roughness[1] > 0 and roughness[1] > roughness[2] > roughness[3]
+    for bad in (0, 4, -3):
+        with pytest.raises(InputError, match=f"odd number of frames >= 1 .official 7, 1 = none., got {bad}"):
+            PoseRecipe(pose_smoothing=bad)
+    with pytest.raises(InputError, match=r"pose strength 3.5 is outside 0..3"):
+        PoseRecipe(pose_strength=3.5)

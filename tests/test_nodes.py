@@ -277,6 +277,39 @@ def test_head_pose_recipes_resolve_per_portrait(comfy):
     assert camera.HeadPose.validate_inputs("0: 0, 0; 1.5: -10, 3") is True
 
 
+def test_head_pose_natural_mode_strength_smoothing_and_seed(comfy):
+    from r3dp_core.errors import InputError
+    from r3dp_core.geometry.natural_pose import natural_head_motion
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+    from r3dp_core.pipeline.types import Motion
+
+    node = comfy.nodes.head_pose.HeadPose
+    names = [i.id for i in node.define_schema().inputs]
+    # added after the first release at the end, optional: saved graphs keep their widget positions and still run
+    assert names[-4:] == ["pose_strength", "pose_smoothing", "natural_on_top", "seed"]
+    assert all(i.optional and i.tooltip for i in node.define_schema().inputs[-4:])
+    assert "natural" in node.define_schema().inputs[0].options
+    widgets = ("natural", 20.0, 0.0, 1.0, "", "smooth", True, True)
+    recipe = node.execute(*widgets, pose_strength=0.5, pose_smoothing=3, seed=11).args[0]
+    assert (recipe.mode, recipe.pose_strength, recipe.pose_smoothing, recipe.seed) == ("natural", 0.5, 3, 11)
+    default = node.execute(*widgets).args[0]  # a graph saved before these inputs existed
+    assert (default.pose_strength, default.pose_smoothing, default.seed) == (1.0, 7, PoseRecipe.seed)
+    src_euler, src_trans = torch.tensor([[0.1, -0.2, 0.0]]), torch.tensor([[0.0, 0.1, 0.3]])
+    avatar = dataclasses.replace(_avatar(), euler=src_euler, trans=src_trans)
+    silent_motion = Motion(exp=torch.zeros(50, 64))  # no sound: the calm drift
+    pose = resolve_pose(recipe, avatar, silent_motion)
+    expected = natural_head_motion(50, 25, None, seed=11, strength=0.5)
+    assert torch.allclose(pose.euler - src_euler, expected[:, :3], atol=1e-6) and pose.smooth_kernel == 3
+    assert float((pose.euler - src_euler).abs().max()) > 0
+    # smooth_cameras off wins over the window (raw cameras, as pose_smoothing 1)
+    assert node.execute(*widgets[:6], False, True, pose_smoothing=9).args[0].pose_smoothing == 1
+    keyed = node.execute("keyframes", 20.0, 0.0, 1.0, "0: 0, 0; 1: 10, 0", "smooth", True, True,
+                         natural_on_top=True, seed=4).args[0]
+    assert keyed.natural_on_top and keyed.seed == 4
+    with pytest.raises(InputError, match="odd number of frames"):
+        node.execute(*widgets, pose_smoothing=4)
+
+
 # ----------------------------------------------------------------------------------------------- streams
 
 class _Adapter(torch.nn.Module):
@@ -544,6 +577,30 @@ def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
                                                                       0.25)
     bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
     assert gains == [0.25, 0.25, 1.0, 1.0]
+
+
+def test_pncc_builder_blinks_motions_without_a_schedule_of_their_own(comfy, chain, monkeypatch):
+    """A video-driven (or loaded) motion has no blinks: the builder gives it the official periodic schedule, seeded,
+    as the CLI does; a motion's own schedule is kept, and blink off removes any."""
+    from r3dp_core.audio.blink import blink_schedule
+    from r3dp_core.pipeline import frame_chain
+
+    driven = []
+    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_gain=1.0:
+                        driven.append(motion) or object())
+    node = bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED)
+    assert chain.motion.blink is None  # as Video→3DMM makes it
+    node.execute(chain.motion, chain.avatars[:1], chain.face, True, 2, 1.0, 9)
+    official = blink_schedule(5, seed=9)
+    assert torch.equal(driven[-1].blink, official.closure) and torch.equal(driven[-1].blink_edited, official.edited)
+    assert float(official.closure.max()) > 0  # the schedule does close the eyes within these frames
+    node.execute(chain.motion, chain.avatars[:1], chain.face, True, 2)  # default seed, as the CLI's
+    assert torch.equal(driven[-1].blink, blink_schedule(5, seed=42).closure)
+    own = dataclasses.replace(chain.motion, blink=torch.full((5,), 0.5))
+    node.execute(own, chain.avatars[:1], chain.face, True, 2, 1.0, 9)
+    assert torch.equal(driven[-1].blink, own.blink)
+    node.execute(own, chain.avatars[:1], chain.face, False, 2, 1.0, 9)
+    assert driven[-1].blink is None and driven[-1].blink_edited is None
 
 
 def test_audio_loader_refuses_bad_files_with_the_clis_messages(comfy):

@@ -21,7 +21,7 @@ from ..images import uint8_to_unit
 from .driving import video_motion
 from .face import FaceKit
 from .portraits import PortraitCache, prepare_avatar
-from .pose import PoseRecipe, resolve_pose
+from .pose import resolve_pose
 from .request import GenerateRequest
 from .stream import iterate_chunks
 from .types import PortraitMasks
@@ -172,8 +172,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                                    sound=inputs.audio.to_comfy())
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
-    pose = resolve_pose(PoseRecipe(mode=request.camera, pose_motion=pose_motion, map_to_source=request.map_to_init_pose,
-                                   keyframes=request.keyframes, easing=request.easing), avatar, motion)
+    pose = resolve_pose(request.pose_recipe(pose_motion), avatar, motion)
 
     with torch.inference_mode():
         frames = talking_frames(model, models.kit.geometry, avatar, motion, pose, seed=request.seed,

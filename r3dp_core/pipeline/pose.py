@@ -9,9 +9,17 @@ frame rate, so one recipe serves any number of portraits and any motion. Modes:
   own), length-matched and mapped onto the photo's pose as official;
 * ``orbit`` — a closed sweep of the view around the photo's pose (novel views);
 * ``keyframes`` — a yaw/pitch path through keys given in seconds (the canvas widget's text format);
-* ``auto`` — ``driving`` when there is a pose to follow, else ``static``.
+* ``natural`` — the photo's pose plus a seeded, speech-aware head motion
+  (:func:`~r3dp_core.geometry.natural_pose.natural_head_motion`, driven by the speech energy of the motion's own
+  sound on a fixed 100 Hz grid, so the path does not depend on the frame rate; no sound: a calm drift);
+* ``auto`` — ``driving`` when there is a pose to follow, else ``natural`` (a frozen head looks dead; the official
+  pipeline's ``static`` is one option away).
 
-A resolved pose carries its camera smoothing (``HeadPose.smooth_kernel``), which the renderer applies.
+``pose_strength`` scales the motion that comes from a source — a driving pose (about its first frame, as
+:func:`~r3dp_core.geometry.natural_pose.scale_pose`) and natural motion (about the photo's pose); the paths
+given in degrees (orbit, keyframes) keep their own amplitudes, and ``static`` has nothing to scale. Orbit and
+keyframe paths can carry natural motion on top (``natural_on_top``). A resolved pose carries its camera
+smoothing window (``HeadPose.smooth_kernel``, ``pose_smoothing`` frames), which the renderer applies.
 """
 
 from __future__ import annotations
@@ -23,11 +31,17 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .. import defaults
 from ..errors import InputError
 from ..geometry import camera as cam
+from ..geometry.natural_pose import apply_deviation, natural_head_motion, scale_pose
 from .types import Avatar, Motion
 
-POSE_MODES = ("static", "driving", "orbit", "keyframes", "auto")
+POSE_MODES = ("static", "driving", "orbit", "keyframes", "natural", "auto")
+#: Natural motion reads the speech energy on this fixed grid (Hz), whatever the clip's frame rate.
+ENERGY_FPS = 100.0
+#: Largest pose strength the front ends offer (natural motion's bounds scale with it: 3 × 12° of yaw).
+MAX_POSE_STRENGTH = 3.0
 EASINGS = ("smooth", "linear")
 _KEY = re.compile(r"^([-+]?\d*\.?\d+)\s*:\s*([-+]?\d*\.?\d+)\s*,\s*([-+]?\d*\.?\d+)$")
 
@@ -63,7 +77,12 @@ class PoseRecipe:
         keyframes: keyframes: ``'seconds: yaw, pitch; ...'`` in degrees, offsets from the photo's pose (checked
             when the recipe is made); the pose holds after the last key.
         easing: keyframes: ``'smooth'`` (ease in and out of every key) or ``'linear'``.
-        smooth_cameras: smooth the cameras over the official 7 frames.
+        pose_smoothing: window (odd number of frames) the cameras are smoothed over; official 7, 1 = none.
+        pose_strength: scales the head motion of ``driving`` (about its first frame) and ``natural`` (about the
+            photo's pose, bounds included); 0 holds the pose, 1 keeps the motion, 2 doubles it. Orbit and
+            keyframe paths are given in degrees and are not scaled (their natural motion on top is).
+        seed: natural motion's path (the same seed gives the same motion at any frame rate).
+        natural_on_top: orbit and keyframes: add natural motion to the path.
     """
 
     mode: str = "auto"
@@ -74,10 +93,10 @@ class PoseRecipe:
     orbit_loops: float = 1.0
     keyframes: str = ""
     easing: str = "smooth"
-    smooth_cameras: bool = True
-    # Issue 16 adds here: a ``natural`` mode (a seeded, speech-aware [T,6] pose, one more entry of _PATHS), a
-    # ``pose_strength`` scaling every frame's deviation from the first pose (applied in resolve_pose after the
-    # mode's path, before smoothing) and a smoothing window K (replacing the fixed 7 of ``smooth_cameras``).
+    pose_smoothing: int = cam.SMOOTH_KERNEL
+    pose_strength: float = 1.0
+    seed: int = defaults.SEED
+    natural_on_top: bool = False
 
     def __post_init__(self):
         if self.mode not in POSE_MODES:
@@ -85,6 +104,13 @@ class PoseRecipe:
         if self.easing not in EASINGS:
             raise InputError(f"Unknown keyframe easing {self.easing!r}: use one of {', '.join(EASINGS)}.")
         parse_keyframes(self.keyframes)  # a bad key is reported when the recipe is made, not at render time
+        if isinstance(self.pose_smoothing, bool) or int(self.pose_smoothing) != self.pose_smoothing \
+                or self.pose_smoothing < 1 or self.pose_smoothing % 2 == 0:
+            raise InputError(f"The pose smoothing window must be an odd number of frames >= 1 (official "
+                             f"{cam.SMOOTH_KERNEL}, 1 = none), got {self.pose_smoothing}.")
+        if not 0.0 <= self.pose_strength <= MAX_POSE_STRENGTH:
+            raise InputError(f"The pose strength {self.pose_strength} is outside 0..{MAX_POSE_STRENGTH:g} (0 holds "
+                             "the pose, 1 keeps the motion).")
 
 
 def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion) -> cam.HeadPose:
@@ -100,11 +126,16 @@ def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion) -> cam.Head
         ``HeadPose`` with ``euler``/``trans`` ``[T,3]`` on the avatar's device and dtype, carrying the recipe's
         camera smoothing.
     """
-    mode = recipe.mode
-    if mode == "auto":
-        mode = "driving" if _pose_to_follow(recipe, motion).euler is not None else "static"
-    path = _PATHS[mode](recipe, avatar.euler[:1], avatar.trans[:1], motion)
-    return replace(path, smooth_kernel=cam.SMOOTH_KERNEL if recipe.smooth_cameras else None)
+    path = _PATHS[effective_mode(recipe, motion)](recipe, avatar.euler[:1], avatar.trans[:1], motion)
+    return replace(path, smooth_kernel=recipe.pose_smoothing if recipe.pose_smoothing > 1 else None)
+
+
+def effective_mode(recipe: PoseRecipe, motion: Motion) -> str:
+    """The mode ``recipe`` takes for ``motion``: its own, or for ``auto`` ``driving`` when there is a pose to
+    follow, else ``natural``."""
+    if recipe.mode != "auto":
+        return recipe.mode
+    return "driving" if _pose_to_follow(recipe, motion).euler is not None else "natural"
 
 
 def _pose_to_follow(recipe: PoseRecipe, motion: Motion) -> Motion:
@@ -121,17 +152,53 @@ def _driving(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tenso
         raise InputError("The 'driving' head pose follows the head pose of a driving video, but this motion has "
                          "none (it is audio-driven): give a pose video (or a motion fitted to a video), or pick "
                          "another head-pose mode.")
-    return cam.driving_pose(followed.euler.to(src_euler), followed.trans.to(src_trans), motion.num_frames,
+    pose = cam.driving_pose(followed.euler.to(src_euler), followed.trans.to(src_trans), motion.num_frames,
                             src_euler, src_trans, map_to_init_pose=recipe.map_to_source)
+    if recipe.pose_strength == 1.0:
+        return pose
+    return cam.HeadPose(*scale_pose(pose.euler, pose.trans, recipe.pose_strength, reference="first"))
+
+
+def natural_deviation(recipe: PoseRecipe, motion: Motion) -> torch.Tensor:
+    """``[T,6]`` natural head motion for ``motion`` (see :func:`natural_head_motion`), scaled by the recipe's
+    strength and driven by the speech energy of the motion's sound (``motion.audio``) on the
+    :data:`ENERGY_FPS` grid; a motion without sound gets the energy-free drift."""
+    energy = None
+    if motion.audio is not None:
+        from ..audio.energy import speech_energy
+        from ..audio.io import load_audio
+
+        sound = load_audio(motion.audio)
+        # the whole sound (the path at a time does not depend on where the clip is cut), and one sample past the
+        # clip's end, so that sound shorter than the clip reads as silence after it
+        grid = int(math.ceil(max(sound.duration_s, motion.duration_s) * ENERGY_FPS)) + 1
+        energy = speech_energy(sound, ENERGY_FPS, grid)
+    return natural_head_motion(motion.num_frames, motion.fps, energy, seed=recipe.seed,
+                               strength=recipe.pose_strength, energy_fps=ENERGY_FPS)
+
+
+def _with_natural(pose: cam.HeadPose, recipe: PoseRecipe, motion: Motion) -> cam.HeadPose:
+    return cam.HeadPose(*apply_deviation(pose.euler, pose.trans, natural_deviation(recipe, motion)))
+
+
+def _natural(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tensor, motion: Motion) -> cam.HeadPose:
+    return _with_natural(cam.static_pose(src_euler, src_trans, motion.num_frames), recipe, motion)
 
 
 def _orbit(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tensor, motion: Motion) -> cam.HeadPose:
-    return cam.orbit_pose(src_euler, src_trans, motion.num_frames, yaw_deg=recipe.orbit_yaw_degrees,
+    pose = cam.orbit_pose(src_euler, src_trans, motion.num_frames, yaw_deg=recipe.orbit_yaw_degrees,
                           pitch_deg=recipe.orbit_pitch_degrees, loops=recipe.orbit_loops)
+    return _with_natural(pose, recipe, motion) if recipe.natural_on_top else pose
 
 
 def _keyframes(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tensor, motion: Motion
                ) -> cam.HeadPose:
+    pose = _keyframe_path(recipe, src_euler, src_trans, motion)
+    return _with_natural(pose, recipe, motion) if recipe.natural_on_top else pose
+
+
+def _keyframe_path(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tensor, motion: Motion
+                   ) -> cam.HeadPose:
     keys = parse_keyframes(recipe.keyframes)
     if not keys:
         return cam.static_pose(src_euler, src_trans, motion.num_frames)
@@ -150,5 +217,5 @@ def _keyframes(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Ten
 
 #: mode → its pose path ``(recipe, src_euler [1,3], src_trans [1,3], motion) -> HeadPose``
 _PATHS: dict[str, Callable[[PoseRecipe, torch.Tensor, torch.Tensor, Motion], cam.HeadPose]] = {
-    "static": _static, "driving": _driving, "orbit": _orbit, "keyframes": _keyframes,
+    "static": _static, "driving": _driving, "orbit": _orbit, "keyframes": _keyframes, "natural": _natural,
 }

@@ -21,9 +21,12 @@ class GenerateRequest:
     pose_video: Path | None = None
     expression_video: Path | None = None
     bg: Path | None = None
-    camera: str = PoseRecipe.mode            # the head-pose recipe's mode, keyframes and easing
+    camera: str = PoseRecipe.mode            # the head-pose recipe (see pose_recipe)
     keyframes: str = PoseRecipe.keyframes
     easing: str = PoseRecipe.easing
+    pose_strength: float = PoseRecipe.pose_strength
+    pose_smoothing: int = PoseRecipe.pose_smoothing
+    natural_on_top: bool = PoseRecipe.natural_on_top
     mouth_amp: float = defaults.MOUTH_AMP
     mouth_scale: float = defaults.MOUTH_SCALE  # scales the mouth's motion in the SECC (audio and video driving)
     blink: bool = defaults.BLINK
@@ -42,3 +45,10 @@ class GenerateRequest:
     motion: Path | None = None               # a motion file (.safetensors of ours, official .npy) drives the face
     map_to_init_pose: bool = True            # a driving pose starts at the photo's pose (official True)
     head_threshold: float = defaults.HEAD_THRESHOLD  # HTB-SR: head alpha above this counts as solid head (official 0.9)
+
+    def pose_recipe(self, pose_motion=None) -> PoseRecipe:
+        """The job's head-pose recipe (checked when made); ``pose_motion``: the pose video's motion, if any.
+        Natural motion takes the job's seed."""
+        return PoseRecipe(mode=self.camera, pose_motion=pose_motion, map_to_source=self.map_to_init_pose,
+                          keyframes=self.keyframes, easing=self.easing, pose_smoothing=self.pose_smoothing,
+                          pose_strength=self.pose_strength, seed=self.seed, natural_on_top=self.natural_on_top)

@@ -20,7 +20,7 @@ from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
 from .inputs import load_image, read_image
 from .paste_back import MAX_PHOTO_SIDE
-from .pose import PoseRecipe
+from .pose import POSE_MODES
 from .request import OUTPUT_MODES, GenerateRequest
 
 #: Shortest voice clip accepted (5 motion frames).
@@ -95,7 +95,7 @@ def _read_motion(path: Path, notes: list[str]):
 
 
 #: Camera modes that do not follow a pose video: fitting one for them would be wasted and silently ignored.
-CAMERAS_WITHOUT_POSE_VIDEO = ("static", "orbit")
+CAMERAS_WITHOUT_POSE_VIDEO = tuple(mode for mode in POSE_MODES if mode not in ("driving", "auto"))
 
 
 def _check_options(request: GenerateRequest) -> None:
@@ -110,7 +110,7 @@ def _check_options(request: GenerateRequest) -> None:
                          "--camera driving to follow it.")
     if not 0.0 <= request.head_threshold <= 1.0:
         raise InputError(f"--head-threshold {request.head_threshold} is outside 0..1 (official 0.9).")
-    PoseRecipe(mode=request.camera, keyframes=request.keyframes, easing=request.easing)  # checks mode and keys
+    request.pose_recipe()  # checks the mode, keyframes, strength and smoothing window
     if not 0.0 <= request.mouth_amp <= 2.0:
         raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default {defaults.MOUTH_AMP:g}).")
     if not 0.0 <= request.mouth_scale <= defaults.MOUTH_SCALE_MAX:
@@ -230,7 +230,10 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
         lines.append(f"video      {flag} {video}: {frames} frames at 25 fps")
     if inputs.motion is not None:
         lines.append(f"motion     --motion {request.motion}: {inputs.motion.num_frames} frames at 25 fps")
-    lines.append(f"camera     {request.camera}; background {'from ' + str(request.bg) if request.bg else 'extracted'}")
+    smoothing = f"smoothed over {request.pose_smoothing} frames" if request.pose_smoothing > 1 else "unsmoothed"
+    lines.append(f"camera     {request.camera} (strength {request.pose_strength:g}, {smoothing}"
+                 f"{', natural motion on top' if request.natural_on_top else ''}); "
+                 f"background {'from ' + str(request.bg) if request.bg else 'extracted'}")
     sound = ("audio muxed" if inputs.audio is not None
              else "the expression video's own sound, if it has any" if request.expression_video is not None
              else "the motion file's own sound, if it has any" if request.motion is not None else "")

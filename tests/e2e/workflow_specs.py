@@ -100,6 +100,26 @@ WORKFLOWS: dict[str, dict] = {
                       "re-run."),
                   (1, MODELS_NOTE)],
     },
+    "r3dp_audio_natural_motion": {
+        "nodes": [
+            ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
+            ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice clip"),
+            *_loaders(1),
+            ("avatar", "R3DP_ImageToTriplane", 2, {"min_face_area": 0.2}, None),
+            ("motion", "R3DP_AudioToMotion", 2, _MOTION_WIDGETS, None),
+            *_chain(3, {"mode": "natural", "pose_strength": 1.0, "pose_smoothing": 7, "seed": 42},
+                    "audio_natural_motion"),
+        ],
+        "links": [*_AVATAR_LINKS, *_AUDIO_LINKS, *_CHAIN_LINKS],
+        "notes": [(0, "Audio-driven with a living head: Head Pose 'natural' adds a calm head motion to the photo's "
+                      "pose (about ±12° yaw, ±8° pitch, ±5° roll at most). It follows the speech of the motion's own "
+                      "sound: more motion while the person speaks, settling in pauses, small nods on stressed "
+                      "syllables.\n\nTweak on Head Pose: seed (another head path; the same seed gives the same "
+                      "motion), pose_strength (0 = the photo's pose held, as 'static'; 2 = twice the motion), "
+                      "pose_smoothing (camera averaging window, official 7). Orbit and keyframes can carry the same "
+                      "motion on top (natural_on_top)."),
+                  (1, MODELS_NOTE)],
+    },
     "r3dp_video_driven": {
         "nodes": [
             ("portrait", "LoadImage", 0, {"image": PORTRAIT}, "Portrait"),
