@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..geometry.framing import CropSquare
+from ..images import uint8_to_unit
 from .stream import FrameSource
 
 #: The photo canvas's longest side is capped at this (the pasted output's resolution limit).
@@ -190,3 +191,64 @@ class PasteBackSource(FrameSource):
         weights = blend_mask(out.person_mask.to(frames.device), source, frames.shape[-1])
         images, masks = paste(frames.cpu(), weights.cpu(), self.photo, self.square)
         return PastedFrames(images.numpy(), masks)
+
+
+#: Frames blended together (bounds the resized-square intermediates; the IMAGE output holds every frame anyway).
+PASTE_CHUNK = 16
+
+
+def _base_for(background: torch.Tensor | None, avatar) -> torch.Tensor:
+    """``[T,H,W,3]`` float in [0,1]: the frames to paste into, or the avatar's photo as one frame."""
+    if background is not None:
+        if background.ndim != 4 or background.shape[-1] < 3:
+            raise InputError(f"Paste Back: background_frames must be an IMAGE batch [T,H,W,3], got "
+                             f"{tuple(background.shape)}.")
+        return background[..., :3].float()
+    photo, _ = avatar_placement(avatar)
+    return uint8_to_unit(photo.cpu()[None])
+
+
+def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None = None,
+               background: torch.Tensor | None = None, feather: int = BLEND_FEATHER
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip already in memory (the Paste Back node's IMAGE frames) pasted into its photo, in chunks.
+
+    Args:
+        frames: ``[T,S,S,3]`` float in [0,1], the animated squares (HTB-SR Composite's frames).
+        avatar: the avatar they were made from (its photo and square).
+        person: ``[T,S,S]`` HTB-SR's person mask of each frame, or None (the whole square, softened at its edges).
+        background: ``[Tb,H,W,3]`` float in [0,1], frames of the same photo to paste into (a previous paste), or
+            None for the photo itself.
+        feather: soft edge width in pixels of a 512² frame.
+    Returns:
+        ``(images [T',H,W,3], masks [T',H,W])``: ``T'`` is the longer of the clip and a multi-frame background;
+        the shorter one holds its last frame.
+    """
+    if frames.ndim != 4 or frames.shape[1] != frames.shape[2]:
+        raise InputError(f"Paste Back: images must be square frames [T,S,S,3] from HTB-SR Composite, got "
+                         f"{tuple(frames.shape)}.")
+    if person is not None and tuple(person.shape) != tuple(frames.shape[:3]):
+        raise InputError(f"Paste Back: person_mask is {tuple(person.shape)} but the images are "
+                         f"{tuple(frames.shape[:3])}; connect HTB-SR Composite's person_mask of the same clip.")
+    photo, square = avatar_placement(avatar)
+    base = _base_for(background, avatar)
+    height, width = photo.shape[:2]
+    base_h, base_w = base.shape[1:3]
+    if (base_h, base_w) != (height, width):
+        if abs(base_w / width - base_h / height) > 0.01 * base_w / width:
+            raise InputError(f"Paste Back: background_frames are {base_w}x{base_h} but the avatar's photo is "
+                             f"{width}x{height}; give frames of the same photo (e.g. the first Paste Back's output).")
+        square = square.scaled(base_w / width)
+    count = max(frames.shape[0], base.shape[0] if base.shape[0] > 1 else 0)
+    source = source_person_mask(avatar)
+    images, masks = [], []
+    for start in range(0, count, PASTE_CHUNK):
+        index = torch.arange(start, min(start + PASTE_CHUNK, count))
+        clip = frames[index.clamp(max=frames.shape[0] - 1)].permute(0, 3, 1, 2).float()
+        weights = blend_mask(person[index.clamp(max=person.shape[0] - 1)][:, None] if person is not None else None,
+                             source, clip.shape[-1], BLEND_DILATION, feather)
+        base_chunk = base[index.clamp(max=base.shape[0] - 1)] if base.shape[0] > 1 else base
+        pasted, mask = paste(clip[:, :3], weights, base_chunk, square, fade=feather / FRAME_SIZE)
+        images.append(pasted)
+        masks.append(mask)
+    return torch.cat(images), torch.cat(masks)
