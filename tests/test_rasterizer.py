@@ -10,11 +10,11 @@ from r3dp_core.geometry.bfm import FaceModel3DMM
 from r3dp_core.geometry.rasterizer import interpolate_vertex_attributes, rasterize_triangles
 from r3dp_core.geometry.secc import (
     SECCMesh,
-    load_secc_mesh,
     project_to_screen,
     remove_triangles,
     render_secc,
     render_secc_for_expressions,
+    secc_mesh,
 )
 from r3dp_core.parity.case import ParityCase
 from r3dp_core.parity.compare import PixelCheck, mask_agreement, pixel_agreement
@@ -225,25 +225,26 @@ def test_render_secc_range_background_chunks_and_face0_quirk():
     assert col[covered[:, 64]].diff().max() <= 0
 
 
-def test_load_secc_mesh_removes_the_official_eye_triangles(official_data):
+def test_secc_mesh_removes_the_official_eye_triangles(official_data):
     num_vertices, num_faces = 35709, 70789
     f = torch.arange(num_faces)
     tri = torch.stack([f, f + 1, f + 2], -1) % num_vertices      # placeholder topology (synthetic BFM recipe)
-    mesh = load_secc_mesh(tri, official_data)
-    left = np.load(official_data / "bfm_left_eye_faces.npy") - 1
-    right = np.load(official_data / "bfm_right_eye_faces.npy") - 1
-    dropped = np.union1d(left, right)
+    eye_faces = np.concatenate([np.load(official_data / "bfm_left_eye_faces.npy"),
+                                np.load(official_data / "bfm_right_eye_faces.npy")])
+    ncc = np.load(official_data / "ncc_code.npy")
+    colors = torch.from_numpy(ncc.T.astype(np.float32))
+    mesh = secc_mesh(tri, eye_faces, colors)
+    dropped = np.unique(eye_faces - 1)
     assert dropped.size == 569 + 559
     assert mesh.faces.shape == (num_faces - dropped.size, 3)
     assert torch.equal(mesh.faces, tri[np.setdiff1d(np.arange(num_faces), dropped)])
     assert mesh.colors.shape == (num_vertices, 3) and mesh.colors.dtype == torch.float32
-    ncc = np.load(official_data / "ncc_code.npy")
     assert torch.equal(mesh.colors[123], torch.from_numpy(ncc[:, 123]))
     assert torch.equal(remove_triangles(tri[:5], torch.tensor([1, 3, 3])), tri[[0, 2, 4]])
-    with pytest.raises(ModelFileError, match="ncc_code.npy"):
-        load_secc_mesh(tri, official_data / "missing")
     with pytest.raises(ModelFileError, match="0-based"):
-        load_secc_mesh(tri + 1, official_data)
+        secc_mesh(tri + 1, eye_faces, colors)
+    with pytest.raises(ModelFileError, match="eye-triangle files do not fit"):
+        secc_mesh(tri[:1000], eye_faces, colors)
 
 
 def test_render_secc_for_expressions_uses_zero_pose_vertices():

@@ -10,7 +10,6 @@ eyes are holes; colours are interpolated perspective-correctly and mapped to [-1
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,35 +53,24 @@ def remove_triangles(tri: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     return tri[keep]
 
 
-def load_secc_mesh(tri: torch.Tensor, data_dir: str | Path) -> SECCMesh:
-    """Build the official SECC mesh from the BFM ``tri`` and the small files shipped with the official code.
+def secc_mesh(tri: torch.Tensor, eye_faces: np.ndarray, colors: torch.Tensor) -> SECCMesh:
+    """The official SECC mesh: the BFM triangles without the eye triangles, coloured with the NCC code.
 
     Args:
-        tri: [F,3] BFM triangles, **0-based** vertex ids (``BFM_model_front.mat['tri'] − 1``).
-        data_dir: folder holding ``ncc_code.npy`` ([3,V] float32), ``bfm_left_eye_faces.npy`` and
-            ``bfm_right_eye_faces.npy`` (1-based triangle ids).
+        tri: ``[F,3]`` BFM triangles, **0-based** vertex ids (``BFM_model_front.mat['tri'] − 1``).
+        eye_faces: the official eye triangles, **1-based** triangle ids (``bfm_left_eye_faces.npy`` and
+            ``bfm_right_eye_faces.npy`` concatenated).
+        colors: ``[V,3]`` NCC colour of each vertex (the official ``ncc_code.npy`` transposed).
     """
-    data_dir = Path(data_dir)
-    arrays = {}
-    for name in (NCC_CODE_FILE, LEFT_EYE_FACES_FILE, RIGHT_EYE_FACES_FILE):
-        path = data_dir / name
-        if not path.is_file():
-            raise ModelFileError(f"SECC data file {path} is missing; copy {name} from the official Real3D-Portrait "
-                                 f"repository (deep_3drecon/{name}) into {data_dir}.")
-        arrays[name] = np.load(path, allow_pickle=False)
-    ncc = arrays[NCC_CODE_FILE]
-    if ncc.ndim != 2 or ncc.shape[0] != 3:
-        raise ModelFileError(f"{data_dir / NCC_CODE_FILE} has shape {ncc.shape}, expected [3, num_vertices].")
     tri = tri.long()
-    if tri.ndim != 2 or tri.shape[1] != 3 or int(tri.min()) < 0 or int(tri.max()) >= ncc.shape[1]:
-        raise ModelFileError(f"BFM triangle list {tuple(tri.shape)} does not index the {ncc.shape[1]} NCC vertices "
-                             "(expected 0-based [F,3]).")
-    eye = np.concatenate([arrays[LEFT_EYE_FACES_FILE], arrays[RIGHT_EYE_FACES_FILE]]).astype(np.int64) - 1
+    if tri.ndim != 2 or tri.shape[1] != 3 or int(tri.min()) < 0 or int(tri.max()) >= colors.shape[0]:
+        raise ModelFileError(f"BFM triangle list {tuple(tri.shape)} does not index the {colors.shape[0]} NCC "
+                             "vertices (expected 0-based [F,3]).")
+    eye = np.asarray(eye_faces).astype(np.int64) - 1
     if eye.min() < 0 or eye.max() >= tri.shape[0]:
-        raise ModelFileError(f"eye triangle ids in {data_dir} exceed the {tri.shape[0]} BFM triangles.")
-    faces = remove_triangles(tri, torch.from_numpy(eye))
-    colors = torch.from_numpy(np.ascontiguousarray(ncc.T, dtype=np.float32)).to(tri.device)
-    return SECCMesh(faces, colors)
+        raise ModelFileError(f"The eye-triangle files do not fit this BFM ({tri.shape[0]} triangles); download "
+                             "them again.")
+    return SECCMesh(remove_triangles(tri, torch.from_numpy(eye)), colors.float().contiguous())
 
 
 def project_to_screen(vertices: torch.Tensor, image_size: int = SECC_IMAGE_SIZE,
@@ -147,7 +135,7 @@ def render_secc_for_expressions(face_model: FaceModel3DMM, mesh: SECCMesh, id_co
 
     Args:
         face_model: the 3DMM (its ``vertices_cam`` gives the camera-space vertices, camera 10 dm away).
-        mesh: from :func:`load_secc_mesh` with ``face_model.triangles``.
+        mesh: from :func:`secc_mesh` with ``face_model.triangles``.
         id_coeff: [1,80] (or [T,80]); exp_coeff: [T,64] (zeros for the canonical SECC).
         frames_per_chunk, face0_period, frame_offset: as in :func:`render_secc`; vertices are built per chunk too.
 

@@ -12,7 +12,7 @@ from ..checkpoint import load_checkpoint, load_into
 from ..device import Precision
 from ..errors import ModelFileError
 from ..geometry.bfm import FaceModel3DMM
-from ..geometry.secc import LEFT_EYE_FACES_FILE, NCC_CODE_FILE, RIGHT_EYE_FACES_FILE, SECCMesh, remove_triangles
+from ..geometry.secc import LEFT_EYE_FACES_FILE, NCC_CODE_FILE, RIGHT_EYE_FACES_FILE, SECCMesh, secc_mesh
 from ..models.a2m_vae import A2MConfig, AudioToMotionVAE
 from ..models.secc2plane_torso import Secc2PlaneTorso, Secc2PlaneTorsoConfig
 from .face import FaceGeometry, FaceKit
@@ -42,7 +42,8 @@ def load_audio_model(path: str | Path, device: torch.device | str = "cpu") -> Au
 
 
 def load_secc_mesh_for(bfm: FaceModel3DMM, data_dir: Path) -> SECCMesh:
-    """The SECC mesh: BFM triangles minus the official eye triangles, coloured with the NCC code.
+    """The SECC mesh of ``bfm`` (see :func:`~r3dp_core.geometry.secc.secc_mesh`) from the official eye-triangle
+    files in ``data_dir``.
 
     The NCC code is derived from the BFM mean shape (it equals the official ``ncc_code.npy``); an official
     ``ncc_code.npy`` beside the BFM takes precedence.
@@ -54,14 +55,13 @@ def load_secc_mesh_for(bfm: FaceModel3DMM, data_dir: Path) -> SECCMesh:
             key = "bfm_left_eye_faces" if "left" in name else "bfm_right_eye_faces"
             raise ModelFileError(model_files.BY_KEY[key].missing_message(data_dir.parent))
         eyes.append(np.load(path, allow_pickle=False))
-    eye_ids = torch.from_numpy(np.concatenate(eyes).astype(np.int64) - 1)
-    if int(eye_ids.min()) < 0 or int(eye_ids.max()) >= bfm.triangles.shape[0]:
-        raise ModelFileError(f"The eye-triangle files in {data_dir} do not fit this BFM "
-                             f"({bfm.triangles.shape[0]} triangles); download them again.")
     ncc_path = data_dir / NCC_CODE_FILE
     colors = (torch.from_numpy(np.load(ncc_path, allow_pickle=False).T.astype(np.float32)) if ncc_path.is_file()
               else bfm.ncc_code())
-    return SECCMesh(remove_triangles(bfm.triangles.cpu(), eye_ids), colors.contiguous())
+    try:
+        return secc_mesh(bfm.triangles.cpu(), np.concatenate(eyes), colors)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{data_dir}: {exc}") from None
 
 
 def load_face_kit(models_dir: Path, need_segmenter: bool = True, device: torch.device | str = "cpu") -> FaceKit:
