@@ -30,7 +30,7 @@ import numpy as np
 
 from ..defaults import MIN_FACE_AREA
 from ..errors import InputError
-from .landmarks import NO_FACE_ADVICE, _create_landmarker, _faces, _to_image, standin_layout
+from .landmarks import NO_FACE_ADVICE, create_landmarker, faces_in_result, standin_layout, to_mediapipe_image
 
 #: Windows are downscaled to at most this many pixels per side before MediaPipe sees them (speed only:
 #: its detector works at 128² and its landmark model on a 256² face crop).
@@ -105,14 +105,15 @@ def find_faces(image: np.ndarray, landmarker_path: str | Path) -> list[DetectedF
     if (layout := standin_layout(landmarker_path)) is not None:  # the self-test's stand-in: its one face
         return [DetectedFace(layout * (width, height))]
     found: list[tuple[float, DetectedFace]] = []  # (how far inside its window, relative to its size), face
-    with _create_landmarker(landmarker_path, video=False, num_faces=MAX_FACES_PER_WINDOW) as landmarker:
+    with create_landmarker(landmarker_path, video=False, num_faces=MAX_FACES_PER_WINDOW) as landmarker:
         for left, top, side in _windows(height, width):
             window = image[top:top + side, left:left + side]
             scale = min(1.0, DETECTION_SIDE / side)
             if scale < 1.0:
                 window = cv2.resize(window, (round(side * scale),) * 2, interpolation=cv2.INTER_AREA)
             shown = window.shape[0]
-            for points in _faces(landmarker.detect(_to_image(np.ascontiguousarray(window))), shown, shown):
+            result = landmarker.detect(to_mediapipe_image(np.ascontiguousarray(window)))
+            for points in faces_in_result(result, shown, shown):
                 face = DetectedFace(points * (side / shown) + (left, top))
                 x0, y0, x1, y1 = face.box
                 margin = min(x0 - left, y0 - top, left + side - x1, top + side - y1)

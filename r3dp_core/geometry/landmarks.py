@@ -78,7 +78,8 @@ def _check_face_choice(face: FaceChoice) -> None:
         raise ValueError(f"face must be 'largest' or a non-negative index, got {face!r}")
 
 
-def _create_landmarker(model_path: str | Path, video: bool, num_faces: int):
+def create_landmarker(model_path: str | Path, video: bool, num_faces: int):
+    """A MediaPipe face landmarker (a context manager) in VIDEO or IMAGE mode, finding up to ``num_faces``."""
     from mediapipe.tasks.python import BaseOptions, vision
 
     path = Path(model_path)
@@ -99,14 +100,14 @@ def _num_faces(face: FaceChoice, max_faces: int) -> int:
     return max(max_faces, 1) if face == "largest" else face + 1
 
 
-def _faces(result, width: int, height: int) -> list[np.ndarray]:
+def faces_in_result(result, width: int, height: int) -> list[np.ndarray]:
     """Every face of a MediaPipe result as [478,2] float64 pixels, in MediaPipe's order."""
     return [np.array([[p.x, p.y] for p in lms], dtype=np.float64) * (width, height) for lms in result.face_landmarks]
 
 
 def _select(result, width: int, height: int, face: FaceChoice) -> np.ndarray | None:
     """The chosen face of a MediaPipe result as [478,2] float64 pixels, or None."""
-    faces = _faces(result, width, height)
+    faces = faces_in_result(result, width, height)
     if face == "largest":
         if not faces:
             return None
@@ -114,7 +115,8 @@ def _select(result, width: int, height: int, face: FaceChoice) -> np.ndarray | N
     return faces[face] if face < len(faces) else None
 
 
-def _to_image(frame: np.ndarray):
+def to_mediapipe_image(frame: np.ndarray):
+    """RGB uint8 ``[H,W,3]`` (contiguous) → ``mediapipe.Image``."""
     import mediapipe as mp
 
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=frame)
@@ -135,9 +137,9 @@ def detect_image_points(frames: np.ndarray, model_path: str | Path, face: FaceCh
         return np.repeat((layout * (width, height))[None], count, axis=0), np.ones(count, dtype=bool)
     points = np.zeros((count, NUM_LANDMARKS, 2))
     found = np.zeros(count, dtype=bool)
-    with _create_landmarker(model_path, video=False, num_faces=_num_faces(face, max_faces)) as landmarker:
+    with create_landmarker(model_path, video=False, num_faces=_num_faces(face, max_faces)) as landmarker:
         for index, frame in enumerate(frames):
-            chosen = _select(landmarker.detect(_to_image(frame)), width, height, face)
+            chosen = _select(landmarker.detect(to_mediapipe_image(frame)), width, height, face)
             if chosen is not None:
                 points[index], found[index] = chosen, True
     return points, found
@@ -149,8 +151,8 @@ def detect_faces(image: np.ndarray, model_path: str | Path, max_faces: int = 4) 
     height, width = image.shape[:2]
     if (layout := standin_layout(model_path)) is not None:
         return [layout * (width, height)]
-    with _create_landmarker(model_path, video=False, num_faces=max(max_faces, 1)) as landmarker:
-        faces = _faces(landmarker.detect(_to_image(np.ascontiguousarray(image))), width, height)
+    with create_landmarker(model_path, video=False, num_faces=max(max_faces, 1)) as landmarker:
+        faces = faces_in_result(landmarker.detect(to_mediapipe_image(np.ascontiguousarray(image))), width, height)
     return sorted(faces, key=lambda pts: -float(np.prod(pts.max(0) - pts.min(0))))
 
 
@@ -238,17 +240,17 @@ def track_video(chunks: Callable[[], Iterable[np.ndarray]], model_path: str | Pa
     _check_face_choice(face)
     num_faces = _num_faces(face, max_faces)
     image_pass, most_faces = [], 0
-    with _create_landmarker(model_path, video=False, num_faces=num_faces) as landmarker:
+    with create_landmarker(model_path, video=False, num_faces=num_faces) as landmarker:
         for frame in _frames(chunks):
-            result = landmarker.detect(_to_image(frame))
+            result = landmarker.detect(to_mediapipe_image(frame))
             most_faces = max(most_faces, len(result.face_landmarks))
             image_pass.append(_select(result, frame.shape[1], frame.shape[0], face))
     if face == "largest" and most_faces <= 1:
         face, num_faces = 0, 1
     video_pass = []
-    with _create_landmarker(model_path, video=True, num_faces=num_faces) as landmarker:
+    with create_landmarker(model_path, video=True, num_faces=num_faces) as landmarker:
         for index, frame in enumerate(_frames(chunks)):
-            result = landmarker.detect_for_video(_to_image(frame), int(VIDEO_TIMESTAMP_STEP_MS * index))
+            result = landmarker.detect_for_video(to_mediapipe_image(frame), int(VIDEO_TIMESTAMP_STEP_MS * index))
             video_pass.append(_select(result, frame.shape[1], frame.shape[0], face))
     if len(video_pass) != len(image_pass):
         raise InputError(f"The video gave {len(image_pass)} frames on one read and {len(video_pass)} on the next; "
