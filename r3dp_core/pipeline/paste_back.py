@@ -163,6 +163,22 @@ def avatar_placement(avatar) -> tuple[torch.Tensor, CropSquare]:
     return avatar.photo, CropSquare(left, top, side)
 
 
+def paste_frames(frames: torch.Tensor, person: torch.Tensor | None, source_person: torch.Tensor | None,
+                 base: torch.Tensor, square: CropSquare, feather: int = BLEND_FEATHER
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One chunk of animated squares pasted into its base: :func:`blend_mask` then :func:`paste`.
+
+    Args:
+        frames: ``[B,3,S,S]`` float in [0,1].
+        person: ``[B,1,S,S]`` HTB-SR's person mask of each frame, or None (the whole square).
+        source_person: ``[1,1,h,w]`` the person of the source square (:func:`source_person_mask`), or None.
+        base, square: as :func:`paste`.
+        feather: soft edge width in pixels of a 512² frame.
+    """
+    weights = blend_mask(person, source_person, frames.shape[-1], BLEND_DILATION, feather)
+    return paste(frames, weights, base, square, fade=feather / FRAME_SIZE)
+
+
 @dataclass
 class PastedFrames:
     """image: ``[B,H,W,3]`` uint8 numpy frames at the photo canvas's size; mask: ``[B,H,W]`` float blend weights."""
@@ -186,10 +202,8 @@ class PasteBackSource(FrameSource):
 
     def chunk(self, start: int, stop: int, trace: dict | None = None) -> PastedFrames:
         out = self.composite.chunk(start, stop, trace)
-        frames = (out.image.float() + 1) / 2
-        source = self.source_person.to(frames.device) if self.source_person is not None else None
-        weights = blend_mask(out.person_mask.to(frames.device), source, frames.shape[-1])
-        images, masks = paste(frames.cpu(), weights.cpu(), self.photo, self.square)
+        frames = ((out.image.float() + 1) / 2).cpu()
+        images, masks = paste_frames(frames, out.person_mask.cpu(), self.source_person, self.photo, self.square)
         return PastedFrames(images.numpy(), masks)
 
 
@@ -245,10 +259,9 @@ def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None = None,
     for start in range(0, count, PASTE_CHUNK):
         index = torch.arange(start, min(start + PASTE_CHUNK, count))
         clip = frames[index.clamp(max=frames.shape[0] - 1)].permute(0, 3, 1, 2).float()
-        weights = blend_mask(person[index.clamp(max=person.shape[0] - 1)][:, None] if person is not None else None,
-                             source, clip.shape[-1], BLEND_DILATION, feather)
+        clip_person = person[index.clamp(max=person.shape[0] - 1)][:, None] if person is not None else None
         base_chunk = base[index.clamp(max=base.shape[0] - 1)] if base.shape[0] > 1 else base
-        pasted, mask = paste(clip[:, :3], weights, base_chunk, square, fade=feather / FRAME_SIZE)
+        pasted, mask = paste_frames(clip[:, :3], clip_person, source, base_chunk, square, feather)
         images.append(pasted)
         masks.append(mask)
     return torch.cat(images), torch.cat(masks)
