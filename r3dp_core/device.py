@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import resource
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +61,17 @@ def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch
     if device.type == "cpu" and dtype == torch.float16:
         raise R3DPError(f"{name} on the CPU is not supported (slow and imprecise there); use fp32 or bf16 on the "
                         "CPU, or fp16 on a GPU.")
+    if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bfloat16():
+        warnings.warn("bf16 on this CPU is emulated (it has no AVX512-BF16 or AMX) and runs many times slower than "
+                      "fp32: use fp32 (the CPU's auto) here.", RuntimeWarning, stacklevel=2)
     return dtype
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether the CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN reports); elsewhere bf16 is emulated
+    and far slower than fp32. True when this PyTorch build cannot tell."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if check is None else bool(check())
 
 
 def enable_fast_kernels(device: torch.device) -> None:

@@ -30,6 +30,23 @@ def test_explicit_device_and_dtype_names():
     assert resolve_dtype("bf16", torch.device("cuda")) is torch.bfloat16
 
 
+def test_bf16_on_a_cpu_that_emulates_it_warns_and_names_the_faster_choice(monkeypatch):
+    import warnings
+
+    from r3dp_core import device
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device, "cpu_has_native_bfloat16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="bf16 on this CPU is emulated.*use fp32"):
+        assert resolve_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(device, "cpu_has_native_bfloat16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_dtype("bf16", cpu) is torch.bfloat16
+        assert resolve_dtype("bf16", torch.device("cuda")) is torch.bfloat16  # only the CPU is checked
+    assert isinstance(device.cpu_has_native_bfloat16(), bool)
+
+
 def test_bad_choices_say_what_to_use():
     with pytest.raises(R3DPError, match="Unknown dtype 'fp8'.*auto, fp32, fp16, bf16"):
         resolve_dtype("fp8", torch.device("cpu"))
