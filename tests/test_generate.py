@@ -6,6 +6,8 @@ the same ``run_job`` swap in the tiny configuration of the video model.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 from pathlib import Path
 
@@ -173,8 +175,12 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     kit = dataclasses.replace(tiny_job["models"].kit, geometry=FaceGeometry(grid, SECCMesh(grid.triangles,
                                                                                           grid.ncc_code())))
     resident = []
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    trim = getattr(libc, "malloc_trim", None)  # glibc
 
     def sample(done: int, total: int) -> None:
+        if trim is not None:
+            trim(0)  # hand freed heap pages back first, so that the sample counts live memory
         resident.append((done, resident_mb()))
 
     summary = run_job(request, inputs, dataclasses.replace(tiny_job["models"], kit=kit), masks=tiny_job["masks"],
@@ -182,10 +188,10 @@ def test_two_minute_clip_streams_in_flat_memory(tiny_job, shared_dir, tmp_path):
     assert summary.frames == resident[-1][0] == 3000
     info = probe_video(summary.path)
     assert info["frames"] == 3000 and seconds <= info["audio_seconds"] <= seconds + 0.07
-    # floors, not medians: the allocator keeps or returns a ~27 MB block from chunk to chunk, so the samples flip
-    # between two levels and a median follows whichever level a window happens to sample more. Memory that is
-    # held for good raises the floor; holding every 64² output frame would add ~140 MB by the end, every SECC
-    # image ~9 GB
+    # floors, not medians: without the trim (other allocators) freed blocks of tens of MB are kept or returned from
+    # chunk to chunk, so the samples flip between levels and a median follows whichever level a window happens to
+    # sample more. Memory that is held for good raises the floor; holding every 64² output frame would add
+    # ~140 MB by the end, every SECC image ~9 GB
     early = min(mb for done, mb in resident if 300 <= done < 1000)
     late = min(mb for done, mb in resident if done >= 2250)
     assert late - early < 20, f"resident memory grew by {late - early:.0f} MB over the clip: {resident[::10]}"
