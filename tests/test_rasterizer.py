@@ -245,6 +245,8 @@ def test_secc_mesh_removes_the_official_eye_triangles(official_data):
         secc_mesh(tri + 1, eye_faces, colors)
     with pytest.raises(ModelFileError, match="eye-triangle files do not fit"):
         secc_mesh(tri[:1000], eye_faces, colors)
+    with pytest.raises(ModelFileError, match=r"shape \(35709, 2\): expected \[num_vertices, 3\]"):
+        secc_mesh(tri, eye_faces, colors[:, :2])
 
 
 def test_render_secc_for_expressions_uses_zero_pose_vertices():

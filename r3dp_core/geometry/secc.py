@@ -62,6 +62,9 @@ def secc_mesh(tri: torch.Tensor, eye_faces: np.ndarray, colors: torch.Tensor) ->
             ``bfm_right_eye_faces.npy`` concatenated).
         colors: ``[V,3]`` NCC colour of each vertex (the official ``ncc_code.npy`` transposed).
     """
+    if colors.ndim != 2 or colors.shape[1] != 3:
+        raise ModelFileError(f"NCC colours of shape {tuple(colors.shape)}: expected [num_vertices, 3] (the official "
+                             "ncc_code.npy is [3, num_vertices]).")
     tri = tri.long()
     if tri.ndim != 2 or tri.shape[1] != 3 or int(tri.min()) < 0 or int(tri.max()) >= colors.shape[0]:
         raise ModelFileError(f"BFM triangle list {tuple(tri.shape)} does not index the {colors.shape[0]} NCC "
