@@ -166,17 +166,18 @@ def avatar_placement(avatar) -> tuple[torch.Tensor, CropSquare]:
 def paste_frames(frames: torch.Tensor, person: torch.Tensor | None, source_person: torch.Tensor | None,
                  base: torch.Tensor, square: CropSquare, feather: int = BLEND_FEATHER
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One chunk of animated squares pasted into its base: :func:`blend_mask` then :func:`paste`.
+    """One chunk of animated squares pasted into its base: :func:`blend_mask` where ``person`` is, then
+    :func:`paste` where ``frames`` are.
 
     Args:
         frames: ``[B,3,S,S]`` float in [0,1].
-        person: ``[B,1,S,S]`` HTB-SR's person mask of each frame, or None (the whole square).
+        person: ``[B,1,S,S]`` HTB-SR's person mask of each frame (on any device), or None (the whole square).
         source_person: ``[1,1,h,w]`` the person of the source square (:func:`source_person_mask`), or None.
         base, square: as :func:`paste`.
         feather: soft edge width in pixels of a 512² frame.
     """
     weights = blend_mask(person, source_person, frames.shape[-1], BLEND_DILATION, feather)
-    return paste(frames, weights, base, square, fade=feather / FRAME_SIZE)
+    return paste(frames, weights.to(frames.device), base, square, fade=feather / FRAME_SIZE)
 
 
 @dataclass
@@ -203,7 +204,8 @@ class PasteBackSource(FrameSource):
     def chunk(self, start: int, stop: int, trace: dict | None = None) -> PastedFrames:
         out = self.composite.chunk(start, stop, trace)
         frames = ((out.image.float() + 1) / 2).cpu()
-        images, masks = paste_frames(frames, out.person_mask.cpu(), self.source_person, self.photo, self.square)
+        # the mask's dilation and blurs where HTB-SR ran; the paste beside the photo, on the CPU
+        images, masks = paste_frames(frames, out.person_mask, self.source_person, self.photo, self.square)
         return PastedFrames(images.numpy(), masks)
 
 
