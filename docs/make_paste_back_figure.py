@@ -16,23 +16,24 @@ import cv2
 import numpy as np
 import torch
 
+from r3dp_core.device import Precision
+from r3dp_core.geometry.camera import static_pose
+from r3dp_core.parity.synthetic_job import face_masks, write_models_folder
+from r3dp_core.pipeline.frame_chain import talking_frames
+from r3dp_core.pipeline.generate import load_job_models
+from r3dp_core.pipeline.paste_back import PasteBackSource
+from r3dp_core.pipeline.request import GenerateRequest
+from r3dp_core.pipeline.stages import PortraitMasks, make_avatar, prepare_source
+from r3dp_core.pipeline.types import Motion
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> int:
-    from r3dp_core.device import Precision
-    from r3dp_core.geometry.camera import static_pose
-    from r3dp_core.parity.synthetic_job import face_masks, write_models_folder
-    from r3dp_core.pipeline.generate import load_job_models
-    from r3dp_core.pipeline.paste_back import PasteBackSource
-    from r3dp_core.pipeline.request import GenerateRequest
-    from r3dp_core.pipeline.stages import PortraitMasks, make_avatar, prepare_source, talking_frames
-    from r3dp_core.pipeline.types import Motion
-
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "paste_back.png")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     portrait = cv2.cvtColor(cv2.imread(str(args.shared / "testdata" / "astronaut_512.png")), cv2.COLOR_BGR2RGB)
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = write_models_folder(Path(tmp) / "models", args.shared)
@@ -46,7 +47,7 @@ def main() -> int:
         with torch.inference_mode():
             avatar = make_avatar(models.video_model, prepare_source(photo, models.kit, masks=masks))
             motion = Motion(exp=avatar.exp.clone())
-            frames = talking_frames(models.video_model, models.kit, avatar, motion,
+            frames = talking_frames(models.video_model, models.kit.geometry, avatar, motion,
                                     static_pose(avatar.euler, avatar.trans, 1))
             crop = frames.chunk(0, 1).image
             pasted = PasteBackSource(frames, avatar).chunk(0, 1).image[0]

@@ -56,6 +56,30 @@ def test_pyproject_metadata():
     assert project["urls"]["Repository"]
 
 
+def test_registry_icon_is_in_the_repository_and_square():
+    """``[tool.comfy] Icon`` points into this repository's main branch: the file must exist, square, at most 400 px."""
+    tomllib = pytest.importorskip("tomllib")
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    icon_url = meta["tool"]["comfy"]["Icon"]
+    repository = meta["project"]["urls"]["Repository"].replace("https://github.com/", "")
+    prefix = f"https://raw.githubusercontent.com/{repository}/main/"
+    assert icon_url.startswith(prefix), icon_url
+    icon = REPO / icon_url[len(prefix):]
+    assert icon.is_file(), f"{icon} (named by [tool.comfy] Icon) is missing"
+    import cv2
+    image = cv2.imread(str(icon), cv2.IMREAD_UNCHANGED)
+    assert image is not None and image.shape[0] == image.shape[1] <= 400, getattr(image, "shape", None)
+    assert image.std() > 10, "the icon is a blank square"
+
+
+def test_docs_figure_script_imports():
+    """docs/make_paste_back_figure.py imports every pipeline name at module level, so a renamed one fails here."""
+    spec = importlib.util.spec_from_file_location("make_paste_back_figure", REPO / "docs" / "make_paste_back_figure.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert callable(module.main)
+
+
 def test_requirements_follow_manager_conventions():
     lines = [ln.strip() for ln in (REPO / "requirements.txt").read_text().splitlines()
              if ln.strip() and not ln.startswith("#")]
