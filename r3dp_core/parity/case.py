@@ -159,6 +159,8 @@ class ParityCase:
         stored = info.get("stored", {})
         if stored.get("mode") == "full":
             return self.stored[stored.get("keys", [name])[0]]
+        if stored.get("mode") == "full_float16_exact":  # float16-exact values kept as float16: widening is lossless
+            return self.stored[stored.get("keys", [name])[0]].to(getattr(torch, info.get("dtype", "float32")))
         source = info.get("source", "")
         if m := _SIBLING_SOURCE.match(source):
             sibling = self.dir / m.group(1)

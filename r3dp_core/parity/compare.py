@@ -125,16 +125,17 @@ def compare_tensor(name: str, key: str, got: torch.Tensor, ref: torch.Tensor, to
 
 
 def channel_stats_checks(name: str, got: torch.Tensor, info: dict, tolerance: dict | None) -> list[Check]:
-    """Per-sample, per-channel mean/std of a tri-plane ``[B,3,C,H,W]``: catches channel permutations outside the
-    crops. The sidecar stores them sample after sample, ``[B·3·C]`` (``[3·C]`` for one sample)."""
-    if tolerance is None or "per_channel_mean" not in info or got.ndim != 5:
+    """Per-sample, per-channel mean/std of a tri-plane ``[B,3,C,H,W]`` (or channel-stacked ``[B,3C,H,W]``): catches
+    channel permutations outside the crops. The sidecar stores them sample after sample, ``[B·3·C]`` (``[3·C]`` for
+    one sample), flat or nested per sample."""
+    if tolerance is None or "per_channel_mean" not in info or got.ndim not in (4, 5):
         return []
     per_channel = got.detach().to("cpu", torch.float64).reshape(-1, got.shape[-2] * got.shape[-1])
     # Stored to 7 decimals; a mean of errors bounded by atol is bounded by atol too.
     stats_tol = {"atol": float(tolerance["atol"]) + 1e-6, "rtol": 0.0, "rms_max": float(tolerance["atol"]) + 1e-6}
     checks = []
     for stat, values in (("mean", per_channel.mean(1)), ("std", per_channel.std(1))):
-        ref = torch.tensor(info[f"per_channel_{stat}"], dtype=torch.float64)
+        ref = torch.tensor(info[f"per_channel_{stat}"], dtype=torch.float64).reshape(-1)
         checks.append(compare_tensor(name, f"{name}.per_channel_{stat}", values, ref, stats_tol))
     return checks
 

@@ -15,7 +15,7 @@ from .compare import Report, channel_stats_checks, compare_tensor, mask_agreemen
 #: The stages the shared parity format defines; each has ``r3dp_core.parity.stage_<name>.run``.
 STAGES = ("i2p", "motion_adapter", "volume_render", "htbsr", "full_forward", "a2m_vae",
           "geom_3dmm_forward", "geom_camera", "geom_fit_image", "geom_fit_video", "geom_secc",
-          "t3d_audio_features")
+          "t3d_audio_features", "t3d_tokens", "t3d_deltaplane", "t3d_bicubic", "t3d_eg3d")
 _EXCUSE_IN_RULE = re.compile(r"excuse_tol\s+([\d.eE+-]+)")
 
 
