@@ -61,9 +61,9 @@ class HeadPose(comfy_io.ComfyNode):
                 comfy_io.Float.Input("pose_strength", default=PoseRecipe.pose_strength, min=0.0,
                                      max=MAX_POSE_STRENGTH, step=0.05, optional=True,
                                      tooltip="Driving and natural: scale the head's motion (0 = the pose held, 1 = "
-                                             "as driven, 2 = doubled; natural's bounds of about ±12° yaw, ±8° "
-                                             "pitch, ±5° roll scale with it). Orbit and keyframe angles are not "
-                                             "scaled; their natural motion on top is."),
+                                             "as driven, 2 = doubled; natural motion stays within its absolute "
+                                             "bounds of ±12° yaw, ±8° pitch, ±5° roll at any strength). Orbit and "
+                                             "keyframe angles are not scaled; their natural motion on top is."),
                 comfy_io.Int.Input("pose_smoothing", default=PoseRecipe.pose_smoothing, min=1, max=31, step=2,
                                    optional=True,
                                    tooltip="Frames the camera is averaged over, odd (official 7; 1 = none; more = "

@@ -10,16 +10,19 @@ frame rate, so one recipe serves any number of portraits and any motion. Modes:
 * ``orbit`` — a closed sweep of the view around the photo's pose (novel views);
 * ``keyframes`` — a yaw/pitch path through keys given in seconds (the canvas widget's text format);
 * ``natural`` — the photo's pose plus a seeded, speech-aware head motion
-  (:func:`~r3dp_core.geometry.natural_pose.natural_head_motion`, driven by the speech energy of the motion's own
-  sound on a fixed 100 Hz grid, so the path does not depend on the frame rate; no sound: a calm drift);
+  (:func:`~r3dp_core.geometry.natural_pose.natural_head_motion`, driven by the speech activity — the loudness
+  of the voiced sound — of the motion's own sound on a fixed 100 Hz grid, so the path does not depend on the
+  frame rate; no sound: a calm drift), starting at the photo's pose, with the total angles inside absolute
+  bounds;
 * ``auto`` — ``driving`` when there is a pose to follow, else ``natural`` (a frozen head looks dead; the official
   pipeline's ``static`` is one option away).
 
 ``pose_strength`` scales the motion that comes from a source — a driving pose (about its first frame, as
-:func:`~r3dp_core.geometry.natural_pose.scale_pose`) and natural motion (about the photo's pose); the paths
-given in degrees (orbit, keyframes) keep their own amplitudes, and ``static`` has nothing to scale. Orbit and
-keyframe paths can carry natural motion on top (``natural_on_top``). A resolved pose carries its camera
-smoothing window (``HeadPose.smooth_kernel``, ``pose_smoothing`` frames), which the renderer applies.
+:func:`~r3dp_core.geometry.natural_pose.scale_pose`) and natural motion (about the photo's pose, inside the same
+absolute bounds); the paths given in degrees (orbit, keyframes) keep their own amplitudes, and ``static`` has
+nothing to scale. Orbit and keyframe paths can carry natural motion on top (``natural_on_top``, bounded on the
+path + motion). A resolved pose carries its camera smoothing window (``HeadPose.smooth_kernel``,
+``pose_smoothing`` frames), which the renderer applies.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from ..geometry.natural_pose import apply_deviation, natural_head_motion, scale_
 from .types import Avatar, Motion
 
 POSE_MODES = ("static", "driving", "orbit", "keyframes", "natural", "auto")
-#: Natural motion reads the speech energy on this fixed grid (Hz), whatever the clip's frame rate.
+#: Natural motion reads the speech activity on this fixed grid (Hz), whatever the clip's frame rate.
 ENERGY_FPS = 100.0
-#: Largest pose strength the front ends offer (natural motion's bounds scale with it: 3 × 12° of yaw).
+#: Largest pose strength the front ends offer (natural motion's absolute bounds do not scale with it).
 MAX_POSE_STRENGTH = 3.0
 EASINGS = ("smooth", "linear")
 _KEY = re.compile(r"^([-+]?\d*\.?\d+)\s*:\s*([-+]?\d*\.?\d+)\s*,\s*([-+]?\d*\.?\d+)$")
@@ -79,8 +82,9 @@ class PoseRecipe:
         easing: keyframes: ``'smooth'`` (ease in and out of every key) or ``'linear'``.
         pose_smoothing: window (odd number of frames) the cameras are smoothed over; official 7, 1 = none.
         pose_strength: scales the head motion of ``driving`` (about its first frame) and ``natural`` (about the
-            photo's pose, bounds included); 0 holds the pose, 1 keeps the motion, 2 doubles it. Orbit and
-            keyframe paths are given in degrees and are not scaled (their natural motion on top is).
+            photo's pose: linearly up to 1, above 1 more motion inside the same absolute bounds); 0 holds the
+            pose, 1 keeps the motion, 2 doubles it. Orbit and keyframe paths are given in degrees and are not
+            scaled (their natural motion on top is).
         seed: natural motion's path (the same seed gives the same motion at any frame rate).
         natural_on_top: orbit and keyframes: add natural motion to the path.
     """
@@ -159,26 +163,27 @@ def _driving(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tenso
     return cam.HeadPose(*scale_pose(pose.euler, pose.trans, recipe.pose_strength, reference="first"))
 
 
-def natural_deviation(recipe: PoseRecipe, motion: Motion) -> torch.Tensor:
+def natural_deviation(recipe: PoseRecipe, motion: Motion, base_euler: torch.Tensor | None = None) -> torch.Tensor:
     """``[T,6]`` natural head motion for ``motion`` (see :func:`natural_head_motion`), scaled by the recipe's
-    strength and driven by the speech energy of the motion's sound (``motion.audio``) on the
-    :data:`ENERGY_FPS` grid; a motion without sound gets the energy-free drift."""
-    energy = None
+    strength, bounded on ``base_euler + motion`` (``[1,3]`` or ``[T,3]``, the pose it is added to; None:
+    frontal) and driven by the speech activity of the motion's sound (``motion.audio``) on the
+    :data:`ENERGY_FPS` grid; a motion without sound gets the activity-free drift."""
+    activity = None
     if motion.audio is not None:
-        from ..audio.energy import speech_energy
+        from ..audio.energy import speech_activity
         from ..audio.io import load_audio
 
         sound = load_audio(motion.audio)
         # the whole sound (the path at a time does not depend on where the clip is cut), and one sample past the
         # clip's end, so that sound shorter than the clip reads as silence after it
         grid = int(math.ceil(max(sound.duration_s, motion.duration_s) * ENERGY_FPS)) + 1
-        energy = speech_energy(sound, ENERGY_FPS, grid)
-    return natural_head_motion(motion.num_frames, motion.fps, energy, seed=recipe.seed,
-                               strength=recipe.pose_strength, energy_fps=ENERGY_FPS)
+        activity = speech_activity(sound, ENERGY_FPS, grid)
+    return natural_head_motion(motion.num_frames, motion.fps, activity, seed=recipe.seed,
+                               strength=recipe.pose_strength, energy_fps=ENERGY_FPS, base_euler=base_euler)
 
 
 def _with_natural(pose: cam.HeadPose, recipe: PoseRecipe, motion: Motion) -> cam.HeadPose:
-    return cam.HeadPose(*apply_deviation(pose.euler, pose.trans, natural_deviation(recipe, motion)))
+    return cam.HeadPose(*apply_deviation(pose.euler, pose.trans, natural_deviation(recipe, motion, pose.euler)))
 
 
 def _natural(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tensor, motion: Motion) -> cam.HeadPose:
