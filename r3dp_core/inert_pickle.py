@@ -20,6 +20,7 @@ import _compat_pickle
 import collections
 import io
 import pickle
+import pickletools
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,22 @@ _STORAGE_DTYPES = {
 _TORCH_DTYPES = {name: getattr(torch, name) for name in (
     "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool", "float", "half",
     "double", "long", "int", "short")}
+
+
+_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
+
+
+def opcode_problem(payload: bytes) -> str | None:
+    """Why a pickle would make the unpickler allocate for nothing, or ``None``: its opcodes are walked without
+    running them; every declared length must be present and memo slots numbered as picklers number them, in
+    order (``LONG_BINPUT 4294967280`` alone would make CPython allocate a memo table of 64 GiB)."""
+    try:
+        for count, (opcode, arg, _) in enumerate(pickletools.genops(payload)):
+            if opcode.name in _MEMO_PUTS and arg > count:
+                return f"its pickle stores to memo slot {arg} after {count} opcodes, which no pickler writes"
+    except ValueError as exc:
+        return f"its pickle is malformed ({exc})"
+    return None
 
 
 class Inert:
@@ -202,6 +219,12 @@ def _read_zip(path: Path) -> Any:
         storages = {n[len(prefix) + len("data/"):]: archive.read(n) for n in names
                     if n.startswith(prefix + "data/") and not n.endswith("/")}
         data = archive.read(pickles[0])
+    return _unpickle(path, data, storages)
+
+
+def _unpickle(path: Path, data: bytes, storages: dict[str, bytes] | None = None) -> Any:
+    if problem := opcode_problem(data):
+        raise ModelFileError(f"{path} was refused: {problem}.")
     return _InertUnpickler(io.BytesIO(data), storages).load()
 
 
@@ -222,8 +245,7 @@ def load_inert(path: str | Path) -> Any:
             return _read_zip(path)
         if path.stat().st_size > MAX_PICKLE_BYTES:
             raise ModelFileError(f"{path} is larger than any official file; refused.")
-        with open(path, "rb") as fh:
-            return _InertUnpickler(fh).load()
+        return _unpickle(path, path.read_bytes())
     except ModelFileError:
         raise
     except Exception as exc:  # a damaged pickle raises many kinds of errors

@@ -184,5 +184,13 @@ def test_a_tensor_reaching_past_its_stored_bytes_is_refused(tmp_path):
 def test_garbage_is_a_clear_error(tmp_path):
     path = tmp_path / "junk.pkl"
     path.write_bytes(b"\x80\x04not a pickle at all")
-    with pytest.raises(ModelFileError, match="cannot be read as a pickle"):
+    with pytest.raises(ModelFileError, match="refused: its pickle is malformed"):
+        load_inert(path)
+
+
+def test_a_memo_slot_no_pickler_writes_is_refused_before_unpickling(tmp_path):
+    """LONG_BINPUT 0xFFFFFFF0 would make CPython allocate a 64 GiB memo table: refused from the opcodes alone."""
+    path = tmp_path / "memo.pkl"
+    path.write_bytes(b"\x80\x04N" + b"r\xf0\xff\xff\xff" + b".")
+    with pytest.raises(ModelFileError, match="memo slot 4294967280 after 2 opcodes"):
         load_inert(path)

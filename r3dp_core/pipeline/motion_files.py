@@ -25,7 +25,6 @@ from __future__ import annotations
 import io
 import math
 import pickle
-import pickletools
 import re
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch
 from ..defaults import MOTION_FPS
 from ..errors import InputError
 from ..geometry.camera import mirror_index
+from ..inert_pickle import opcode_problem
 from .types import Motion
 
 OFFICIAL_EXP_DIM = 64
@@ -215,7 +215,6 @@ _ALLOWED_GLOBALS = {
     ("__builtin__", "bytes"): _empty_bytes,
     ("builtins", "bytes"): _empty_bytes,
 }
-_MEMO_PUTS = ("PUT", "BINPUT", "LONG_BINPUT")
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):
@@ -233,16 +232,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
 
 def _check_opcodes(payload: bytes) -> None:
-    """Walk the pickle's opcodes without running them: every declared length must be present in the file (so
-    the unpickler never allocates for data that is not there) and memo slots must be numbered as picklers do,
-    in order (a slot number of 2**32 would make the unpickler allocate a 32 GiB memo table)."""
-    try:
-        for count, (opcode, arg, _) in enumerate(pickletools.genops(payload)):
-            if opcode.name in _MEMO_PUTS and arg > count:
-                raise _Refused(f"the file's pickle stores to memo slot {arg} after {count} opcodes, which no "
-                               "pickler writes")
-    except ValueError as exc:
-        raise _Refused(f"the file's pickle is malformed ({exc})") from None
+    if problem := opcode_problem(payload):
+        raise _Refused(problem.removeprefix("its ").replace("pickle", "the file's pickle", 1))
 
 
 def _materialize(value, limit: int, done: dict):
