@@ -8,10 +8,10 @@ from .ray_box import ray_box_intersection, ray_limits
 from .ray_marcher import march_rays
 from .ray_sampler import sample_rays
 from .renderer import RenderConfig, RenderNoise, RenderOutput, render_ray_batch, render_triplanes
-from .triplane import PLANE_AXES, sample_triplanes
+from .triplane import FIXED_PLANE_AXES, PLANE_AXES, PLANE_LAYOUTS, sample_triplanes
 
 __all__ = [
-    "PLANE_AXES", "RenderConfig", "RenderNoise", "RenderOutput",
+    "FIXED_PLANE_AXES", "PLANE_AXES", "PLANE_LAYOUTS", "RenderConfig", "RenderNoise", "RenderOutput",
     "march_rays", "ray_box_intersection", "ray_limits", "render_ray_batch", "render_triplanes",
     "sample_importance", "sample_pdf", "sample_rays", "sample_triplanes", "split_camera",
 ]

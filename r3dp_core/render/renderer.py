@@ -3,6 +3,10 @@
 Per frame: one ray per pixel, ray range from the tri-plane box, 48 jittered coarse samples, 48 importance
 samples drawn from the coarse weights, and a final compositing pass over all 96 sorted samples.
 
+The same renderer serves Talk3D's EG3D "fixed tri-plane" generator through three ``RenderConfig`` settings
+whose defaults are Real3D-Portrait's: the plane layout (``plane_axes``), the ray range (``ray_range``: the box
+slab test, or fixed near/far depths) and whether the reported raw image is clamped (``clamp_raw_rgb``).
+
 Rays are rendered in chunks so memory stays bounded for any batch; the two statistics that span rays
 (the stand-in range of rays that miss the box and the depth clamp range) are taken per frame over all of
 its rays, outside the chunk loop, so the chunk size never changes the result.
@@ -39,17 +43,38 @@ def default_max_rays_per_chunk(device: torch.device) -> int:
 
 @dataclass
 class RenderConfig:
-    """Official rendering settings of the secc2plane_torso checkpoint.
+    """Rendering settings; the defaults are the official ones of the secc2plane_torso checkpoint.
 
-    The ray range is always 'auto' (slab test against the ``box_warp`` cube), densities use
-    ``softplus(x - 1)``, the background is black and samples are uniform in depth (not disparity), as the
-    official model hard-codes.
+    Densities use ``softplus(x - 1)``, the background is black and samples are uniform in depth (not
+    disparity), as both official models hard-code. Talk3D's EG3D generator differs in three settings:
+    ``RenderConfig(plane_axes="eg3d_fixed", ray_range=(2.25, 3.3), clamp_raw_rgb=False)``.
     """
 
     resolution: int = 128                  # neural rendering resolution (rays per image side)
     num_coarse_samples: int = 48           # official depth_resolution
     num_fine_samples: int = 48             # official depth_resolution_importance
     box_warp: float = 1.0                  # side of the world cube covered by the tri-planes
+    #: plane layout (``triplane.PLANE_LAYOUTS``): ``"eg3d"`` samples the planes at (x,y), (x,z), (z,x)
+    #: (Real3D-Portrait, EG3D's public code); ``"eg3d_fixed"`` at (x,y), (x,z), (z,y) (Talk3D, EG3D issue #67).
+    plane_axes: str = "eg3d"
+    #: ray range: None = ``'auto'``, the slab test against the ``box_warp`` cube (rays that miss get the frame's
+    #: stand-in range); ``(near, far)`` = the same fixed depths for every ray (official float ``ray_start`` /
+    #: ``ray_end``; coarse depths ``torch.linspace(near, far, S)``; every ray counts as valid).
+    ray_range: tuple[float, float] | None = None
+    #: whether ``RenderOutput.raw_rgb`` (the official ``image_raw``) is clamped to [-1, 1]: True for
+    #: Real3D-Portrait, False for Talk3D. The feature image itself is never clamped.
+    clamp_raw_rgb: bool = True
+
+    def __post_init__(self):
+        from .triplane import PLANE_LAYOUTS
+
+        if self.plane_axes not in PLANE_LAYOUTS:
+            raise ValueError(f"unknown plane_axes {self.plane_axes!r}; known: {', '.join(PLANE_LAYOUTS)}")
+        if self.ray_range is not None:
+            near, far = (float(v) for v in self.ray_range)
+            if not far > near:
+                raise ValueError(f"ray_range must be (near, far) with far > near, got {self.ray_range}")
+            self.ray_range = (near, far)
 
 
 @dataclass
@@ -101,6 +126,12 @@ class RenderOutput:
         """``[N,3,R,R]`` raw rgb, about [-1,1], unclamped (what the super-resolution receives)."""
         return self.feature_image[:, :3]
 
+    def raw_rgb(self, config: RenderConfig | None = None) -> torch.Tensor:
+        """The official ``image_raw`` ``[N,3,R,R]``: :attr:`rgb` clamped to [-1, 1] when ``config.clamp_raw_rgb``
+        (Real3D-Portrait, the default), unclamped otherwise (Talk3D)."""
+        config = config or RenderConfig()
+        return self.rgb.clamp(-1, 1) if config.clamp_raw_rgb else self.rgb
+
 
 class RayBatchResult(NamedTuple):
     """Per-ray results of one chunk of N frames x m rays (S coarse, F fine samples)."""
@@ -117,28 +148,38 @@ class RayBatchResult(NamedTuple):
     weights_final: torch.Tensor      # [N,m,S+F-1,1] per-interval weights of the merged, sorted samples
 
 
-def stratified_depths(start: torch.Tensor, end: torch.Tensor, jitter: torch.Tensor) -> torch.Tensor:
+def stratified_depths(start: torch.Tensor, end: torch.Tensor, jitter: torch.Tensor,
+                      fixed_range: tuple[float, float] | None = None) -> torch.Tensor:
     """Coarse depths ``[N,m,S,1]``: S evenly spaced depths from ``start`` to ``end`` (``[N,m,1]``), each
-    moved forward by ``jitter [N,m,S,1] * (end-start)/(S-1)``, so the last one may pass ``end``."""
+    moved forward by ``jitter [N,m,S,1] * (end-start)/(S-1)``, so the last one may pass ``end``.
+
+    With ``fixed_range = (near, far)`` (``start``/``end`` are then ignored) the depths are the official ones for
+    float ray limits: ``torch.linspace(near, far, S) + jitter * ((far - near) / (S - 1))``.
+    """
     count = jitter.shape[-2]
+    if fixed_range is not None:
+        near, far = fixed_range
+        depths = torch.linspace(near, far, count, dtype=jitter.dtype, device=jitter.device)
+        return depths[:, None] + jitter * ((far - near) / (count - 1))
     steps = torch.arange(count, dtype=start.dtype, device=start.device) / (count - 1)
     depths = start.unsqueeze(-2) + steps[:, None] * (end - start).unsqueeze(-2)
     return depths + jitter * ((end - start) / (count - 1)).unsqueeze(-2)
 
 
 def _decode(planes: torch.Tensor, decoder: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
-            depths: torch.Tensor, box_warp: float) -> tuple[torch.Tensor, torch.Tensor]:
+            depths: torch.Tensor, box_warp: float, plane_axes: str = "eg3d") -> tuple[torch.Tensor, torch.Tensor]:
     """Decoder features ``[N,m,S,C]`` and raw density ``[N,m,S,1]`` at ``origin + depth * direction``."""
     n_frames, n_rays, n_samples, _ = depths.shape
     points = (origins.unsqueeze(-2) + depths * directions.unsqueeze(-2)).reshape(n_frames, -1, 3)
-    features, density = decoder(sample_triplanes(planes, points, box_warp))
+    features, density = decoder(sample_triplanes(planes, points, box_warp, plane_axes))
     return (features.reshape(n_frames, n_rays, n_samples, -1),
             density.reshape(n_frames, n_rays, n_samples, 1))
 
 
 def render_ray_batch(planes: torch.Tensor, decoder: nn.Module, origins: torch.Tensor, directions: torch.Tensor,
                      start: torch.Tensor, end: torch.Tensor, jitter: torch.Tensor, importance_u: torch.Tensor,
-                     box_warp: float) -> RayBatchResult:
+                     box_warp: float, *, plane_axes: str = "eg3d",
+                     fixed_range: tuple[float, float] | None = None) -> RayBatchResult:
     """Coarse pass, importance sampling and final pass for a chunk of rays.
 
     Args:
@@ -149,17 +190,20 @@ def render_ray_batch(planes: torch.Tensor, decoder: nn.Module, origins: torch.Te
         jitter: ``[N,m,S,1]`` U[0,1) stratified jitter.
         importance_u: ``[N,m,F]`` U[0,1) inverse-CDF uniforms.
         box_warp: side of the tri-plane cube.
+        plane_axes: plane layout (``RenderConfig.plane_axes``).
+        fixed_range: ``(near, far)`` of every ray (``RenderConfig.ray_range``); then ``start``/``end`` are unused.
     """
     n_frames, n_rays, _ = origins.shape
-    depths_coarse = stratified_depths(start, end, jitter)
-    features_coarse, density_coarse = _decode(planes, decoder, origins, directions, depths_coarse, box_warp)
+    depths_coarse = stratified_depths(start, end, jitter, fixed_range)
+    features_coarse, density_coarse = _decode(planes, decoder, origins, directions, depths_coarse, box_warp,
+                                              plane_axes)
     weights_coarse = march_rays(features_coarse, density_coarse, depths_coarse).weights
 
     depths_fine = sample_importance(depths_coarse.reshape(n_frames * n_rays, -1),
                                     weights_coarse.reshape(n_frames * n_rays, -1),
                                     importance_u.reshape(n_frames * n_rays, -1))
     depths_fine = depths_fine.reshape(n_frames, n_rays, -1, 1)
-    features_fine, density_fine = _decode(planes, decoder, origins, directions, depths_fine, box_warp)
+    features_fine, density_fine = _decode(planes, decoder, origins, directions, depths_fine, box_warp, plane_axes)
 
     depths_all, order = torch.sort(torch.cat([depths_coarse, depths_fine], -2), dim=-2)
     features_all = torch.cat([features_coarse, features_fine], -2)
@@ -205,7 +249,8 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
 
     Returns:
         ``RenderOutput`` at resolution R: feature_image ``[N,32,R,R]``, depth / weights / is_ray_valid
-        ``[N,1,R,R]``, ray origins / directions ``[N,R*R,3]``.
+        ``[N,1,R,R]``, ray origins / directions ``[N,R*R,3]``. With a fixed ``config.ray_range`` every ray is
+        valid.
     """
     config = config or RenderConfig()
     resolution = resolution or config.resolution
@@ -219,7 +264,12 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
         raise InputError(f"planes batch {planes.shape[0]} must be 1 or match the {n_frames} camera(s)")
 
     origins, directions = sample_rays(cam2world, intrinsics, resolution)
-    start, end, is_valid = ray_limits(origins, directions, config.box_warp)
+    if config.ray_range is None:
+        start, end, is_valid = ray_limits(origins, directions, config.box_warp)
+    else:
+        start = torch.full_like(origins[..., :1], config.ray_range[0])
+        end = torch.full_like(origins[..., :1], config.ray_range[1])
+        is_valid = torch.ones_like(start, dtype=torch.bool)
     if noise is None:
         noise = RenderNoise.draw(n_frames, n_rays, config, generator)
     noise.check(n_frames, n_rays, config)
@@ -235,7 +285,7 @@ def render_triplanes(planes: torch.Tensor, decoder: nn.Module, camera: torch.Ten
         chunk = render_ray_batch(planes if planes.shape[0] == 1 else planes[frames], decoder,
                                  origins[frames, rays], directions[frames, rays], start[frames, rays],
                                  end[frames, rays], jitter[frames, rays], importance_u[frames, rays],
-                                 config.box_warp)
+                                 config.box_warp, plane_axes=config.plane_axes, fixed_range=config.ray_range)
         if features is None:
             features = chunk.features.new_empty(n_frames, n_rays, chunk.features.shape[-1])
             depth = chunk.depth.new_empty(n_frames, n_rays, 1)
