@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -41,8 +42,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     models_dir = model_files.default_models_dir(args.models_dir)
     if args.action != "import" and args.path:
         raise InputError(f"`r3dp models {args.action}` takes no path; did you mean `r3dp models import {args.path}`?")
+    if args.action != "fetch" and (args.official or args.accept_licenses):
+        raise InputError(f"--official and --accept-licenses belong to `r3dp models fetch`, not `r3dp models "
+                         f"{args.action}`: run `r3dp models fetch --official`.")
     if args.action == "fetch":
-        return _fetch_models(models_dir)
+        return _fetch_models(models_dir, official=args.official, accept_licenses=args.accept_licenses,
+                             max_extracted_bytes=args.max_extracted_size, max_ratio=args.max_compression_ratio)
     if args.action == "import":
         return _import_models(args, models_dir)
     print(f"models folder: {models_dir}")
@@ -52,8 +57,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         print(f"  {spec.key:<20} {state}")
         missing += found is None
     if missing:
-        print(f"{missing} file(s) missing: `r3dp models fetch` downloads what has a public address; "
-              "`r3dp models import PATH` puts the official release and the BFM bundle (folder or archive) in place.")
+        print(f"{missing} file(s) missing: `r3dp models fetch --official` downloads them all (the official "
+              "checkpoints and the BFM from their Google Drive folders once you accept their terms); `r3dp models "
+              "import PATH` puts files you downloaded by hand (folder or archive) in place.")
     return 0
 
 
@@ -66,33 +72,102 @@ def _download_progress(key: str):
     return show
 
 
-def _fetch_models(models_dir: Path, opener=None, snapshot_download=None) -> int:
-    """Download every missing file that has a public address; list the manual steps for the rest.
-    ``opener``/``snapshot_download`` replace the network calls (tests)."""
+def _accept_official_terms(accepted: bool) -> None:
+    """Print the terms of the official files and have the user accept them (``--accept-licenses`` does, for
+    scripts); without a terminal to ask in and without the flag, refuse."""
+    from .gdrive import TERMS
+
+    print(TERMS)
+    if accepted:
+        print("Accepted with --accept-licenses.")
+        return
+    if not (sys.stdin is not None and sys.stdin.isatty()):
+        raise InputError("`r3dp models fetch --official` needs you to accept the terms above and has no terminal to "
+                         "ask you in: read them, then pass --accept-licenses to accept them. Nothing was downloaded.")
+    answer = input("Do you accept these terms? [y/N] ")
+    if answer.strip().lower() not in ("y", "yes"):
+        raise InputError("The terms were not accepted, so nothing was downloaded. `r3dp models fetch` (without "
+                         "--official) still downloads the other files; the official ones can be downloaded by hand "
+                         "and put in place with `r3dp models import PATH`.")
+
+
+def _fetch_models(models_dir: Path, opener=None, snapshot_download=None, *, official: bool = False,
+                  accept_licenses: bool = False, drive_opener=None, max_extracted_bytes: int | None = None,
+                  max_ratio: float | None = None) -> int:
+    """Download every missing file that has a public address and, with ``official``, the official checkpoints
+    and BFM from Google Drive; list the manual steps for the rest. A failed download does not stop the others:
+    every failure is listed at the end and the status is 1. ``opener``/``drive_opener``/``snapshot_download``
+    replace the network calls (tests); the Drive address also follows ``$R3DP_GDRIVE_URL``."""
     from . import model_files
 
-    manual = []
+    drive_needed = official and any(spec.official_drive and found is None
+                                    for spec, found in model_files.status(models_dir))
+    if drive_needed:
+        _accept_official_terms(accept_licenses)   # before anything is downloaded
+    manual, failures = [], []
     for spec, found in model_files.status(models_dir):
         if found is not None:
             print(f"  {spec.key:<20} present")
-        elif spec.url:
-            print(f"  {spec.key:<20} downloading {spec.url}")
-            model_files.download(spec, models_dir, progress=_download_progress(spec.key),
-                                 **({"opener": opener} if opener else {}))
-            print(file=sys.stderr)
-            print(f"  {spec.key:<20} saved to {models_dir / spec.relpath}")
-        elif spec.hub_repo:
-            print(f"  {spec.key:<20} downloading {spec.hub_repo} from Hugging Face ({spec.size})")
-            target = model_files.fetch_hubert(models_dir, snapshot_download=snapshot_download)
-            print(f"  {spec.key:<20} saved to {target}")
-        else:
-            manual.append(spec)
+            continue
+        try:
+            if spec.url:
+                print(f"  {spec.key:<20} downloading {spec.url}")
+                try:
+                    model_files.download(spec, models_dir, progress=_download_progress(spec.key),
+                                         **({"opener": opener} if opener else {}))
+                finally:
+                    print(file=sys.stderr)
+                print(f"  {spec.key:<20} saved to {models_dir / spec.relpath}")
+            elif spec.hub_repo:
+                print(f"  {spec.key:<20} downloading {spec.hub_repo} from Hugging Face ({spec.size})")
+                target = model_files.fetch_hubert(models_dir, snapshot_download=snapshot_download)
+                print(f"  {spec.key:<20} saved to {target}")
+            elif not (official and spec.official_drive):
+                manual.append(spec)
+        except R3DPError as exc:   # a failed download, a wrong file: the others are still fetched
+            print(f"  {spec.key:<20} FAILED (listed at the end)")
+            failures.append((spec.key, str(exc)))
+    if drive_needed:
+        failures += _fetch_official(models_dir, drive_opener, max_extracted_bytes, max_ratio)
     for spec in manual:
         print(f"  {spec.key:<20} manual step: {spec.source}")
     if manual:
         print("then run `r3dp models import PATH` with the downloaded folder or archive: it finds each file, checks "
               "it and puts it in its place.")
+        if any(spec.official_drive for spec in manual):
+            print("Or run `r3dp models fetch --official`: it downloads the official checkpoints and the BFM from "
+                  "their public Google Drive folders once you accept their terms.")
+    if failures:
+        print(f"{len(failures)} download{'s' if len(failures) != 1 else ''} failed:", file=sys.stderr)
+        for what, message in failures:
+            print(f"  {what}: {message}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _fetch_official(models_dir: Path, opener, max_extracted_bytes: int | None,
+                    max_ratio: float | None) -> list[tuple[str, str]]:
+    """The Drive part of ``r3dp models fetch --official`` (terms already accepted); returns its failures."""
+    from .gdrive import drive_base_url, fetch_official
+
+    print(f"  official files from Google Drive ({drive_base_url()}):")
+    shown = {}
+
+    def progress(name: str, done: int, total: int | None) -> None:
+        shown[name] = True
+        _download_progress(name)(done, total)
+
+    def say(line: str) -> None:
+        if shown:
+            print(file=sys.stderr)
+            shown.clear()
+        print(f"    {line}")
+
+    report = fetch_official(models_dir, licenses_accepted=True, opener=opener, progress=progress, say=say,
+                            max_extracted_bytes=max_extracted_bytes, max_ratio=max_ratio)
+    if shown:
+        print(file=sys.stderr)
+    return report.failures
 
 
 def _import_models(args: argparse.Namespace, models_dir: Path) -> int:
@@ -100,10 +175,13 @@ def _import_models(args: argparse.Namespace, models_dir: Path) -> int:
 
     if not args.path:
         raise InputError("`r3dp models import` needs the folder or archive (.zip, .tar.gz) to import from.")
-    report = import_models(args.path, models_dir, link=args.link, convert=args.convert, force=args.force)
+    report = import_models(args.path, models_dir, link=args.link, convert=args.convert, force=args.force,
+                           **_archive_caps(args))
     how = "linked" if args.link else "converted" if args.convert else "copied"
     for key, source, target in report.placed:
         print(f"  {key:<20} {how} {source} -> {target}")
+    for key, existing in report.in_place:
+        print(f"  {key:<20} already in place: {existing} is the file found (nothing to copy)")
     for key, existing in report.kept:
         print(f"  {key:<20} kept {existing} (already present; --force replaces it)")
     for source, reason in report.refused:
@@ -119,6 +197,29 @@ def _import_models(args: argparse.Namespace, models_dir: Path) -> int:
     else:
         print(f"all model files are in {models_dir}")
     return 1 if report.refused else 0
+
+
+def _archive_caps(args: argparse.Namespace) -> dict:
+    caps = {"max_extracted_bytes": args.max_extracted_size, "max_ratio": args.max_compression_ratio}
+    return {key: value for key, value in caps.items() if value is not None}
+
+
+def byte_size(text: str) -> int:
+    """``20G``, ``500MB``, ``1.5T``, ``1000000``: a size in bytes (decimal units, as disks are sized)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*", text, re.IGNORECASE)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: write e.g. 20G, 500M or a number of bytes")
+    return int(float(match.group(1)) * 1000 ** "_kmgt".index(match.group(2).lower() or "_"))
+
+
+def positive_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number (e.g. 200)")
+    return value
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -342,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list present and missing model files, fetch or import them",
                             description="list: what the models folder holds and lacks. fetch: download every "
                                         "missing file that has a public address (HuBERT included), with resume and "
-                                        "checksums. import PATH: check the files of a downloaded folder or archive "
+                                        "checksums; --official adds the official checkpoints and BFM from Google "
+                                        "Drive. import PATH: check the files of a downloaded folder or archive "
                                         "(the official release, the BFM bundle, flat) and put each in its slot.")
     models.add_argument("action", nargs="?", choices=["list", "fetch", "import"], default="list")
     models.add_argument("path", nargs="?", help="import: the folder or archive (.zip, .tar.gz) you downloaded")
@@ -350,7 +452,19 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--link", action="store_true", help="import: symlink the files instead of copying them")
     models.add_argument("--convert", action="store_true",
                         help="import: write the checkpoints as .safetensors (as `r3dp convert` does)")
-    models.add_argument("--force", action="store_true", help="import: replace files already in their slots")
+    models.add_argument("--force", action="store_true", help="import: replace files already in their slots (each "
+                                                            "stays whole until its replacement is complete)")
+    models.add_argument("--official", action="store_true",
+                        help="fetch: also download the official checkpoints and the BFM from their public Google "
+                             "Drive folders (after you accept their terms), checked as `import` checks them")
+    models.add_argument("--accept-licenses", action="store_true",
+                        help="fetch --official: accept the terms of the official files without being asked (scripts)")
+    models.add_argument("--max-extracted-size", type=byte_size, metavar="SIZE",
+                        help="import, fetch --official: refuse an archive that extracts to more than SIZE "
+                             "(default 20G; e.g. 50G)")
+    models.add_argument("--max-compression-ratio", type=positive_ratio, metavar="N",
+                        help="import, fetch --official: refuse an archive whose content is more than N times its "
+                             "own size, a decompression bomb (default 200)")
     models.set_defaults(func=cmd_models)
 
     doctor = sub.add_parser("doctor", help="check the environment; --selftest runs the whole job on stand-in models")

@@ -5,8 +5,10 @@ standalone it is ``--models-dir``, else ``$R3DP_MODELS``, else ``~/.cache/r3dp/m
 
 Two commands fill it, and only when the user runs them (nothing is ever downloaded at run time):
 ``r3dp models fetch`` downloads the files that have a public address (HTTP with timeout, retries, resume, size
-and sha256 checks; HuBERT through ``huggingface_hub``); ``r3dp models import PATH`` puts the files users download
-by hand (the official release, the BFM bundle) in their slots after checking them (``model_import.py``).
+and sha256 checks; HuBERT through ``huggingface_hub``), and with ``--official`` the official checkpoints and BFM
+from their Google Drive folders (``gdrive.py``, after the user accepts their terms); ``r3dp models import PATH``
+puts the files users download by hand (the official release, the BFM bundle) in their slots after checking them
+(``model_import.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from .errors import ModelFileError, R3DPError
 OFFICIAL_README = "https://github.com/yerfor/Real3DPortrait#prepare-models"
 IMPORT_COMMAND = "r3dp models import PATH"
 FETCH_COMMAND = "r3dp models fetch"
+OFFICIAL_FETCH_COMMAND = "r3dp models fetch --official"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class ModelFile:
     size_bytes: int | None = None        # exact size where the official file is known byte for byte
     hub_repo: str | None = None          # a Hugging Face repository ``r3dp models fetch`` snapshots into the slot
     licence: str = ""
+    official_drive: bool = False         # in the official Google Drive folders (``r3dp models fetch --official``)
 
     @property
     def fetchable(self) -> bool:
@@ -60,6 +64,11 @@ class ModelFile:
         """The exact command that fills this slot (and where the file comes from)."""
         if self.fetchable:
             return f"run `{FETCH_COMMAND}` (it downloads it from {self.url or 'Hugging Face ' + self.hub_repo})"
+        if self.official_drive:
+            return (f"run `{OFFICIAL_FETCH_COMMAND}` (it downloads the official release from its public Google "
+                    f"Drive folders once you accept its terms), or get it from {self.source} and run "
+                    f"`{IMPORT_COMMAND}` with the downloaded folder or archive (it checks every file and puts it in "
+                    "its place)")
         return (f"get it from {self.source}, then run `{IMPORT_COMMAND}` with the downloaded folder or archive "
                 "(it checks every file and puts it in its place)")
 
@@ -72,13 +81,14 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "the video model (Image→Triplane, Motion Adapter, renderer, HTB-SR)",
               f"the official Real3D-Portrait checkpoints (Google Drive/Baidu links in {OFFICIAL_README}); "
               "copy checkpoints/240210_real3dportrait_orig/secc2plane_torso_orig/ with its config.yaml",
-              "≈ 0.6 GB", alternatives=("secc2plane_torso.safetensors",), licence="Real3D-Portrait release (research)"),
+              "≈ 0.6 GB", alternatives=("secc2plane_torso.safetensors",), licence="Real3D-Portrait release (research)",
+              official_drive=True),
     ModelFile("audio_model", "audio2secc_vae/model_ckpt_steps_400000.ckpt",
               "the audio-to-motion model",
               f"the official Real3D-Portrait checkpoints ({OFFICIAL_README}); copy "
               "checkpoints/240210_real3dportrait_orig/audio2secc_vae/ with its config.yaml",
               "≈ 50 MB", required_for=("audio",), alternatives=("audio2secc_vae.safetensors",),
-              licence="Real3D-Portrait release (research)"),
+              licence="Real3D-Portrait release (research)", official_drive=True),
     ModelFile("hubert", "hubert/hubert-large-ls960-ft",
               "HuBERT speech features (facebook/hubert-large-ls960-ft)",
               "Hugging Face: huggingface-cli download facebook/hubert-large-ls960-ft --local-dir "
@@ -87,10 +97,10 @@ MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("bfm", "BFM/BFM_model_front.mat", "the BFM 3D morphable face model",
               "the BFM bundle linked in the official README (deep_3drecon/BFM/; Basel Face Model 2009 needs a "
               "free sign-up at https://faces.dmi.unibas.ch/bfm/)", "≈ 200 MB",
-              licence="Basel Face Model 2009 (non-commercial)"),
+              licence="Basel Face Model 2009 (non-commercial)", official_drive=True),
     ModelFile("bfm_mediapipe_index", "BFM/index_mp468_from_mesh35709.npy",
               "the MediaPipe→BFM landmark index", "the same BFM bundle (deep_3drecon/BFM/)", "4 KB",
-              licence="part of the BFM bundle"),
+              licence="part of the BFM bundle", official_drive=True),
     ModelFile("bfm_left_eye_faces", "BFM/bfm_left_eye_faces.npy", "the SECC eye-hole triangles (left eye)",
               "the official Real3D-Portrait repository (deep_3drecon/bfm_left_eye_faces.npy, MIT)", "5 KB",
               url="https://raw.githubusercontent.com/yerfor/Real3DPortrait/main/deep_3drecon/bfm_left_eye_faces.npy",
@@ -161,7 +171,12 @@ _BLOCK = 1 << 20
 
 
 class DownloadError(R3DPError):
-    """A download that cannot complete (host unreachable, file gone); the message names the manual step."""
+    """A download that cannot complete (host unreachable, file gone); the message names the manual step.
+    ``http_status``: the server's refusal (e.g. 404), when it gave one."""
+
+    def __init__(self, message: str, http_status: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
 
 
 class _Retry(Exception):
@@ -181,9 +196,12 @@ def _total_from_content_range(header: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _transfer(request_url: str, partial: Path, opener, timeout: float, progress) -> int | None:
+def _transfer(request_url: str, partial: Path, opener, timeout: float, progress, on_response=None) -> int | None:
     """One attempt: continue ``partial`` from its current size. Returns the file's full size when the server
     told it (None otherwise); ``partial`` then holds the whole file.
+
+    ``on_response(response)``, if given, sees each response before its body is written and may raise to refuse
+    it (Google Drive answers some requests with a web page instead of the file).
 
     Raises ``_Retry`` for transient failures, ``DownloadError`` for permanent ones.
     """
@@ -200,10 +218,12 @@ def _transfer(request_url: str, partial: Path, opener, timeout: float, progress)
             raise _Retry(f"the server refused to resume at byte {offset} (HTTP 416); starting over") from None
         if exc.code >= 500 or exc.code == 429:
             raise _Retry(f"HTTP {exc.code} {exc.reason}") from None
-        raise DownloadError(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"HTTP {exc.code} {exc.reason}", http_status=exc.code) from None
     except (urllib.error.URLError, OSError) as exc:  # DNS, refused connection, connect timeout
         raise _Retry(str(getattr(exc, "reason", exc))) from None
     with response:
+        if on_response is not None:
+            on_response(response)
         status = getattr(response, "status", 200)
         resumed = offset > 0 and status == 206
         if resumed:
@@ -232,8 +252,10 @@ def download(spec: ModelFile, models_dir: Path, progress=None, opener=urllib.req
     """Download ``spec.url`` into its slot: resumable ``.partial`` (HTTP Range), ``timeout`` per connection and
     read, ``attempts`` tries with exponential back-off, size and sha256 checks, then an atomic rename.
 
-    A complete ``.partial`` left by an earlier run (the server answers HTTP 416 to the resume request) is
-    verified and moved into place. ``progress(done_bytes, total_bytes_or_None)`` is called after every block.
+    A ``.partial`` left by an earlier run is resumed only when the file has a published sha256, which will catch
+    bytes that do not belong to it; without one (the segmenter) it is removed and the download starts over. A
+    complete ``.partial`` (the server answers HTTP 416 to the resume request) is verified and moved into place.
+    ``progress(done_bytes, total_bytes_or_None)`` is called after every block.
 
     Raises:
         DownloadError: the host cannot be reached after every attempt, or the file is gone (HTTP 4xx); the
@@ -245,6 +267,10 @@ def download(spec: ModelFile, models_dir: Path, progress=None, opener=urllib.req
     target = models_dir / spec.relpath
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
+    if spec.sha256 is None:
+        # Nothing could tell a stale partial (another version of the file, a broken earlier run) from a good
+        # prefix: the size check alone would pass stale bytes + the rest. Within this run, retries do resume.
+        partial.unlink(missing_ok=True)
     total = None
     for attempt in range(attempts):
         try:
@@ -259,7 +285,7 @@ def download(spec: ModelFile, models_dir: Path, progress=None, opener=urllib.req
             sleep(backoff * 2**attempt)
         except DownloadError as exc:
             raise DownloadError(f"Could not download {spec.key} from {spec.url}: {exc}. "
-                                f"{manual_step(spec, models_dir)}.") from None
+                                f"{manual_step(spec, models_dir)}.", http_status=exc.http_status) from None
     verify_download(spec, partial, total)
     os.replace(partial, target)
     return target

@@ -12,16 +12,24 @@ name by their keys), checked, and copied (or linked) to its slot:
 - the eye-triangle files and the face landmarker: their published sha256;
 - the segmenter: a TensorFlow Lite file; HuBERT: its ``config.json`` (a 1024-d HuBERT) and weights.
 
-A file that fails its check is refused with the reason and nothing is written for it.
+A file that fails its check is refused with the reason and nothing is written for it. A file is never removed
+before its replacement is complete: it is copied to a temporary file beside its slot, then renamed over it, so a
+failed copy leaves the old file as it was; a file that already is its slot (the models folder imported into
+itself, or through a link) is reported as in place and left alone. Archives are extracted by r3dp itself: no
+member may land outside the folder or be a link, and the whole is capped (``max_extracted_bytes``, 20 GB by
+default, and ``max_ratio``, 200 times the archive's own size) so that a decompression bomb is refused, with its
+reason, before it fills the disk.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,12 +48,19 @@ NOT_NEEDED = {
     "mit_b0.pth": "the ImageNet SegFormer weights are only an initialisation; the video model holds trained ones",
 }
 TFLITE_MAGIC = b"TFL3"
+# Caps on what one archive may extract to (``r3dp models import --max-extracted-size/--max-compression-ratio``):
+# the official downloads are a few GB and barely compressible (weights), so either cap means a bomb.
+DEFAULT_MAX_EXTRACTED_BYTES = 20 * 10**9
+DEFAULT_MAX_RATIO = 200.0
+RATIO_CHECKED_FROM_BYTES = 1 << 20   # below 1 MiB extracted, a high ratio (a small file of zeros) is harmless
+_BLOCK = 1 << 20
 
 
 @dataclass
 class ImportReport:
     """What ``import_models`` did: placed ``(key, source, target)``, kept slots already filled, refused and
-    skipped ``(source, reason)``, notes, and the registry entries still missing afterwards."""
+    skipped ``(source, reason)``, notes, the registry entries still missing afterwards, and the slots whose file
+    was the very file found (``in_place``: nothing to do)."""
 
     placed: list[tuple[str, Path, Path]] = field(default_factory=list)
     kept: list[tuple[str, Path]] = field(default_factory=list)
@@ -53,6 +68,7 @@ class ImportReport:
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     missing: list[model_files.ModelFile] = field(default_factory=list)
+    in_place: list[tuple[str, Path]] = field(default_factory=list)   # the source already is the slot's file
 
 
 # ----------------------------------------------------------------------------------------- official key lists
@@ -171,27 +187,103 @@ def _inside(root: Path, name: str) -> bool:
     return target == root or root in target.parents
 
 
-def extract_archive(archive: Path, into: Path) -> None:
-    """Extract a .zip or .tar(.gz) into ``into``; a member that would land outside it (absolute path, ``..``) or
-    a link is refused."""
+def format_bytes(n: float) -> str:
+    """``3.0 MB``, ``20.0 GB``: decimal units, as disks and downloads are sized."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+
+
+class _ExtractionBudget:
+    """The running total of an archive's content, refused as soon as it passes either cap."""
+
+    def __init__(self, archive: Path, max_bytes: int, max_ratio: float):
+        self.archive, self.max_bytes, self.max_ratio = archive, max_bytes, max_ratio
+        self.archive_bytes = max(archive.stat().st_size, 1)
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self.total > self.max_bytes:
+            raise InputError(
+                f"{self.archive}: it extracts to {format_bytes(self.total)} or more, past the "
+                f"{format_bytes(self.max_bytes)} limit; it is not a model bundle r3dp knows (the official ones are a "
+                "few GB), or a decompression bomb. Nothing was written. If you trust it and have the disk space, "
+                "raise the limit (--max-extracted-size SIZE, or max_extracted_bytes=) or extract it yourself and "
+                "import the folder.")
+        if self.total > RATIO_CHECKED_FROM_BYTES and self.total > self.max_ratio * self.archive_bytes:
+            raise InputError(
+                f"{self.archive}: its content ({format_bytes(self.total)} or more) is more than {self.max_ratio:g} "
+                f"times the archive's size ({format_bytes(self.archive_bytes)}); model weights barely compress, so "
+                "this is a decompression bomb or not a model bundle. Nothing was written. If you trust it, raise "
+                "the limit (--max-compression-ratio N, or max_ratio=) or extract it yourself and import the folder.")
+
+
+def _copy_member(stream, dest: Path, declared: int, name: str, archive: Path) -> None:
+    """Copy one member's data, refusing more bytes than its header declared (the budget counted those)."""
+    written = 0
+    with open(dest, "wb") as out:
+        while block := stream.read(_BLOCK):
+            written += len(block)
+            if written > declared:
+                raise InputError(f"{archive}: the member {name!r} holds more data than its header declares "
+                                 f"({declared} bytes); the archive is damaged or crafted. Nothing was written.")
+            out.write(block)
+
+
+def extract_archive(archive: Path, into: Path, *, max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_BYTES,
+                    max_ratio: float = DEFAULT_MAX_RATIO) -> None:
+    """Extract a .zip or .tar(.gz) into the empty folder ``into``; a member that would land outside it (absolute
+    path, ``..``) or is a link or a device is refused, and so is an archive whose content passes
+    ``max_extracted_bytes`` in all or ``max_ratio`` times the archive's size (a decompression bomb). A tar is read
+    as a stream and judged member by member, so a bomb is refused at its first header, before its data is
+    decompressed. On refusal, what was extracted stays in ``into`` for the caller to remove."""
     root = into.resolve()
+    budget = _ExtractionBudget(archive, max_extracted_bytes, max_ratio)
+
+    def destination(name: str) -> Path:
+        if not _inside(root, name):
+            raise InputError(f"{archive}: the member {name!r} would be written outside the folder; refusing to "
+                             "extract this archive.")
+        return root / name
+
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
-                for name in bundle.namelist():
-                    if not _inside(root, name):
-                        raise InputError(f"{archive}: the member {name!r} would be written outside the folder; "
-                                         "refusing to extract this archive.")
-                bundle.extractall(root)
+                members = bundle.infolist()
+                for info in members:             # names and sizes from the central directory, before any data
+                    destination(info.filename)
+                    budget.add(info.file_size)
+                for info in members:
+                    dest = destination(info.filename)
+                    if info.is_dir():
+                        dest.mkdir(parents=True, exist_ok=True)
+                        continue
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with bundle.open(info) as stream:
+                        _copy_member(stream, dest, info.file_size, info.filename, archive)
             return
-        with tarfile.open(archive) as bundle:
-            members = bundle.getmembers()
-            for member in members:
-                if not (member.isfile() or member.isdir()) or not _inside(root, member.name):
-                    raise InputError(f"{archive}: the member {member.name!r} is a link or would be written outside "
-                                     "the folder; refusing to extract this archive.")
-            bundle.extractall(root, members=members)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        with tarfile.open(archive, mode="r|*") as bundle:
+            for member in bundle:
+                dest = destination(member.name)
+                if not (member.isfile() or member.isdir()):
+                    raise InputError(f"{archive}: the member {member.name!r} is a link or a special file; refusing "
+                                     "to extract this archive.")
+                budget.add(member.size if member.isfile() else 0)
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                _copy_member(bundle.extractfile(member), dest, member.size, member.name, archive)
+    except OSError as exc:
+        if exc.errno is not None:   # the disk or the folder, not the archive (a damaged gzip has no errno)
+            raise InputError(f"{archive} could not be extracted into {into} ({exc.strerror}): free some space "
+                             "there or check its permissions, then import again.") from None
+        raise InputError(f"{archive} cannot be extracted ({exc}); it is damaged or incomplete: download it "
+                         "again.") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, RuntimeError, NotImplementedError, zlib.error) as exc:
         raise InputError(f"{archive} cannot be extracted ({exc}); it is damaged or incomplete: download it "
                          "again.") from None
 
@@ -256,60 +348,113 @@ def _classify(path: Path) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- placement
 
-def _place_file(source: Path, target: Path, link: bool) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.is_symlink() or target.is_file():
-        target.unlink()
-    elif target.is_dir():
-        shutil.rmtree(target)
-    if link:
-        os.symlink(source.resolve(), target, target_is_directory=source.is_dir())
-        return
-    partial = target.with_name(target.name + ".partial")
+def same_file(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file or folder (the same path, a link to it, a hard link, a linked folder above)."""
     try:
-        if source.is_dir():
-            shutil.copytree(source, partial)
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:   # one of them does not exist (or is a dangling link)
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Put the complete ``new`` at ``target``. A file or link is replaced by one atomic rename; a folder in the
+    way (or a folder arriving over anything) is first renamed aside and removed only once ``new`` is in place,
+    and put back if that fails."""
+    def is_real_dir(path: Path) -> bool:
+        return path.is_dir() and not path.is_symlink()
+
+    if os.path.lexists(target) and (is_real_dir(target) or is_real_dir(new)):
+        aside = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
+        os.replace(target, aside)
+        try:
+            os.replace(new, target)
+        except BaseException:
+            os.replace(aside, target)
+            raise
+        _remove(aside)
+    else:
+        os.replace(new, target)
+
+
+def _place_file(source: Path, target: Path, mode: str) -> None:
+    """Put ``source`` (a file or a folder) at ``target``: ``mode`` "copy", "link" (a symlink to it) or "move"
+    (rename; for r3dp's own temporary files). The copy or link is made under a temporary name beside the slot and
+    renamed over it when complete: whatever was at ``target`` stays whole until then, and a failed copy leaves it
+    as it was. A source that already is ``target`` (the same path, or through links) is refused."""
+    if same_file(source, target):
+        raise ModelFileError(f"it already is the file at {target} (the models folder, or a link to it, was given as "
+                             "the source); nothing to copy")
+    if source.is_dir() and (target.resolve() in source.resolve().parents or
+                            source.resolve() in target.resolve().parents):
+        raise ModelFileError(f"the folder and its slot {target} lie one inside the other; copy it elsewhere first")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "move":
+        try:
+            _swap_in(source, target)
+            return
+        except OSError:
+            pass   # another disk: copy instead
+    temporary = target.parent / f".{target.name}.{secrets.token_hex(4)}.partial"
+    try:
+        if mode == "link":
+            os.symlink(source.resolve(), temporary, target_is_directory=source.is_dir())
+        elif source.is_dir():
+            shutil.copytree(source, temporary, copy_function=shutil.copyfile)
         else:
-            shutil.copyfile(source, partial)
-        os.replace(partial, target)
+            shutil.copyfile(source, temporary)
+        _swap_in(temporary, target)
     finally:
-        if partial.is_dir():
-            shutil.rmtree(partial)
-        else:
-            partial.unlink(missing_ok=True)
+        if os.path.lexists(temporary):
+            _remove(temporary)
 
 
-def _place_checkpoint(key: str, source: Path, loaded, models_dir: Path, link: bool, convert: bool,
-                      report: ImportReport) -> Path:
+def _checkpoint_target(key: str, source: Path, models_dir: Path, convert: bool) -> Path:
+    spec = model_files.BY_KEY[key]
+    if convert or source.suffix == ".safetensors":
+        return models_dir / spec.alternatives[0]
+    return models_dir / spec.relpath
+
+
+def _place_checkpoint(key: str, source: Path, loaded, target: Path, mode: str, convert: bool,
+                      report: ImportReport) -> None:
     from .checkpoint import write_converted
 
-    spec = model_files.BY_KEY[key]
     if convert:
-        target = models_dir / spec.alternatives[0]
         write_converted(loaded, target)
-        return target
+        return
+    _place_file(source, target, mode)
     if source.suffix == ".safetensors":
-        target = models_dir / spec.alternatives[0]
-        _place_file(source, target, link)
-        return target
-    target = models_dir / spec.relpath
-    _place_file(source, target, link)
+        return
     config = source.parent / "config.yaml"
     if config.is_file():
-        _place_file(config, target.parent / "config.yaml", link)
+        if not same_file(config, target.parent / "config.yaml"):
+            _place_file(config, target.parent / "config.yaml", mode)
     else:
         report.notes.append(f"{source} has no config.yaml beside it; the official configuration is assumed")
-    return target
 
 
 def import_models(path: str | Path, models_dir: Path, *, link: bool = False, convert: bool = False,
-                  force: bool = False) -> ImportReport:
+                  force: bool = False, move: bool = False,
+                  max_extracted_bytes: int = DEFAULT_MAX_EXTRACTED_BYTES,
+                  max_ratio: float = DEFAULT_MAX_RATIO) -> ImportReport:
     """Check every model file found in ``path`` (folder or archive) and put it in its slot of ``models_dir``.
 
     Args:
         link: symlink the files instead of copying them (folders only; the files must stay where they are).
         convert: write checkpoints as ``.safetensors`` (the ``r3dp convert`` format) instead of copying them.
-        force: replace files already in their slots (otherwise those slots are kept).
+        force: replace files already in their slots (otherwise those slots are kept). A replaced file stays whole
+            until its replacement is complete.
+        move: move the files of a folder instead of copying them (for folders that are discarded afterwards,
+            such as r3dp's own downloads); an archive's extracted files are always moved.
+        max_extracted_bytes, max_ratio: an archive whose content is larger in all, or more than ``max_ratio``
+            times the archive's size, is refused before it fills the disk (a decompression bomb).
 
     Returns:
         An ``ImportReport``; ``report.missing`` lists what the folder still lacks.
@@ -322,26 +467,30 @@ def import_models(path: str | Path, models_dir: Path, *, link: bool = False, con
     if link and source.is_file():
         raise InputError("--link needs a folder: an archive is extracted and its files cannot be linked. Extract it "
                          "first, or import without --link.")
+    if link and move:
+        raise InputError("link and move exclude each other: a moved file cannot also stay where it was.")
     models_dir.mkdir(parents=True, exist_ok=True)
     report = ImportReport()
     if source.is_file():
         # extracted inside the models folder so that placing a file is a rename on the same disk
         with tempfile.TemporaryDirectory(prefix=".import-", dir=models_dir) as tmp:
-            extract_archive(source, Path(tmp))
-            _import_folder(Path(tmp), models_dir, link=False, convert=convert, force=force, report=report)
+            extract_archive(source, Path(tmp), max_extracted_bytes=max_extracted_bytes, max_ratio=max_ratio)
+            _import_folder(Path(tmp), models_dir, mode="move", convert=convert, force=force, report=report)
     else:
-        _import_folder(source, models_dir, link=link, convert=convert, force=force, report=report)
+        _import_folder(source, models_dir, mode="link" if link else "move" if move else "copy", convert=convert,
+                       force=force, report=report)
     report.missing = [spec for spec, found in model_files.status(models_dir) if found is None]
     return report
 
 
-def _import_folder(root: Path, models_dir: Path, *, link: bool, convert: bool, force: bool,
+def _import_folder(root: Path, models_dir: Path, *, mode: str, convert: bool, force: bool,
                    report: ImportReport) -> None:
     candidates, skipped = scan(root)
     report.skipped += skipped
     filled: dict[str, Path] = {}
     for candidate in candidates:
         key, path = candidate.key, candidate.path
+        target = existing = None
         try:
             if key is None:
                 key = _classify(path)
@@ -353,19 +502,30 @@ def _import_folder(root: Path, models_dir: Path, *, link: bool, convert: bool, f
                 report.skipped.append((path, f"the {key} slot was already filled from {filled[key]}"))
                 continue
             existing = spec.find(models_dir)
+            target = (_checkpoint_target(key, path, models_dir, convert) if key in CHECKPOINT_KINDS
+                      else models_dir / spec.relpath)
+            if any(same_file(path, slot) for slot in (target, existing) if slot is not None):
+                # the models folder (or a link to it) imported into itself: nothing to copy, nothing to remove
+                report.in_place.append((key, existing or target))
+                filled[key] = existing or target
+                continue
             if existing is not None and not force:
                 report.kept.append((key, existing))
                 filled[key] = existing
                 continue
             if key in CHECKPOINT_KINDS:
                 loaded = verify_checkpoint(path, key)
-                target = _place_checkpoint(key, path, loaded, models_dir, link, convert, report)
+                _place_checkpoint(key, path, loaded, target, mode, convert, report)
             else:
                 (verify_hubert if key == "hubert" else BY_NAME[key][1])(path)
-                target = models_dir / spec.relpath
-                _place_file(path, target, link)
+                _place_file(path, target, mode)
         except ModelFileError as exc:
             report.refused.append((path, str(exc)))
+            continue
+        except OSError as exc:   # the copy failed (disk full, permissions): the slot keeps what it had
+            kept = "the file already there was left as it was" if existing is not None else "nothing was written"
+            report.refused.append((path, f"it could not be put at {target or models_dir} "
+                                         f"({exc.strerror or exc}); {kept}"))
             continue
         filled[key] = path
         report.placed.append((key, path, target))

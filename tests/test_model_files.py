@@ -248,3 +248,46 @@ def test_models_fetch_gets_every_downloadable_file_and_lists_the_manual_steps(se
     assert "manual step" in out and "r3dp models import PATH" in out
     missing = {spec.key for spec, found in model_files.status(tmp_path) if found is None}
     assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index"}
+
+
+# ------------------------------------------------------------------------------- issue #23: stale partials
+
+def test_a_stale_partial_without_a_digest_is_restarted_not_resumed(server, tmp_path):
+    spec = _spec(server, sha256=None)          # like the segmenter: no published digest, size from the server
+    partial = tmp_path / "sub" / "file.bin.partial"
+    partial.parent.mkdir()
+    partial.write_bytes(b"stale bytes of some other file")
+    assert download(spec, tmp_path, sleep=pytest.fail).read_bytes() == PAYLOAD
+    assert server.ranges == [None]             # asked for the whole file, not for the rest after the stale bytes
+    assert not partial.exists()
+
+
+def _redirect_to(server: FileServer):
+    def local(request, timeout):  # every official address is answered by the local server
+        redirected = urllib.request.Request(f"{server.url}/{request.full_url.rsplit('/', 1)[1]}",
+                                            headers=dict(request.header_items()))
+        return urllib.request.urlopen(redirected, timeout=timeout)
+
+    return local
+
+
+def test_one_failed_download_does_not_stop_fetch(server, tmp_path, shared_dir, capsys, monkeypatch):
+    monkeypatch.setattr(model_files, "DOWNLOAD_BACKOFF_S", 0.0)
+    server.files.update({
+        "bfm_right_eye_faces.npy": (shared_dir / "official_data" / "bfm_right_eye_faces.npy").read_bytes(),
+        "bfm_left_eye_faces.npy": b"not the eye file",                  # wrong size
+        "selfie_multiclass_256x256.tflite": b"\0\0\0\0TFL3" + bytes(100),
+    })                                                                   # face_landmarker.task: HTTP 404
+
+    def offline(**kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co'")
+
+    assert cli._fetch_models(tmp_path, opener=_redirect_to(server), snapshot_download=offline) == 1
+    captured = capsys.readouterr()
+    for key in ("bfm_right_eye_faces", "segmenter"):                     # fetched after the first failure
+        assert BY_KEY[key].find(tmp_path) is not None, key
+    failures = captured.err[captured.err.index("3 downloads failed"):]
+    assert "bfm_left_eye_faces" in failures and "has 16 bytes, expected 4680" in failures
+    assert "face_landmarker" in failures and "HTTP 404" in failures
+    assert "hubert" in failures and "couldn't connect" in failures
+    assert cli.main(["models", "--models-dir", str(tmp_path)]) == 0     # the list still works afterwards

@@ -196,3 +196,123 @@ def test_archives_that_escape_the_folder_and_bad_paths_are_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="neither a folder nor an archive"):
         import_models(tmp_path / "notes.txt", tmp_path / "models")
+
+
+# ------------------------------------------------------------------------- issue #23: imports never lose files
+
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in folder.rglob("*") if path.is_file() and not path.is_symlink()}
+
+
+def test_importing_the_models_folder_into_itself_keeps_every_file(release, tmp_path, capsys):
+    models = tmp_path / "models"
+    import_models(release, models)
+    before = _files(models)
+    assert len(before) == 8   # six slots + the two config.yaml
+    alias = tmp_path / "alias"
+    alias.symlink_to(models, target_is_directory=True)
+    for source, flags in ((models, ["--force"]), (models, ["--force", "--link"]), (alias, ["--force", "--link"])):
+        assert cli.main(["models", "import", str(source), "--models-dir", str(models), *flags]) == 0
+        out = capsys.readouterr().out
+        assert out.count("already in place") == 6, out
+        assert "copied" not in out and "linked" not in out
+        assert _files(models) == before                                  # same files, same bytes, no links
+        assert not any(path.is_symlink() for path in models.rglob("*"))
+    report = import_models(alias, models, force=True)
+    assert report.placed == [] and report.refused == [] and len(report.in_place) == 6
+
+
+def test_a_converted_checkpoint_in_the_models_folder_is_not_copied_onto_itself(release, tmp_path, capsys):
+    models = tmp_path / "models"
+    import_models(release, models)
+    converted = models / "secc2plane_torso.safetensors"          # the alternative slot, beside the .ckpt
+    assert cli.main(["convert", str(models / "secc2plane_torso" / "model_ckpt_steps_100000.ckpt"),
+                     str(converted)]) == 0
+    before = converted.read_bytes()
+    report = import_models(models, models, force=True)
+    assert report.refused == [] and report.placed == []
+    assert {key for key, _ in report.in_place} == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index",
+                                                   "bfm_left_eye_faces", "bfm_right_eye_faces"}
+    assert converted.read_bytes() == before
+
+
+def test_placing_a_file_onto_itself_is_refused_with_the_reason(tmp_path):
+    from r3dp_core import model_import
+    from r3dp_core.errors import ModelFileError
+
+    slot = tmp_path / "models" / "face_landmarker.task"
+    slot.parent.mkdir()
+    slot.write_bytes(b"the only copy")
+    (tmp_path / "alias").symlink_to(slot.parent, target_is_directory=True)
+    for mode in ("copy", "link", "move"):
+        with pytest.raises(ModelFileError, match="already is the file at .*nothing to copy"):
+            model_import._place_file(tmp_path / "alias" / "face_landmarker.task", slot, mode)
+        assert not slot.is_symlink() and slot.read_bytes() == b"the only copy"
+
+
+def test_a_failed_copy_under_force_leaves_the_old_files_intact(release, tmp_path, monkeypatch):
+    from r3dp_core import model_import
+
+    models = tmp_path / "models"
+    import_models(release, models)
+    before = _files(models)
+    copies = []
+
+    def copy_that_breaks(source, target, *args, **kwargs):   # the disk fills up halfway through every copy
+        data = Path(source).read_bytes()
+        Path(target).write_bytes(data[: len(data) // 2])
+        copies.append(Path(target))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_import.shutil, "copyfile", copy_that_breaks)
+    report = import_models(release, models, force=True)
+    assert len(copies) >= 6 and report.placed == []
+    assert _files(models) == before                                       # every old file is whole
+    reasons = [reason for _, reason in report.refused]
+    assert len(reasons) == 6 and all("No space left on device" in r and "left as it was" in r for r in reasons)
+    leftovers = [p.name for p in models.rglob("*") if p.name.startswith(".") or p.name.endswith(".partial")]
+    assert leftovers == []                                                # the half-written copies are gone
+
+
+def _zeros_zip(path: Path, size: int) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle:
+        bundle.writestr("BFM/zeros.bin", bytes(size))
+    return path
+
+
+def _zeros_tar_gz(path: Path, size: int, tmp: Path) -> Path:
+    (tmp / "zeros.bin").write_bytes(bytes(size))
+    with tarfile.open(path, "w:gz") as bundle:
+        bundle.add(tmp / "zeros.bin", arcname="BFM/zeros.bin")
+    return path
+
+
+def test_an_archive_that_extracts_past_the_size_cap_is_refused(tmp_path, capsys):
+    models = tmp_path / "models"
+    for archive in (_zeros_zip(tmp_path / "bomb.zip", 3_000_000),
+                    _zeros_tar_gz(tmp_path / "bomb.tar.gz", 3_000_000, tmp_path)):
+        with pytest.raises(InputError, match=r"extracts? to 3\.0 MB or more, past the 1\.0 MB limit.*"
+                                             r"--max-extracted-size"):
+            import_models(archive, models, max_extracted_bytes=1_000_000, max_ratio=10_000)
+        assert list(models.iterdir()) == []                               # the extraction folder is gone
+        assert cli.main(["models", "import", str(archive), "--models-dir", str(models),
+                         "--max-extracted-size", "1M", "--max-compression-ratio", "10000"]) == 2
+        assert "past the 1.0 MB limit" in capsys.readouterr().err
+    # under the caps the same archive extracts (and holds nothing r3dp uses)
+    report = import_models(tmp_path / "bomb.zip", models, max_extracted_bytes=4_000_000, max_ratio=10_000)
+    assert report.placed == [] and report.refused == []
+
+
+def test_an_archive_over_the_compression_ratio_is_refused(tmp_path, capsys):
+    models = tmp_path / "models"
+    for archive in (_zeros_zip(tmp_path / "bomb.zip", 4_000_000),
+                    _zeros_tar_gz(tmp_path / "bomb.tar.gz", 4_000_000, tmp_path)):
+        ratio = 4_000_000 / archive.stat().st_size
+        assert ratio > 200
+        with pytest.raises(InputError, match=r"more than 200 times the archive's size.*decompression bomb.*"
+                                             r"--max-compression-ratio"):
+            import_models(archive, models)                                 # the default caps
+        assert list(models.iterdir()) == []
+        assert cli.main(["models", "import", str(archive), "--models-dir", str(models),
+                         "--max-compression-ratio", str(int(ratio) + 1)]) == 0   # raised: it extracts
+        assert "zeros.bin" not in capsys.readouterr().err
