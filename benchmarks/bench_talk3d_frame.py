@@ -1,11 +1,11 @@
-"""Time per frame of Talk3D's per-frame path at the real configuration: [Deltaplane U-Net] → render → SR.
+"""Time per frame of Talk3D's per-frame path at the real configuration: Deltaplane U-Net → render → SR.
 
 Builds the EG3D fixed-tri-plane generator (:mod:`r3dp_core.talk3d.eg3d_generator`, 30.7 M parameters, seeded
 random weights: the cost does not depend on their values), makes the identity tri-plane ``P_ID`` once from a
 random ``w`` (not timed), then times, per precision:
 
-* ``deltaplane`` — the U-Net that predicts ``ΔP`` from ``P_ID`` and the frame's tokens: the HOOK
-  :func:`deltaplane_step` below (not wired yet: it returns None and a zero ``ΔP`` is used, so the row is absent);
+* ``deltaplane`` — the Deltaplane U-Net (:class:`~r3dp_core.talk3d.model.Talk3DNetworks`, 17.6 M parameters,
+  seeded random weights) predicting ``ΔP`` from ``P_ID`` and the frame's tokens, float32 or under autocast;
 * ``render`` — ``P_ID + ΔP`` volume-rendered at 128² with 48 + 48 samples per ray (fixed near/far, fixed
   plane axes), always float32 (r3dp's policy: the importance sampling is ill-conditioned);
 * ``sr`` — ``SuperresolutionHybrid8XDC`` 128² → 512², float32 or under autocast (``bf16`` on the CPU, as
@@ -32,15 +32,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from r3dp_core.device import cpu_has_native_bfloat16, resolve_dtype  # noqa: E402
 from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator, prepare_for_inference  # noqa: E402
+from r3dp_core.talk3d.model import Talk3DNetworks  # noqa: E402
 
 
-def deltaplane_step(p_id: torch.Tensor, frames: int) -> torch.Tensor | None:
-    """HOOK for the Deltaplane U-Net (``r3dp_core.talk3d.deltaplane``; other engineer): return ``ΔP``
-    ``[frames, 96, 256, 256]`` predicted from ``p_id`` ``[1, 96, 256, 256]`` repeated ``frames`` times and the
-    frames' conditioning tokens ``[frames, 5, 64]`` (build the U-Net once outside the timed loop, e.g. in a
-    ``functools.cache``d builder). Its time is reported as the ``deltaplane`` row. None = not wired: the frame is
-    rendered from ``P_ID`` plus a zero ``ΔP``."""
-    return None
+def deltaplane_step(networks: Talk3DNetworks, p_id: torch.Tensor, tokens: torch.Tensor,
+                    dtype: torch.dtype) -> torch.Tensor:
+    """``ΔP`` ``[F, 96, 256, 256]`` of the Deltaplane U-Net for ``p_id`` ``[1, 96, 256, 256]`` repeated over the
+    ``F`` frames' tokens ``[F, 5, 64]``; fp16/bf16 under autocast (the BN and softmax stay float32 there)."""
+    planes = p_id.expand(tokens.shape[0], -1, -1, -1)
+    if dtype == torch.float32:
+        return networks(planes, tokens)
+    with torch.autocast(p_id.device.type, dtype=dtype):
+        return networks(planes, tokens).float()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -74,11 +77,11 @@ def run(device: torch.device, dtype_name: str, batch: int, repeats: int) -> dict
         noise_generator = torch.Generator(device).manual_seed(0)
         row: dict = {"device": str(device), "dtype": dtype_name, "batch": batch, "threads": torch.get_num_threads()}
 
-        delta_seconds, delta = _timed(lambda: deltaplane_step(p_id, batch), device, repeats)
-        if delta is None:
-            delta = torch.zeros(batch, *p_id.shape[1:], device=device)
-        else:
-            row["deltaplane_ms_per_frame"] = round(1000 * delta_seconds / batch, 1)
+        networks = Talk3DNetworks().to(device).eval()
+        tokens = networks.tokens(torch.randn(batch, 8, 44, 16, device=device), torch.rand(batch, 1, device=device),
+                                 torch.randn(batch, 3, device=device) * 10, torch.rand(batch, 3, 2, device=device))
+        delta_seconds, delta = _timed(lambda: deltaplane_step(networks, p_id, tokens, dtype), device, repeats)
+        row["deltaplane_ms_per_frame"] = round(1000 * delta_seconds / batch, 1)
 
         def render():
             return model.render_features(p_id, camera, delta_planes=delta, generator=noise_generator)
@@ -113,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'device':<7} {'dtype':<5} {'batch':>5} {'deltaplane':>11} {'render':>9} {'sr':>9} {'total':>9}"
           "  (ms per frame)")
     for row in rows:
-        delta = row.get("deltaplane_ms_per_frame")
-        print(f"{row['device']:<7} {row['dtype']:<5} {row['batch']:>5} {'-' if delta is None else delta:>11} "
+        print(f"{row['device']:<7} {row['dtype']:<5} {row['batch']:>5} {row['deltaplane_ms_per_frame']:>11.1f} "
               f"{row['render_ms_per_frame']:>9.1f} {row['sr_ms_per_frame']:>9.1f} {row['total_ms_per_frame']:>9.1f}"
               f"  {row.get('note', '')}")
     return 0
