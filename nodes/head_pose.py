@@ -74,7 +74,9 @@ class HeadPose(comfy_io.ComfyNode):
                 # seed on every run would re-render a static head for nothing
                 comfy_io.Int.Input("seed", default=PoseRecipe.seed, min=0, max=2**31 - 1,
                                    control_after_generate=False, optional=True,
-                                   tooltip="Natural motion: the head's path (the same seed gives the same motion)."),
+                                   tooltip="Natural motion: the head's path (the same seed gives the same motion). "
+                                           "Each portrait adds its place in the batch and its face number in the "
+                                           "photo, so people sharing this node do not sway in sync."),
             ],
             outputs=[t.Camera.Output(display_name="camera")],
         )

@@ -47,7 +47,8 @@ class VolumeRender(comfy_io.ComfyNode):
         if planes.video_model is None:
             raise InputError("Volume Render needs tri-planes from Motion Adapter.")
         recipe = camera if camera is not None else PoseRecipe(mode="auto")
-        poses = [resolve_pose(recipe, portrait, planes.motion) for portrait in planes.avatars]
+        # each portrait its own natural-motion seed (pose.portrait_seed), so that people do not sway in sync
+        poses = [resolve_pose(recipe, portrait, planes.motion, index) for index, portrait in enumerate(planes.avatars)]
         sources = [render_source(planes.video_model.module, source, pose, seed)
                    for source, pose in zip(planes.sources, poses)]
         stream = planes.with_sources(sources, poses=poses)

@@ -120,6 +120,7 @@ def _official_source_image(image, landmarker_path, min_face_area_percent=0.2, fa
     landmarks = detect_landmarks_image(original, landmarker_path, face=face).points[0]
     return SimpleNamespace(image=torch.from_numpy(original), image_512=torch.from_numpy(squashed), points=landmarks,
                            square=CropSquare(0, 0, original.shape[0]), photo_size=original.shape[:2],
+                           face_index=0, other_faces=(),
                            map_plane=lambda plane: torch.from_numpy(resize_square(np.asarray(plane, np.float32))))
 
 

@@ -394,6 +394,20 @@ def test_stage_nodes_only_wire_lazy_sources(comfy, chain):
     assert comfy.state.progress == []
 
 
+def test_volume_render_gives_each_portrait_its_own_natural_motion_seed(comfy, chain):
+    """Two portraits under one natural Head Pose do not sway in sync; the first sways as it would alone."""
+    from r3dp_core.pipeline.pose import PoseRecipe, resolve_pose
+
+    recipe = PoseRecipe(mode="natural", seed=7)
+    render = _stages(chain, camera=recipe)[3]
+    first, second = render.poses
+    assert torch.equal(chain.avatars[0].euler, chain.avatars[1].euler)           # the same photo pose
+    assert torch.equal(first.euler, resolve_pose(recipe, chain.avatars[0], chain.motion).euler)
+    assert float((second.euler - first.euler).abs().max()) > 1e-4
+    assert torch.equal(second.euler, resolve_pose(PoseRecipe(mode="natural", seed=8), chain.avatars[1],
+                                                  chain.motion).euler)
+
+
 def test_connected_previews_pull_every_frame(comfy, chain):
     linked = SimpleNamespace(all_node_ids=lambda: ["9"], get_node=lambda i: {"inputs": {"images": ["7", 1]}})
     _, pncc_images, _, _, raw = _stages(chain, dynprompt=linked)

@@ -4,6 +4,7 @@ without its squash to a square: see ``framing`` for the rule)."""
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from ..defaults import MIN_FACE_AREA
 from ..errors import InputError
 from ..images import as_uint8_frames
-from .framing import CropSquare, DetectedFace, choose_face, crop_square, find_faces
+from .framing import CropSquare, DetectedFace, choose_face, crop_square, face_warnings, find_faces
 from .landmarks import NO_FACE_ADVICE, FaceChoice, detect_faces
 
 SOURCE_SIZE = 512
@@ -43,6 +44,8 @@ class SourceImage:
     square: where ``image`` lies in the photo (it may reach past the photo's edges, which are padded).
     photo_size: the photo's ``(height, width)``.
     faces: how many faces the photo shows.
+    face_index: the chosen face's number among them (left to right, as ``face`` counts).
+    other_faces: the other faces' ``[478,2]`` landmarks in ``image``'s pixels (they may lie outside the square).
     """
 
     image: torch.Tensor
@@ -51,6 +54,8 @@ class SourceImage:
     square: CropSquare
     photo_size: tuple[int, int]
     faces: int = 1
+    face_index: int = 0
+    other_faces: tuple[np.ndarray, ...] = ()
 
     @property
     def cropped(self) -> bool:
@@ -93,7 +98,9 @@ def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str 
     original = as_uint8_frames(image)[0]
     height, width = original.shape[:2]
     faces = find_faces(original, landmarker_path)
-    chosen = choose_face(faces, face)
+    chosen = choose_face(faces, face, photo_size=(height, width))
+    for warning in face_warnings(faces, face, (height, width)):
+        warnings.warn(warning, stacklevel=2)
     square = crop_square(chosen, height, width, min_face_area_percent)
     crop = np.ascontiguousarray(square.cut(original))
     # The landmarks are found again on the square itself, as the official code does on its crop; of the faces
@@ -103,6 +110,8 @@ def prepare_source_image(image: torch.Tensor | np.ndarray, landmarker_path: str 
     if in_crop is None:
         raise InputError(f"No face found in the square cut around the chosen face. {NO_FACE_ADVICE}")
     device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")
+    index = next(i for i, found in enumerate(faces) if found is chosen)
+    others = tuple(found.points - (square.left, square.top) for found in faces if found is not chosen)
     return SourceImage(torch.from_numpy(crop).to(device), torch.from_numpy(resize_square(crop)).to(device),
                        torch.from_numpy(in_crop.points.astype(np.float32)).to(device), square, (height, width),
-                       len(faces))
+                       len(faces), index, others)

@@ -2,9 +2,23 @@
 
 The official preprocessing squashes the photo to 512² before it looks for a face, so a wide photo of two
 people finds none. Here MediaPipe looks at the photo at its own aspect ratio: its face detector letterboxes
-its input to a small square, so a wide photo is searched in overlapping square windows (the short side,
-then half of it), each downscaled to :data:`DETECTION_SIDE` for speed only; detections of the same face in
-several windows are merged. Faces are reported in a documented order: **left to right** (box centres).
+its input to a small square, so a wide photo is searched in overlapping square windows (the short side, then
+half of it, then a quarter of it: :data:`WINDOW_LEVELS`, the finer levels where a window keeps at least
+:data:`MIN_WINDOW_SIDE` pixels), each downscaled to :data:`DETECTION_SIDE` for speed only; detections of the
+same face in several windows are merged. MediaPipe finds a face about a ninth of its window wide or wider, so the
+quarter windows find faces down to about 3 % of the short side wide (photos under 640 px on the short side have
+no quarter windows: 6 %). In the finer windows a detection that runs over an edge of its window inside the photo
+is dropped (a face cut by the window; the sliding windows show it whole elsewhere), and a face seen only there is
+kept only when it is found again in windows centred on it (:data:`CONFIRM_CONTEXTS`): one window of the grid
+showing a collar can make MediaPipe see a face. Faces are reported in a documented order: **left to right**
+(box centres).
+
+Face choice: ``'largest'`` picks the largest face (landmark box area) among those covering at least
+:data:`MIN_CHOSEN_FACE` of the photo; smaller faces are found and listed but never picked by ``'largest'`` (a
+face that small is a distant passer-by, a picture on the wall or a false detection, and it is animated from very
+few pixels). If only such faces exist, ``'largest'`` is refused with the list; an explicit index may still pick
+one, with a warning (:func:`face_warnings`). ``'largest'`` is called ambiguous when the runner-up's area is within
+:data:`AMBIGUOUS_AREA` of the largest's.
 
 The crop square follows the official ``min_face_area_percent`` rule in the photo's own pixels: the face's
 landmark box must cover at least that fraction of the square.
@@ -35,8 +49,18 @@ from .landmarks import NO_FACE_ADVICE, create_landmarker, faces_in_result, stand
 #: Windows are downscaled to at most this many pixels per side before MediaPipe sees them (speed only:
 #: its detector works at 128² and its landmark model on a 256² face crop).
 DETECTION_SIDE = 512
-#: Half-size windows are searched only when they are at least this large (smaller faces are not looked for).
-MIN_WINDOW_SIDE = 256
+#: Window sides as fractions of the photo's short side: the whole short side, then finer windows for smaller faces.
+WINDOW_LEVELS = (1, 2, 4)
+#: The finer windows are searched only when they are at least this large (smaller faces are not looked for).
+MIN_WINDOW_SIDE = 160
+#: ``'largest'`` picks only among faces whose landmark box covers at least this fraction of the photo's area.
+MIN_CHOSEN_FACE = 0.01
+#: ``'largest'`` is ambiguous when the second largest face's area is within this fraction of the largest's.
+AMBIGUOUS_AREA = 0.10
+#: A face seen only in the finer windows is looked for again in windows these many times its size, centred on it,
+CONFIRM_CONTEXTS = (3.0, 5.0)
+#: ... and kept when in each of them a face found overlaps it more than this (intersection over union).
+CONFIRM_IOU = 0.5
 #: Faces MediaPipe looks for in each window.
 MAX_FACES_PER_WINDOW = 4
 #: Two detections whose boxes overlap more than this (intersection over union) are the same face.
@@ -72,15 +96,24 @@ def _starts(length: int, side: int) -> list[int]:
 
 
 def _windows(height: int, width: int) -> list[tuple[int, int, int]]:
-    """Square search windows ``(left, top, side)``: the short side, then half of it, each sliding by half its side
-    (the last one flush with the far edge), so every face up to half a window wide lies wholly inside one."""
+    """Square search windows ``(left, top, side)``: the short side, then its half and its quarter (those at least
+    :data:`MIN_WINDOW_SIDE`), each sliding by half its side (the last one flush with the far edge), so every face
+    up to half a window wide lies wholly inside one window of its level."""
     short = min(height, width)
     windows = []
-    for side in (short, short // 2):
+    for side in (short // level for level in WINDOW_LEVELS):
         if side < MIN_WINDOW_SIDE and side != short:
             continue
         windows += [(left, top, side) for top in _starts(height, side) for left in _starts(width, side)]
     return windows
+
+
+def _cut_by_window(box: tuple[float, float, float, float], left: int, top: int, side: int, height: int,
+                   width: int) -> bool:
+    """Whether a face's box reaches an edge of its window that lies inside the photo (the face is cut there)."""
+    x0, y0, x1, y1 = box
+    return ((left > 0 and x0 <= left) or (top > 0 and y0 <= top) or (left + side < width and x1 >= left + side)
+            or (top + side < height and y1 >= top + side))
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -104,43 +137,127 @@ def find_faces(image: np.ndarray, landmarker_path: str | Path) -> list[DetectedF
     height, width = image.shape[:2]
     if (layout := standin_layout(landmarker_path)) is not None:  # the self-test's stand-in: its one face
         return [DetectedFace(layout * (width, height))]
-    found: list[tuple[float, DetectedFace]] = []  # (how far inside its window, relative to its size), face
+    short = min(height, width)
+    # (how far inside its window, relative to its size), face, found in a window finer than the short side
+    found: list[tuple[float, DetectedFace, bool]] = []
     with create_landmarker(landmarker_path, video=False, num_faces=MAX_FACES_PER_WINDOW) as landmarker:
         for left, top, side in _windows(height, width):
-            window = image[top:top + side, left:left + side]
-            scale = min(1.0, DETECTION_SIDE / side)
-            if scale < 1.0:
-                window = cv2.resize(window, (round(side * scale),) * 2, interpolation=cv2.INTER_AREA)
-            shown = window.shape[0]
-            result = landmarker.detect(to_mediapipe_image(np.ascontiguousarray(window)))
-            for points in faces_in_result(result, shown, shown):
-                face = DetectedFace(points * (side / shown) + (left, top))
+            for face in _faces_in_window(image, landmarker, left, top, side):
+                if side < short and _cut_by_window(face.box, left, top, side, height, width):
+                    continue
                 x0, y0, x1, y1 = face.box
                 margin = min(x0 - left, y0 - top, left + side - x1, top + side - y1)
-                found.append((margin / max(x1 - x0, y1 - y0, 1.0), face))
-    merged: list[DetectedFace] = []
-    for _, face in sorted(found, key=lambda item: -item[0]):  # most inside its window first: its landmarks win
-        if all(_iou(face.box, kept.box) <= SAME_FACE_IOU for kept in merged):
-            merged.append(face)
-    return sorted(merged, key=lambda face: face.centre)
+                found.append((margin / max(x1 - x0, y1 - y0, 1.0), face, side < short))
+        merged: list[tuple[DetectedFace, bool]] = []  # face, seen only in the finer windows
+        for _, face, fine in sorted(found, key=lambda item: -item[0]):  # most inside its window first: it wins
+            same = next((i for i, (kept, _) in enumerate(merged) if _iou(face.box, kept.box) > SAME_FACE_IOU), None)
+            if same is None:
+                merged.append((face, fine))
+            elif not fine:
+                merged[same] = (merged[same][0], False)
+        faces = [face for face, fine in merged if not fine or _confirmed(image, landmarker, face)]
+    return sorted(faces, key=lambda face: face.centre)
 
 
-def choose_face(faces: list[DetectedFace], face: str | int, what: str = "the photo") -> DetectedFace:
-    """``'largest'`` (landmark box area) or an index into ``faces`` (left to right).
+def _faces_in_window(image: np.ndarray, landmarker, left: int, top: int, side: int) -> list[DetectedFace]:
+    """The faces MediaPipe finds in a square of the photo (edge pixels replicated where it leaves the photo)."""
+    window = CropSquare(left, top, side).cut(image)
+    scale = min(1.0, DETECTION_SIDE / side)
+    if scale < 1.0:
+        window = cv2.resize(window, (round(side * scale),) * 2, interpolation=cv2.INTER_AREA)
+    shown = window.shape[0]
+    result = landmarker.detect(to_mediapipe_image(np.ascontiguousarray(window)))
+    return [DetectedFace(points * (side / shown) + (left, top)) for points in faces_in_result(result, shown, shown)]
+
+
+def _confirmed(image: np.ndarray, landmarker, face: DetectedFace) -> bool:
+    """Whether a face seen only in the finer windows is found again in every window of :data:`CONFIRM_CONTEXTS`
+    centred on it (in one window of a sliding grid MediaPipe can see a face in a collar or a pattern; a real face
+    is found at any framing, a false one rarely twice)."""
+    left, top, right, bottom = face.box
+    cx, cy = face.centre
+    for context in CONFIRM_CONTEXTS:
+        side = max(round(context * max(right - left, bottom - top)), 32)
+        again = _faces_in_window(image, landmarker, round(cx - side / 2), round(cy - side / 2), side)
+        if not any(_iou(face.box, other.box) > CONFIRM_IOU for other in again):
+            return False
+    return True
+
+
+def _percent(face: DetectedFace, photo_area: float) -> str:
+    share = 100 * face.area / photo_area
+    return f"{share:.1f}%" if share >= 1 else f"{share:.2f}%"
+
+
+def describe_faces(faces: list[DetectedFace], height: int, width: int) -> list[str]:
+    """One line per face, numbered as ``--face`` counts them: ``face N: x=…, y=…, w=…, h=… (…% of the photo)``
+    (the landmark box in photo pixels), marking the faces ``'largest'`` never picks."""
+    lines = []
+    for index, face in enumerate(faces):
+        left, top, right, bottom = face.box
+        line = (f"face {index}: x={left:.0f}, y={top:.0f}, w={right - left:.0f}, h={bottom - top:.0f} "
+                f"({_percent(face, height * width)} of the photo)")
+        if face.area < MIN_CHOSEN_FACE * height * width:
+            line += f", under {MIN_CHOSEN_FACE:.0%}: never picked by 'largest'"
+        lines.append(line)
+    return lines
+
+
+def _listing(faces: list[DetectedFace], photo_area: float) -> str:
+    return "; ".join(f"face {index} covers {_percent(face, photo_area)}" for index, face in enumerate(faces))
+
+
+def choose_face(faces: list[DetectedFace], face: str | int, what: str = "the photo",
+                photo_size: tuple[int, int] | None = None) -> DetectedFace:
+    """``'largest'`` (landmark box area, among the faces covering at least :data:`MIN_CHOSEN_FACE` of the photo
+    when ``photo_size`` ``(height, width)`` is given) or an index into ``faces`` (left to right; any face, however
+    small: see :func:`face_warnings`).
 
     Raises:
-        InputError: no face, or the index is past the faces found.
+        InputError: no face; only faces under :data:`MIN_CHOSEN_FACE` for ``'largest'``; the index is past the
+            faces found.
     """
     if not faces:
         raise InputError(f"No face found in {what}. {NO_FACE_ADVICE}")
     if face == "largest":
-        return max(faces, key=lambda f: f.area)
+        if photo_size is None:
+            return max(faces, key=lambda f: f.area)
+        area = photo_size[0] * photo_size[1]
+        big = [f for f in faces if f.area >= MIN_CHOSEN_FACE * area]
+        if not big:
+            raise InputError(f"Only faces under {MIN_CHOSEN_FACE:.0%} of {what}'s area were found "
+                             f"({_listing(faces, area)}); 'largest' never picks a face that small (it is animated "
+                             "from very few pixels, and may be a picture or a false detection). Crop the photo "
+                             "closer to the person, or choose the face by its index (0, 1, ... from the left) to "
+                             "animate it anyway.")
+        return max(big, key=lambda f: f.area)
     if not isinstance(face, int) or face < 0:
         raise InputError(f"The face must be 'largest' or an index 0, 1, ... (left to right), got {face!r}.")
     if face >= len(faces):
         raise InputError(f"Face {face} was asked for, but {what} shows {len(faces)} face(s) (numbered 0 to "
                          f"{len(faces) - 1}, left to right). Choose another index or 'largest'.")
     return faces[face]
+
+
+def face_warnings(faces: list[DetectedFace], face: str | int, photo_size: tuple[int, int]) -> list[str]:
+    """What to warn about a face choice (call after :func:`choose_face` accepted it): ``'largest'`` with two
+    faces within :data:`AMBIGUOUS_AREA` of each other's area, or an index picking a face under
+    :data:`MIN_CHOSEN_FACE` of the photo."""
+    area = photo_size[0] * photo_size[1]
+    if face == "largest":
+        big = sorted(((f.area, index) for index, f in enumerate(faces) if f.area >= MIN_CHOSEN_FACE * area),
+                     reverse=True)
+        if len(big) >= 2 and big[1][0] >= (1 - AMBIGUOUS_AREA) * big[0][0]:
+            (first, a), (second, b) = big[:2]
+            return [f"'largest' is ambiguous: faces {a} and {b} differ in area by only "
+                    f"{100 * (1 - second / first):.0f}% (under {AMBIGUOUS_AREA:.0%}); face {a} is animated. Choose "
+                    f"the person by index (face {min(a, b)} or {max(a, b)}, e.g. --face {a}) to be sure."]
+        return []
+    if isinstance(face, int) and 0 <= face < len(faces) and faces[face].area < MIN_CHOSEN_FACE * area:
+        return [f"face {face} covers only {_percent(faces[face], area)} of the photo (under "
+                f"{MIN_CHOSEN_FACE:.0%}); it is animated as asked, from very few pixels, so expect a soft, "
+                "unsteady result."]
+    return []
 
 
 @dataclass(frozen=True)

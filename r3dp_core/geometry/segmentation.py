@@ -8,6 +8,7 @@ segmentation through :func:`label_map_from_masks`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,84 @@ def keep_region(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     ``keep_region(img, head_mask(labels))`` is the official ``ref_head_img`` (Image→Triplane input).
     """
     return torch.where(mask.to(image.device)[:, None], image, torch.full_like(image, -1.0))
+
+
+#: A face holds a connected region of the person mask when at least this share of its landmarks lies on it.
+HOLD_SHARE = 0.25
+#: Pieces of other people smaller than this fraction of the frame are not kept as other people (segmentation specks).
+MIN_OTHER_PIECE = 0.002
+
+
+def _components_held(components: np.ndarray, count: int, points: np.ndarray) -> np.ndarray:
+    """``[count]`` how many of ``points`` (``[N,2]`` x, y pixels) lie on each connected component (0: background)."""
+    height, width = components.shape
+    xy = np.floor(np.asarray(points, dtype=np.float64)).astype(np.int64)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+    xy = xy[inside]
+    return np.bincount(components[xy[:, 1], xy[:, 0]], minlength=count)
+
+
+def _reach(points: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Horizontal distance of each column from a face's centre, in units of the face's width."""
+    left, right = float(points[:, 0].min()), float(points[:, 0].max())
+    return np.abs(columns - (left + right) / 2) / max(right - left, 1.0)
+
+
+def restrict_to_person(labels: torch.Tensor, face: np.ndarray, other_faces: Sequence[np.ndarray] = ()
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chosen person of a label map, and the other people in it.
+
+    The chosen person is the connected region of the person mask (every class but background, 8-connected) that
+    holds the chosen face (at least :data:`HOLD_SHARE` of its landmarks lie on it; failing that, the region with
+    most of them). Where that region also holds another face (two people touching), its pixels are split between
+    the faces by horizontal distance to each face's centre in units of the face's width (people stand side by
+    side, each body below its face). Every other person pixel — another person's region, a neighbour's shoulder
+    whose face is outside the frame, a detached speck — is relabelled background, so a neighbour never joins the
+    animated head, torso or person mask.
+
+    Args:
+        labels: ``[H,W]`` (or ``[1,H,W]``) 6-class label map.
+        face: ``[N,2]`` the chosen face's landmarks in the label map's pixels (x right, y down).
+        other_faces: the other faces' landmarks, likewise (they may lie outside the frame).
+    Returns:
+        ``(labels [H,W]`` int64 with only the chosen person left, ``others [H,W]`` bool: the person pixels of
+        everyone else, without pieces under :data:`MIN_OTHER_PIECE` of the frame``)``.
+    """
+    import cv2
+
+    labels = check_label_map(labels)[0].cpu()
+    person = (labels != BACKGROUND).numpy()
+    count, components = cv2.connectedComponents(person.astype(np.uint8), connectivity=8)
+    components = components.astype(np.int64)
+
+    def held(points: np.ndarray) -> np.ndarray:
+        hits = _components_held(components, count, points)
+        hits[0] = 0
+        return np.flatnonzero(hits >= HOLD_SHARE * len(points))
+
+    hits = _components_held(components, count, face)
+    hits[0] = 0
+    mine = held(face)
+    if mine.size == 0 and hits.any():
+        mine = np.array([int(hits.argmax())])
+    others_held = [held(points) for points in other_faces]
+    if mine.size == 0:  # the segmentation misses the chosen face: drop only the regions of the other faces
+        taken = np.concatenate([np.zeros(0, np.int64), *others_held])
+        chosen = person & ~np.isin(components, taken)
+    else:
+        chosen = np.isin(components, mine)
+        columns = np.arange(person.shape[1], dtype=np.float64)
+        for component in mine:
+            rivals = [points for points, regions in zip(other_faces, others_held) if component in regions]
+            if rivals:  # the component's columns go to the nearest face (a column as far from both: to neither)
+                ours = _reach(face, columns) < np.min([_reach(points, columns) for points in rivals], axis=0)
+                chosen &= ~((components == component) & ~ours[None, :])
+    others = (person & ~chosen).astype(np.uint8)
+    _, parts, stats, _ = cv2.connectedComponentsWithStats(others, connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < MIN_OTHER_PIECE * others.size)
+    others = (others > 0) & ~np.isin(parts, small[small > 0])
+    kept = torch.where(torch.from_numpy(chosen), labels, torch.full_like(labels, BACKGROUND))
+    return kept, torch.from_numpy(others)
 
 
 def label_map_from_masks(head: torch.Tensor, body: torch.Tensor | None = None,

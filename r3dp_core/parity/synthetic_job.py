@@ -125,6 +125,43 @@ def face_masks(image: np.ndarray, landmarker: Path) -> tuple[np.ndarray, np.ndar
     return head, body
 
 
+def overlapping_people(image: np.ndarray, landmarker: Path, width: int = 1024, min_face_area: float = 0.2,
+                       gap: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Two people side by side whose crop squares overlap: ``image`` (a portrait, [H,W,3] RGB) on the left and its
+    mirror image on the right, their face centres 3/4 of a crop square apart (at ``min_face_area``), on a photo
+    ``width`` wide. The left one fills the columns before the middle, the right one those after it; each one's
+    head and body masks (``face_masks``) stop ``gap`` pixels short of the middle, so the masks show two separate
+    people, and each square holds a strip of the other person.
+
+    Returns:
+        ``(photo [H,width,3], head [H,width], body [H,width]`` uint8 masks, ``seam``: the middle column``)``.
+    """
+    from r3dp_core.geometry.landmarks import detect_landmarks_image
+
+    height, side = image.shape[:2]
+    points = detect_landmarks_image(image[None], landmarker).points[0].numpy().astype(np.float64)
+    (left, top), (right, bottom) = points.min(0), points.max(0)
+    centre = (left + right) / 2
+    distance = 0.75 * np.sqrt((right - left) * (bottom - top) / min_face_area)
+    seam = width // 2
+    # the left person's face centre lands at seam - distance/2, the mirrored one's at seam + distance/2
+    offsets = (round(seam - distance / 2 - centre), round(seam + distance / 2 - (side - centre)))
+    columns = np.arange(width)
+    head, body = face_masks(image, landmarker)
+    photo = np.empty((height, width, 3), np.uint8)
+    masks = np.zeros((2, height, width), np.uint8)
+    for person, (offset, picture, parts) in enumerate(
+            ((offsets[0], image, (head, body)), (offsets[1], image[:, ::-1], (head[:, ::-1], body[:, ::-1])))):
+        mine = columns < seam if person == 0 else columns >= seam
+        source = np.clip(columns - offset, 0, side - 1)     # edge pixels replicated beyond the picture
+        photo[:, mine] = picture[:, source[mine]]
+        kept = columns < seam - gap if person == 0 else columns >= seam + gap
+        for mask, part in zip(masks, parts):
+            inside = (columns - offset >= 0) & (columns - offset < side) & kept
+            mask[:, inside] = part[:, (columns - offset)[inside]]
+    return photo, masks[0], masks[1], seam
+
+
 def tiny_video_model() -> torch.nn.Module:
     """The tiny configuration of the video model with seeded random weights (64² frames): the same model on every
     call, in any process (batch workers build their own)."""

@@ -7,6 +7,11 @@ covered) and the person of the source photo (so the original head is replaced wh
 and feathered, and faded out towards the square's edges (so the torso and the background continue into the
 photo without a seam). Outside the mask the output pixels are the photo's exactly.
 
+In a photo of several people the avatar's segmentation holds only its own person, and its ``other_people`` marks
+the others inside the square: the blend is exactly 0 on them, grown by the blend's own dilation, and rises over
+the feather width beyond, so a paste changes only its own person's pixels and chained pastes (one person after
+the other) leave the people pasted before them alone.
+
 The photo canvas is the photo with its longest side capped at :data:`MAX_PHOTO_SIDE` (the animated square is
 rendered at 512², so larger canvases add only untouched photo pixels and encoding time) and an odd width or
 height trimmed by its last column or row (H.264 needs even sizes).
@@ -76,31 +81,54 @@ def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, 
 
     Args:
         person: ``[B,1,size,size]`` HTB-SR's person mask of each frame in [0,1], or None (then the whole square).
-        source_person: ``[1,1,h,w]`` the person of the source square (any size, resized), or None.
+        source_person: ``[1,1,h,w]`` the person of the source square (any size, resized), or None; a second
+            channel ``[1,2,h,w]`` (:func:`source_person_mask`) marks the other people in the square, left alone.
         size: the frames' side (512 for the real model).
         dilation, feather: growth and soft-edge width in pixels of a 512² frame (scaled to ``size``).
     Returns:
-        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person (the fade towards the
-        square's border is :func:`paste`'s, at the pasted size).
+        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person and on the other people
+        grown by ``dilation`` (the fade towards the square's border is :func:`paste`'s, at the pasted size).
     """
     scale = size / FRAME_SIZE
     dilation, feather = round(dilation * scale), max(1, round(feather * scale))
+    radius = max(1, feather // 4)
+    others = None
+    if source_person is not None and source_person.shape[1] > 1:
+        source_person, others = source_person[:, :1], source_person[:, 1:2]
     if person is None:
         union = torch.ones(1, 1, size, size)
     else:
         union = person.float()
         if source_person is not None:
-            source = source_person.to(union)
-            if source.shape[-2:] != union.shape[-2:]:
-                source = F.interpolate(source, size=union.shape[-2:], mode="bilinear", align_corners=False)
-            union = torch.maximum(union, source)
+            union = torch.maximum(union, _resized(source_person.to(union), union.shape[-2:]))
         union = (union > 0.5).float()
         if dilation > 0:
             union = F.max_pool2d(union, 2 * dilation + 1, stride=1, padding=dilation)
-        radius = max(1, feather // 4)
-        for _ in range(2):  # two box blurs: a soft edge with a finite support (exact zeros beyond it)
-            union = F.avg_pool2d(union, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+        union = _box_blurs(union, radius)
+    if others is not None and bool(others.any()):
+        union = union * _away_from(_resized(others.to(union), union.shape[-2:]), dilation, radius)
     return union
+
+
+def _resized(mask: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    if mask.shape[-2:] == size:
+        return mask
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
+
+
+def _box_blurs(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Two box blurs: a soft edge with a finite support (exact zeros and ones beyond it)."""
+    for _ in range(2):
+        mask = F.avg_pool2d(mask, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    return mask
+
+
+def _away_from(others: torch.Tensor, dilation: int, radius: int) -> torch.Tensor:
+    """``[1,1,S,S]`` in [0,1]: exactly 0 on ``others`` grown by ``dilation`` pixels, rising to exactly 1 over
+    ``4·radius`` pixels beyond (the blurs reach ``2·radius``, so the zeros are grown by that much more first)."""
+    grown = F.max_pool2d((others > 0.5).float(), 2 * (dilation + 2 * radius) + 1, stride=1,
+                         padding=dilation + 2 * radius)
+    return _box_blurs(1 - grown, radius)
 
 
 def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare,
@@ -148,10 +176,16 @@ def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, squar
 
 
 def source_person_mask(avatar) -> torch.Tensor | None:
-    """``[1,1,512,512]`` the person in the avatar's source square (every class but background), or None."""
+    """``[1,1,512,512]`` the person in the avatar's source square (every class but background), or None; with
+    other people in the square (``avatar.other_people``) ``[1,2,512,512]``, the second channel marking them
+    (:func:`blend_mask` leaves them alone)."""
     if avatar.segmap is None:
         return None
-    return avatar.segmap[:, 1:].sum(1, keepdim=True).clamp(0, 1).float()
+    person = avatar.segmap[:, 1:].sum(1, keepdim=True).clamp(0, 1).float()
+    others = getattr(avatar, "other_people", None)
+    if others is None:
+        return person
+    return torch.cat([person, _resized(others.float().to(person.device), person.shape[-2:])], 1)
 
 
 def avatar_placement(avatar) -> tuple[torch.Tensor, CropSquare]:
@@ -172,7 +206,8 @@ def paste_frames(frames: torch.Tensor, person: torch.Tensor | None, source_perso
     Args:
         frames: ``[B,3,S,S]`` float in [0,1].
         person: ``[B,1,S,S]`` HTB-SR's person mask of each frame (on any device), or None (the whole square).
-        source_person: ``[1,1,h,w]`` the person of the source square (:func:`source_person_mask`), or None.
+        source_person: ``[1,1 or 2,h,w]`` the person of the source square and the other people in it
+            (:func:`source_person_mask`), or None.
         base, square: as :func:`paste`.
         feather: soft edge width in pixels of a 512² frame.
     """

@@ -117,7 +117,7 @@ class PoseRecipe:
                              "the pose, 1 keeps the motion).")
 
 
-def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion) -> cam.HeadPose:
+def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion, portrait: int = 0) -> cam.HeadPose:
     """The head pose of every frame of ``motion`` for the portrait ``avatar``.
 
     Args:
@@ -125,13 +125,25 @@ def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion) -> cam.Head
         avatar: the portrait; its source pose ``euler``/``trans`` ``[1,3]`` is the pose of frame 0 (and the
             reference of every offset).
         motion: the driving motion: its length ``T`` and ``fps`` (keyframes), and its own head pose if any.
+        portrait: the avatar's place among the portraits rendered together (0 for the first or only one).
 
     Returns:
         ``HeadPose`` with ``euler``/``trans`` ``[T,3]`` on the avatar's device and dtype, carrying the recipe's
-        camera smoothing.
+        camera smoothing. Natural motion takes the seed :func:`portrait_seed`, so that people rendered with one
+        recipe do not sway in sync.
     """
+    recipe = replace(recipe, seed=portrait_seed(recipe.seed, avatar, portrait))
     path = _PATHS[effective_mode(recipe, motion)](recipe, avatar.euler[:1], avatar.trans[:1], motion)
     return replace(path, smooth_kernel=recipe.pose_smoothing if recipe.pose_smoothing > 1 else None)
+
+
+def portrait_seed(seed: int, avatar: Avatar, portrait: int = 0) -> int:
+    """Natural motion's seed for one portrait: ``seed`` plus the portrait's place among those rendered together
+    plus the number of its face in its photo (``avatar.face_index``, 0 from the left). The first (or only)
+    portrait of the leftmost (or only) face keeps ``seed``; two people of one photo (face 0 and face 1 of two
+    Image → Triplane nodes sharing a Head Pose) and the portraits of one batch get different head paths."""
+    face = int(avatar.face_index.reshape(-1)[0]) if getattr(avatar, "face_index", None) is not None else 0
+    return int(seed) + int(portrait) + face
 
 
 def effective_mode(recipe: PoseRecipe, motion: Motion) -> str:

@@ -23,6 +23,7 @@ from ..geometry.segmentation import (
     keep_region,
     label_map_from_masks,
     one_hot_segmap,
+    restrict_to_person,
     segment_selfie_multiclass,
 )
 from ..images import as_uint8_frames, u8_image_to_tensor
@@ -46,6 +47,10 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
         min_face_area: the face covers at least this fraction of the square cut around it (official 0.2).
         face: ``'largest'`` or an index into the photo's faces ordered left to right (``geometry.framing``).
 
+    When the photo shows other faces, the segmentation keeps only the chosen person (``restrict_to_person``: the
+    connected region holding the chosen face), so a neighbour inside the square joins neither the head nor the
+    torso and stays in the background plate; the avatar's ``other_people`` marks the neighbours for paste-back.
+
     Returns:
         ``Avatar`` without ``planes`` (see ``make_avatar``).
     """
@@ -61,6 +66,12 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
                              "selfie_multiclass_256x256.tflite or pass a head mask.")
         labels = segment_selfie_multiclass(image_512, kit.segmenter_path)[0]
     labels = labels.reshape(image_512.shape[:2]).cpu().long()
+    other_people = None
+    if source.other_faces:
+        to_512 = image_512.shape[0] / source.image.shape[0]
+        labels, others = restrict_to_person(labels, source.points.cpu().double().numpy() * to_512,
+                                            [points * to_512 for points in source.other_faces])
+        other_people = others[None, None].float() if bool(others.any()) else None
     picture = u8_image_to_tensor(image_512)
     if not bool(head_mask(labels[None]).any()):
         raise InputError("The segmentation found no head in the portrait; use a photo where the head is clearly "
@@ -71,7 +82,8 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
     return Avatar(image=picture, id=fit.id, exp=fit.exp, euler=fit.euler, trans=fit.trans,
                   head_image=keep_region(picture, head_mask(labels[None])), torso_image=torso,
                   background=u8_image_to_tensor(plate), segmap=one_hot_segmap(labels[None]),
-                  photo=torch.from_numpy(photo), photo_square=torch.tensor(square.as_tensor_values()))
+                  photo=torch.from_numpy(photo), photo_square=torch.tensor(square.as_tensor_values()),
+                  other_people=other_people, face_index=torch.tensor([source.face_index]))
 
 
 def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:

@@ -134,6 +134,10 @@ class Avatar:
         segmap: 6-class one-hot segmentation ``[1,6,512,512]``.
         photo: the photo as paste-back's canvas ``[H,W,3]`` uint8 (``paste_back.photo_canvas``: capped, even).
         photo_square: ``[3]`` int64 ``(left, top, side)``: where ``image`` lies on ``photo``, in its pixels.
+        other_people: ``[1,1,512,512]`` float, 1 on the other people of the photo inside the square (the
+            person classes of ``segmap`` hold only the chosen person; paste-back never changes these pixels), or
+            None (one person, or an avatar from an older r3dp).
+        face_index: ``[1]`` int64, which face of the photo this is (0, 1, ... from the left), or None (0).
     """
 
     image: torch.Tensor
@@ -148,6 +152,8 @@ class Avatar:
     segmap: torch.Tensor | None = None
     photo: torch.Tensor | None = None
     photo_square: torch.Tensor | None = None
+    other_people: torch.Tensor | None = None
+    face_index: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Avatar:
         return Avatar(**{f.name: (v.to(device) if isinstance(v, torch.Tensor) else v)

@@ -32,7 +32,9 @@ VIDEO_SAMPLE_FRAMES = 16
 @dataclass
 class ValidatedInputs:
     """The decoded inputs of a job. image/background: ``[H,W,3]`` RGB uint8; audio: ``Audio16k`` or None;
-    faces: faces seen in the portrait; notes: what was normalised or noticed."""
+    faces: faces seen in the portrait, described one per line in face_lines (``framing.describe_faces``);
+    warnings: what may not be what the user meant (an ambiguous 'largest', a tiny face); notes: what was
+    normalised or noticed."""
 
     image: np.ndarray
     audio: object | None
@@ -42,6 +44,8 @@ class ValidatedInputs:
     video_frames: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     motion: object | None = None             # the --motion file's Motion, at 25 fps
+    face_lines: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
@@ -66,7 +70,8 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
     motion = _read_motion(request.motion, notes) if request.motion is not None else None
     background = load_image(request.bg) if request.bg is not None else None
     landmarker = model_files.require("face_landmarker", models_dir)
-    faces = _count_faces(request.image, portrait.pixels, landmarker, request.face)
+    face_lines, face_warnings = _check_faces(request.image, portrait.pixels, landmarker, request.face)
+    faces = len(face_lines)
     if faces > 1:
         which = "the largest" if request.face == "largest" else f"number {request.face} from the left"
         notes.append(f"portrait: {faces} faces found; {which} is animated")
@@ -78,7 +83,7 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
         notes += _length_notes(request, audio, video_frames, motion)
     return ValidatedInputs(image=portrait.pixels, audio=audio, background=background,
                            face_found_in=str(request.image), faces=faces, video_frames=video_frames, notes=notes,
-                           motion=motion)
+                           motion=motion, face_lines=face_lines, warnings=face_warnings)
 
 
 def _read_motion(path: Path, notes: list[str]):
@@ -140,16 +145,17 @@ def _check_options(request: GenerateRequest) -> None:
                          "path.")
 
 
-def _count_faces(path: Path, image: np.ndarray, landmarker: Path, face: str | int) -> int:
-    """Faces the pipeline finds in the portrait (at its own aspect ratio); the requested one must be among them."""
-    from ..geometry.framing import choose_face, find_faces
+def _check_faces(path: Path, image: np.ndarray, landmarker: Path, face: str | int) -> tuple[list[str], list[str]]:
+    """The faces the pipeline finds in the portrait (at its own aspect ratio), one line each, and the warnings
+    about the choice; the requested face must be among them (``'largest'``: among those of at least 1 %)."""
+    from ..geometry.framing import choose_face, describe_faces, face_warnings, find_faces
 
     faces = find_faces(image, landmarker)
     try:
-        choose_face(faces, face)
+        choose_face(faces, face, photo_size=image.shape[:2])
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-    return len(faces)
+    return describe_faces(faces, *image.shape[:2]), face_warnings(faces, face, image.shape[:2])
 
 
 def _silence_notes(path: Path, audio, loudest_dbfs) -> list[str]:
@@ -219,6 +225,7 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     which = "the largest" if request.face == "largest" else f"number {request.face} from the left"
     faces = f"{inputs.faces} faces found, {which} is used" if inputs.faces > 1 else "face found"
     lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), {faces}"]
+    lines += [f"           {line}" for line in inputs.face_lines]
     if inputs.audio is not None:
         audio = inputs.audio
         frames = max(1, int(np.floor(audio.duration_s * defaults.MOTION_FPS + 0.5)))
@@ -240,4 +247,5 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     size = "512x512" if request.output == "crop" else f"the photo's size, longest side at most {MAX_PHOTO_SIDE}"
     lines.append(f"output     {request.out} (H.264 {size}{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
+    lines += [f"warning    {warning}" for warning in inputs.warnings]
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
+from r3dp_core.parity.synthetic_job import face_masks, overlapping_people, short_speech, write_models_folder, write_wav
 
 SHORT_SECONDS = 0.32          # 8 frames at 25 fps: every workflow renders a short clip
 PORTRAIT = "portrait.png"
@@ -19,7 +19,7 @@ DRIVING = "driving.mp4"
 BACKGROUND = "background.png"
 HEAD_MASK = "portrait_head_mask.png"
 BODY_MASK = "portrait_body_mask.png"
-TWO_PEOPLE = "two_people.png"                  # 1024x512: the portrait and its mirror image side by side
+TWO_PEOPLE = "two_people.png"                  # 1024x512: the portrait and its mirror image, squares overlapping
 TWO_PEOPLE_HEAD_MASK = "two_people_head_mask.png"
 TWO_PEOPLE_BODY_MASK = "two_people_body_mask.png"
 SECOND_SPEECH = "speech_second_voice.wav"      # the second person's clip: later words of the same recording
@@ -32,7 +32,9 @@ def write_models(default_root: Path, extra_root: Path, shared_dir: Path) -> None
 
 
 def write_inputs(input_dir: Path, shared_dir: Path) -> dict:
-    """Portrait, a short speech clip, a short driving video with sound, a background and head/body masks."""
+    """Portrait, a short speech clip, a short driving video with sound, a background and head/body masks; the photo
+    of two people has them side by side with overlapping crop squares (each square holds a strip of the other
+    person), with their masks (the left person's stop 4 px short of ``two_people_seam``)."""
     import cv2
 
     from r3dp_core.video_io import VideoWriter
@@ -58,9 +60,10 @@ def write_inputs(input_dir: Path, shared_dir: Path) -> dict:
     head, body = face_masks(portrait, shared_dir / "models" / "face_landmarker.task")
     cv2.imwrite(str(input_dir / HEAD_MASK), head)
     cv2.imwrite(str(input_dir / BODY_MASK), body)
-    cv2.imwrite(str(input_dir / TWO_PEOPLE), cv2.cvtColor(np.hstack([portrait, portrait[:, ::-1]]), cv2.COLOR_RGB2BGR))
-    for name, mask in ((TWO_PEOPLE_HEAD_MASK, head), (TWO_PEOPLE_BODY_MASK, body)):
-        cv2.imwrite(str(input_dir / name), np.hstack([mask, mask[:, ::-1]]))
+    two, two_head, two_body, seam = overlapping_people(portrait, shared_dir / "models" / "face_landmarker.task")
+    cv2.imwrite(str(input_dir / TWO_PEOPLE), cv2.cvtColor(two, cv2.COLOR_RGB2BGR))
+    for name, mask in ((TWO_PEOPLE_HEAD_MASK, two_head), (TWO_PEOPLE_BODY_MASK, two_body)):
+        cv2.imwrite(str(input_dir / name), mask)
     later, _ = short_speech(shared_dir, 3 * SHORT_SECONDS)
     write_wav(input_dir / SECOND_SPEECH, later[-len(samples):], rate)
-    return {"seconds": len(samples) / rate, "frames": count}
+    return {"seconds": len(samples) / rate, "frames": count, "two_people_seam": seam}

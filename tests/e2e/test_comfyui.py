@@ -109,6 +109,47 @@ def test_shipped_workflow_runs(comfy, e2e_base, name):
         assert (e2e_base["base"] / "temp" / preview["subfolder"] / preview["filename"]).is_file()
 
 
+def test_second_paste_leaves_the_first_person_alone(comfy, e2e_base):
+    """r3dp_two_people_one_photo, whose people's crop squares overlap (each square holds a strip of the other
+    person): the second Paste Back changes no pixel of the first person, as the first Paste Back animated them,
+    and the first Paste Back none of the second person's."""
+    import numpy as np
+    from PIL import Image
+
+    name = "r3dp_two_people_one_photo"
+    prompt = swap_segmenter(json.loads((Path(__file__).resolve().parents[2] / "workflows" / "api" /
+                                        f"{name}.json").read_text()))
+    pastes = [key for key, node in prompt.items() if node["class_type"] == "R3DP_PasteBack"]
+    second = next(key for key in pastes if isinstance(prompt[key]["inputs"].get("background_frames"), list))
+    first = prompt[second]["inputs"]["background_frames"][0]
+    assert prompt[first]["class_type"] == "R3DP_PasteBack"
+    for key, source in (("r3dp_test_first", first), ("r3dp_test_second", second)):  # lossless PNG frames
+        prompt[key] = {"class_type": "PreviewImage", "inputs": {"images": [source, 0]}}
+    entry = comfy.run(prompt, timeout=3600)
+
+    def frames(key: str) -> np.ndarray:
+        items = entry["outputs"][key]["images"]
+        return np.stack([np.asarray(Image.open(e2e_base["base"] / item["type"] / item["subfolder"] / item["filename"])
+                                    .convert("RGB")) for item in items])
+
+    inputs = e2e_base["base"] / "input"
+    photo = np.asarray(Image.open(inputs / TWO_PEOPLE).convert("RGB"))
+    person = np.maximum(*(np.asarray(Image.open(inputs / mask).convert("L"))
+                          for mask in (TWO_PEOPLE_HEAD_MASK, TWO_PEOPLE_BODY_MASK))) > 127
+    seam = e2e_base["two_people_seam"]
+    columns = np.arange(photo.shape[1])
+    left_person, right_person = person & (columns < seam), person & (columns >= seam)
+    pasted_first, pasted_second = frames("r3dp_test_first"), frames("r3dp_test_second")
+    assert pasted_first.shape == pasted_second.shape == (e2e_base["frames"], *photo.shape)
+    # the strip of the left person inside the right person's square was animated by the first paste ...
+    strip = left_person & (columns >= seam - 24)
+    assert (pasted_first[:, strip] != photo[strip]).any()
+    # ... and the second paste left every pixel of the left person as the first paste made it
+    assert np.array_equal(pasted_second[:, left_person], pasted_first[:, left_person])
+    assert all(np.array_equal(frame[right_person], photo[right_person]) for frame in pasted_first)
+    assert (pasted_second[:, right_person] != pasted_first[:, right_person]).any()   # the right person is pasted
+
+
 def test_saved_motion_and_avatar_load_back(comfy, e2e_base):
     """Video-driven saved its motion, the two-portrait workflow its avatars: the Load nodes read them back."""
     motions = sorted((e2e_base["base"] / "output" / "r3dp" / "motions").glob("driving_motion_*.safetensors"))
