@@ -22,6 +22,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import MODEL_DESCRIPTIONS, load_checkpoint, write_converted
 
     out = Path(args.output)
+    if args.talk3d:
+        return _convert_talk3d_person(Path(args.input), out, args.checkpoint)
+    if Path(args.input).suffix == ".pkl" or _is_talk3d_checkpoint(args.input):
+        return _convert_talk3d_file(Path(args.input), out)
     if out.suffix != ".safetensors":
         raise InputError(f"Output {out} must end in .safetensors (the converter writes safetensors only).")
     if Path(args.input).resolve() == out.resolve():
@@ -33,6 +37,54 @@ def cmd_convert(args: argparse.Namespace) -> int:
     write_converted(loaded, out)
     print(f"wrote {out}: {loaded.kind}, {len(loaded.state_dict)} tensors"
           f"{', config from config.yaml' if loaded.config else ''}")
+    return 0
+
+
+def _is_talk3d_checkpoint(path: str) -> bool:
+    from .talk3d.official_files import is_talk3d_checkpoint
+    return is_talk3d_checkpoint(path)
+
+
+def _convert_talk3d_person(folder: Path, out: Path, checkpoint: str | None) -> int:
+    from .talk3d.official_files import convert_official_person
+
+    if not folder.is_dir():
+        raise InputError(f"--talk3d needs the official person folder (DATA_ROOT/ID, with G_tune.pkl); {folder} is "
+                         "not a folder.")
+    if out.exists() and not (out / "persona.json").is_file():
+        raise InputError(f"{out} exists and is not a persona; choose a new folder for the persona.")
+    written, notes = convert_official_person(folder, out, checkpoint)
+    print(f"wrote persona {written}")
+    for note in notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _convert_talk3d_file(path: Path, out: Path) -> int:
+    """An official Talk3D checkpoint or EG3D generator pickle → one safetensors file with the official keys."""
+    import json
+
+    from .checkpoint import save_safetensors
+    from .talk3d.official_files import read_eg3d_generator, read_talk3d_checkpoint
+
+    if out.suffix != ".safetensors":
+        raise InputError(f"Output {out} must end in .safetensors (the converter writes safetensors only).")
+    if path.suffix == ".pkl":
+        checked, init_kwargs = read_eg3d_generator(path)
+        metadata = {"model": "eg3d_fixed_triplane", "official_init_kwargs": json.dumps(init_kwargs, default=repr)}
+        tensors = checked.state_dict
+    else:
+        checkpoint = read_talk3d_checkpoint(path)
+        checked = checkpoint.networks
+        metadata = {"model": "talk3d"}
+        tensors = {**checked.state_dict, **(checkpoint.superresolution or {})}
+    save_safetensors(tensors, out, metadata)
+    print(f"wrote {out}: {metadata['model']}, {len(tensors)} tensors")
+    for note in checked.notes:
+        print(f"  note: {note}")
+    if checked.extras:
+        print(f"  ignored {len(checked.extras)} extra tensors: {', '.join(checked.extras[:5])}"
+              f"{', ...' if len(checked.extras) > 5 else ''}")
     return 0
 
 
@@ -362,12 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
     sub = parser.add_subparsers(dest="command", required=True)
-    convert = sub.add_parser("convert", help="convert an official .ckpt to a flat .safetensors file",
-                             description="Convert an official Real3D-Portrait .ckpt (any layout) to a flat "
-                                         ".safetensors file with exactly the official state-dict keys; the "
-                                         "config.yaml beside the checkpoint is stored in the metadata.")
-    convert.add_argument("input", help="official checkpoint (.ckpt/.pt/.pth/.safetensors)")
-    convert.add_argument("output", help="where to write the .safetensors file")
+    convert = sub.add_parser("convert", help="convert official files to safetensors (or a Talk3D person to a persona)",
+                             description="Convert an official Real3D-Portrait .ckpt (any layout), a Talk3D checkpoint "
+                                         "or an EG3D generator .pkl to a flat .safetensors file with exactly the "
+                                         "official state-dict keys (a Real3D-Portrait config.yaml beside the "
+                                         "checkpoint is stored in the metadata). Pickled code in the files (optimizer "
+                                         "objects, EG3D's embedded sources) is never run. With --talk3d, INPUT is a "
+                                         "person folder trained with the official Talk3D code and OUTPUT a persona "
+                                         "folder.")
+    convert.add_argument("input", help="official checkpoint (.ckpt/.pt/.pth/.pkl/.safetensors), or with --talk3d the "
+                                       "official person folder (G_tune.pkl, inversion_w_person.pt, "
+                                       "inversion_0-0_angles.pt, ...)")
+    convert.add_argument("output", help="where to write the .safetensors file (with --talk3d: the persona folder)")
+    convert.add_argument("--talk3d", action="store_true",
+                         help="convert a person trained with the official Talk3D code into an r3dp persona")
+    convert.add_argument("--checkpoint", help="with --talk3d: the Talk3D checkpoint (.pt) when it is not in the "
+                                              "person folder or its checkpoints/ folder")
     convert.set_defaults(func=cmd_convert)
 
     gen = sub.add_parser("generate", help="photo + voice clip (or driving video) -> talking mp4",
