@@ -370,35 +370,60 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_printer(stream=None):
+    """What ``r3dp batch`` prints for each ``BatchEvent``, on ``stream`` (default: stderr). On a terminal a job's
+    frames update one line in place; written to a file or a pipe, a job prints a line at each tenth of its
+    clip, so that a log gets a dozen lines per job rather than an update per chunk."""
+    stream = stream if stream is not None else sys.stderr
+    interactive = stream.isatty()
+    tenths: dict[int, int] = {}  # line -> tenths of its clip printed (non-interactive)
+
+    def say(text: str) -> None:
+        print(text, file=stream, flush=True)
+
+    def show(event) -> None:
+        if event.kind == "frames" and interactive:
+            print(f"\r  line {event.line}: {progress_bar(event.done, event.total)} {event.done}/{event.total} frames",
+                  end="" if event.done < event.total else "\n", file=stream, flush=True)
+        elif event.kind == "frames":
+            tenth = 10 * event.done // max(event.total, 1)
+            if tenth > tenths.get(event.line, 0):
+                tenths[event.line] = tenth
+                say(f"  line {event.line}: {event.done}/{event.total} frames ({10 * tenth} %)")
+        elif event.kind == "start":
+            tenths.pop(event.line, None)
+            say(f"[{event.index}/{event.count}] line {event.line} -> {event.output} ({event.worker})")
+        elif event.kind == "finished" and event.result.status == "done":
+            say(f"  line {event.line}: done, {event.result.frames} frames in {event.result.seconds:.1f} s")
+        elif event.kind == "finished":
+            say(f"  line {event.line}: failed: {event.result.error}")
+        elif event.kind == "invalid":
+            say(f"line {event.line}: error: {event.error}")
+        elif event.kind == "skipped":
+            say(f"line {event.line}: skipped, {event.output} is complete (--force renders it again)")
+        elif event.kind == "retry":
+            say(f"  line {event.line}: worker {event.worker} died; retrying on another worker")
+        elif event.kind == "replaced":
+            say(f"worker {event.worker} died ({event.error}); starting {event.replacement} in its place")
+        elif event.kind == "worker_failed":
+            say(f"worker {event.worker} could not start: {event.error}")
+
+    return show
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch.run import run_batch
 
-    def show(event) -> None:
-        if event.kind == "frames":
-            print(f"\r  line {event.line}: {progress_bar(event.done, event.total)} {event.done}/{event.total} frames",
-                  end="" if event.done < event.total else "\n", file=sys.stderr, flush=True)
-        elif event.kind == "start":
-            print(f"[{event.index}/{event.count}] line {event.line} -> {event.output} ({event.worker})",
-                  file=sys.stderr)
-        elif event.kind == "finished" and event.result.status == "done":
-            print(f"  line {event.line}: done, {event.result.frames} frames in {event.result.seconds:.1f} s",
-                  file=sys.stderr)
-        elif event.kind == "finished":
-            print(f"  line {event.line}: failed: {event.result.error}", file=sys.stderr)
-        elif event.kind == "invalid":
-            print(f"line {event.line}: error: {event.error}", file=sys.stderr)
-        elif event.kind == "skipped":
-            print(f"line {event.line}: skipped, {event.output} is complete (--force renders it again)", file=sys.stderr)
-        elif event.kind == "retry":
-            print(f"  line {event.line}: worker {event.worker} died; retrying on another worker", file=sys.stderr)
-
     report = run_batch(args.jobs, args.out_dir, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                        strict=args.strict, force=args.force, ray=args.ray, cpus_per_worker=args.cpus_per_worker,
-                       on_event=show)
+                       worker_start_timeout=args.worker_start_timeout, on_event=batch_printer())
     counts = report.counts
     print(f"batch: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped in "
           f"{report.seconds:.1f} s; portraits prepared {report.portraits_prepared}, reused {report.portraits_reused}; "
           f"results in {report.results_path}")
+    if report.worker_errors:
+        print(f"{len(report.worker_errors)} Ray worker(s) could not start:\n"
+              + "\n".join("  " + error.replace("\n", "\n    ") for error in report.worker_errors))
     return 1 if counts["failed"] else 0
 
 
@@ -557,8 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                        help="render on Ray (pip install 'r3dp[ray]'): no ADDRESS starts a local cluster, 'auto' "
                             "joins the running one, or give its address; every path must be readable by every node")
-    batch.add_argument("--cpus-per-worker", type=int, default=4,
-                       help="with --ray on a cluster without GPUs: CPUs per worker (one worker per GPU otherwise)")
+    batch.add_argument("--cpus-per-worker", type=int,
+                       help="with --ray on a cluster without GPUs: CPUs per worker (default: the smaller of 4 and the "
+                            "CPUs of the largest node; one worker per free GPU otherwise)")
+    batch.add_argument("--worker-start-timeout", type=float, metavar="SECONDS",
+                       help="with --ray: seconds a worker may take to be scheduled and load its models before it is "
+                            "given up and reported (default 600)")
     batch.set_defaults(func=cmd_batch)
     parser.subcommands = sub.choices  # name -> sub-parser: `r3dp batch` reads generate's options from it
     return parser

@@ -174,14 +174,31 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
 
 
 def models_request(requests: list[GenerateRequest]) -> GenerateRequest:
-    """One request that needs every model any of ``requests`` needs (``load_job_models`` decides what to load
-    from a request): the audio models when any job is audio-driven, the segmenter when any job has no head mask."""
-    first = requests[0]
-    audio = any(r.expression_video is None for r in requests)
-    segmenter = any(r.head_mask is None for r in requests)
-    return dataclasses.replace(first, expression_video=None if audio else first.expression_video,
-                               head_mask=None if segmenter else first.head_mask,
-                               body_mask=None if segmenter else first.body_mask)
+    """One request that needs every model any of ``requests`` needs, by ``generate``'s own rule
+    (``needed_models``, which ``load_job_models`` follows): the audio models only when a job is audio-driven
+    (neither ``expression_video`` nor ``motion``), the segmenter only when a job has no head mask."""
+    from ..pipeline.generate import needed_models
+
+    needed = {key for request in requests for key in needed_models(request)}
+    first = requests[0]  # when a model is not needed, no job needs it, the first one included
+    changes = {}
+    if "audio_model" in needed:
+        changes.update(expression_video=None, motion=None)
+    if "segmenter" in needed:
+        changes.update(head_mask=None, body_mask=None)
+    return dataclasses.replace(first, **changes)
+
+
+def model_users(jobs: list[Job]) -> dict[str, list[Job]]:
+    """The model files ``jobs`` need (``model_files`` keys, by ``generate``'s ``needed_models``), each with the
+    jobs that need it."""
+    from ..pipeline.generate import needed_models
+
+    users: dict[str, list[Job]] = {}
+    for job in jobs:
+        for key in needed_models(job.request):
+            users.setdefault(key, []).append(job)
+    return users
 
 
 def photo_key(path: Path, memo: dict[Path, str]) -> str:

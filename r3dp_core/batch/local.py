@@ -8,7 +8,7 @@ from .worker import BatchWorker
 
 def run_local(pending, setup: WorkerSetup, emit, record) -> tuple[int, int]:
     """Render ``pending`` jobs in order; ``record(result)`` after each. Returns (portraits prepared, reused)."""
-    worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model)
+    worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model, faces=setup.faces)
     for index, job in enumerate(pending, start=1):
         emit(BatchEvent("start", job.line, job.output, index=index, count=len(pending), worker="local"))
 

@@ -1,15 +1,19 @@
-"""The Ray backend: one actor per GPU (or per ``cpus_per_worker`` CPUs) holds the models and renders jobs.
+"""The Ray backend: one actor per free GPU (or per ``cpus_per_worker`` free CPUs) holds the models and renders jobs.
 
 Jobs are grouped by photo: a worker keeps taking the jobs of its current photo, so its portrait cache pays
 off, and a free worker takes the photo with the most jobs left that no other worker holds. Every path in a
 job is absolute and must be readable and writable on every node: a shared filesystem (NFS, SMB, Lustre) or
 an object store mounted at the same path everywhere (s3fs, gcsfuse, blobfuse). Workers write the videos
 (atomically, beside their final name); only the driver writes ``results.jsonl``. A worker that dies has its
-job retried once on another worker.
+job retried once on another worker, and a new worker is started in its place while jobs are left. A worker
+that cannot start (its node lacks the models folder, it is never scheduled within the start-up timeout) is
+reported with its whole error; the batch goes on with the others.
 """
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from collections import OrderedDict, deque
 
@@ -25,6 +29,10 @@ MAX_ATTEMPTS = 2
 POLL_SECONDS = 0.5
 #: seconds a stopping batch waits for its workers to discard their unfinished videos
 STOP_GRACE_SECONDS = 30.0
+#: seconds a worker may take to start (be scheduled on a node and load its models) before it is given up
+START_TIMEOUT_SECONDS = 600.0
+#: CPUs per worker on a cluster without GPUs, unless the largest node has fewer
+DEFAULT_CPUS_PER_WORKER = 4
 
 
 class RayWorker:
@@ -38,9 +46,13 @@ class RayWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self._worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model)
+        self._worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model, faces=setup.faces)
         self._progress: tuple[int, int, int] | None = None
         self._stopping = False
+
+    def ready(self) -> bool:
+        """Answers once the models are loaded (the constructor has returned)."""
+        return True
 
     def render(self, job: Job) -> JobResult:
         def track(done: int, total: int) -> None:
@@ -112,19 +124,110 @@ def _connect(address: str):
     return ray, started_here
 
 
-def _worker_options(ray, cpus_per_worker: int, jobs: int) -> tuple[int, dict, int | None]:
-    """(number of workers, actor resources, torch threads per worker) from the cluster's resources."""
-    resources = ray.cluster_resources()
-    gpus = int(resources.get("GPU", 0))
+def _largest_node_cpus(ray) -> int:
+    """The CPUs of the cluster's largest live node."""
+    cpus = [node.get("Resources", {}).get("CPU", 0) for node in ray.nodes() if node.get("Alive", True)]
+    return int(max(cpus, default=0))
+
+
+def default_cpus_per_worker(ray) -> int:
+    """``--cpus-per-worker``'s default: the smaller of 4 and the CPUs of the largest node (at least 1)."""
+    return max(1, min(DEFAULT_CPUS_PER_WORKER, _largest_node_cpus(ray)))
+
+
+def _worker_options(ray, cpus_per_worker: int | None, jobs: int) -> tuple[int, dict, int | None]:
+    """(number of workers, actor resources, torch threads per worker) from the cluster's free resources
+    (``ray.available_resources``: what other work holds is not counted)."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    free_cpus = int(free.get("CPU", 0))
+    gpus = int(total.get("GPU", 0))
     if gpus:
-        return min(gpus, jobs), {"num_gpus": 1, "num_cpus": 1}, None
+        free_gpus = int(free.get("GPU", 0))
+        if free_gpus < 1 or free_cpus < 1:
+            raise InputError(f"The Ray cluster's {gpus} GPU(s) are all in use ({free_gpus} GPU(s) and {free_cpus} "
+                             "CPU(s) free); run the batch when one is free.")
+        return min(free_gpus, free_cpus, jobs), {"num_gpus": 1, "num_cpus": 1}, None
+    if cpus_per_worker is None:
+        cpus_per_worker = default_cpus_per_worker(ray)
     if cpus_per_worker < 1:
         raise InputError(f"--cpus-per-worker must be at least 1, got {cpus_per_worker}.")
-    cpus = int(resources.get("CPU", 1))
-    if cpus < cpus_per_worker:
-        raise InputError(f"The Ray cluster has {cpus} CPU(s) and no GPU, fewer than --cpus-per-worker "
-                         f"{cpus_per_worker}; lower --cpus-per-worker.")
-    return min(cpus // cpus_per_worker, jobs), {"num_cpus": cpus_per_worker}, cpus_per_worker
+    if free_cpus < cpus_per_worker:
+        raise InputError(f"The Ray cluster has {free_cpus} free CPU(s) (of {int(total.get('CPU', 0))}) and no GPU, "
+                         f"fewer than --cpus-per-worker {cpus_per_worker}; lower --cpus-per-worker or run the batch "
+                         "when more CPUs are free.")
+    return min(free_cpus // cpus_per_worker, jobs), {"num_cpus": cpus_per_worker}, cpus_per_worker
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def actor_error(exc: BaseException) -> str:
+    """A Ray actor's error for the report, whole: the first line (which actor, pid, node) and the exception
+    that ended it with all of its lines (the model files a node lacks, ...), without Ray's colour codes and
+    without the traceback's code lines."""
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = text.splitlines()
+    frames = [index for index, line in enumerate(lines) if line.startswith('  File "')]
+    if not frames:
+        return text
+    tail = lines[frames[-1] + 1:]
+    while tail and (tail[0].startswith("    ") or not tail[0].strip()):  # the frame's code and ^^^ markers
+        tail.pop(0)
+    return "\n".join([lines[0], *tail]) if tail else text
+
+
+class WorkerPool:
+    """The batch's actors: those starting (waiting for ``ready``, each with a deadline) and those ready."""
+
+    def __init__(self, ray, actor_class, setup: WorkerSetup, threads: int | None, emit, start_timeout: float):
+        self.ray, self.actor_class, self.setup, self.threads = ray, actor_class, setup, threads
+        self.emit, self.start_timeout = emit, start_timeout
+        self.batch_id = uuid.uuid4().hex[:8]
+        self.created = 0
+        self.ready: dict[str, object] = {}  # name -> actor
+        self.starting: dict[object, tuple[str, object, float]] = {}  # ready() ref -> (name, actor, deadline)
+        self.errors: list[str] = []
+
+    def start(self) -> str:
+        name = f"r3dp-batch-{self.batch_id}-{self.created}"
+        self.created += 1
+        actor = self.actor_class.options(name=name).remote(self.setup, self.threads)
+        self.starting[actor.ready.remote()] = (name, actor, time.monotonic() + self.start_timeout)
+        return name
+
+    def __len__(self) -> int:
+        return len(self.ready) + len(self.starting)
+
+    def started(self, ref) -> None:
+        """``ref`` (a ``ready()`` call) has returned: the worker is ready, or its start failed."""
+        name, actor, _ = self.starting.pop(ref)
+        try:
+            self.ray.get(ref)
+        except Exception as exc:  # noqa: BLE001 — any start failure is reported whole; the batch goes on
+            self._failed(name, actor, actor_error(exc))
+            return
+        self.ready[name] = actor
+
+    def expire(self) -> None:
+        """Give up the workers still starting past their deadline."""
+        now = time.monotonic()
+        for ref, (name, actor, deadline) in list(self.starting.items()):
+            if now > deadline:
+                del self.starting[ref]
+                self._failed(name, actor, f"did not start within {self.start_timeout:g} s (not scheduled on a node "
+                                          "with the resources it asks for, or still loading its models)")
+
+    def _failed(self, name: str, actor, error: str) -> None:
+        self.ray.kill(actor)
+        self.errors.append(f"{name}: {error}")
+        self.emit(BatchEvent("worker_failed", 0, worker=name, error=error))
+
+    def lost(self, name: str) -> None:
+        self.ready.pop(name, None)
+
+    def kill_all(self) -> None:
+        for actor in [*self.ready.values(), *(actor for _, actor, _ in self.starting.values())]:
+            self.ray.kill(actor)
 
 
 def _discard_partials(job: Job) -> None:
@@ -134,66 +237,93 @@ def _discard_partials(job: Job) -> None:
 
 
 def run_ray(pending: list[Job], setup: WorkerSetup, emit, record, *, address: str = "local",
-            cpus_per_worker: int = 1) -> tuple[int, int]:
+            cpus_per_worker: int | None = None, start_timeout: float | None = None) -> tuple[int, int]:
     """Render ``pending`` jobs on Ray workers; ``record(result)`` as each one ends. Returns (portraits prepared,
-    reused) summed over the workers' results."""
+    reused) summed over the workers alive at the end.
+
+    ``cpus_per_worker``: None for ``default_cpus_per_worker``. ``start_timeout``: seconds a worker may take to
+    start (None: ``START_TIMEOUT_SECONDS``).
+    """
     ray, started_here = _connect(address)
-    count, resources, threads = _worker_options(ray, cpus_per_worker, len(pending))
+    try:
+        count, resources, threads = _worker_options(ray, cpus_per_worker, len(pending))
+    except InputError:
+        if started_here:
+            ray.shutdown()
+        raise
     actor_class = ray.remote(max_concurrency=2, max_restarts=0, **resources)(RayWorker)
-    batch_id = uuid.uuid4().hex[:8]
-    workers = {}
-    for index in range(count):
-        name = f"r3dp-batch-{batch_id}-{index}"
-        workers[name] = actor_class.options(name=name).remote(setup, threads)
+    pool = WorkerPool(ray, actor_class, setup, threads, emit,
+                      START_TIMEOUT_SECONDS if start_timeout is None else start_timeout)
+    for _ in range(count):
+        pool.start()
     queue = PhotoQueue(pending)
     attempts = {job.line: 0 for job in pending}
-    in_flight: dict = {}  # object ref -> (worker name, job)
+    in_flight: dict = {}  # render ref -> (worker name, job)
     started = done = 0
     counts = [0, 0]
+
+    def finish(job: Job, result: JobResult) -> None:
+        nonlocal done
+        done += 1
+        record(result)
+        emit(BatchEvent("finished", job.line, job.output, index=done, count=len(pending), result=result))
+
     try:
         while True:
             busy = {name for name, _ in in_flight.values()}
-            for name in [name for name in workers if name not in busy]:
+            for name in [name for name in pool.ready if name not in busy]:
                 job = queue.next_for(name)
                 if job is None:
                     break
                 attempts[job.line] += 1
                 started += attempts[job.line] == 1
-                in_flight[workers[name].render.remote(job)] = (name, job)
+                in_flight[pool.ready[name].render.remote(job)] = (name, job)
                 emit(BatchEvent("start", job.line, job.output, index=started, count=len(pending), worker=name))
-            if not in_flight:
-                break
-            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=POLL_SECONDS)
+            if not in_flight and (not queue or not pool):
+                break  # every job handed out and finished, or no worker left to take the rest
+            ready, _ = ray.wait(list(in_flight) + list(pool.starting), num_returns=1, timeout=POLL_SECONDS)
+            pool.expire()
             if not ready:
-                _report_progress(ray, workers, in_flight, emit)
+                _report_progress(ray, pool.ready, in_flight, emit)
+                continue
+            if ready[0] in pool.starting:
+                pool.started(ready[0])
+                continue
+            if ready[0] not in in_flight:  # a start-up that expired in the same poll
                 continue
             name, job = in_flight.pop(ready[0])
             try:
                 result = ray.get(ready[0])
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
-                workers.pop(name, None)
+                error = actor_error(exc)
+                pool.lost(name)
                 _discard_partials(job)
-                if attempts[job.line] < MAX_ATTEMPTS and workers:
+                if attempts[job.line] < MAX_ATTEMPTS:
                     queue.retries.append(job)
-                    emit(BatchEvent("retry", job.line, job.output, worker=name, error=str(exc).splitlines()[0]))
+                    emit(BatchEvent("retry", job.line, job.output, worker=name, error=error))
+                    if len(pool) < count:
+                        emit(BatchEvent("replaced", 0, worker=name, error=error, replacement=pool.start()))
                     continue
                 result = JobResult(job.line, "failed", str(job.output),
-                                   f"the worker rendering it died ({attempts[job.line]} attempt(s)): "
-                                   f"{str(exc).splitlines()[0]}")
-                if not workers:
-                    for left in queue.drain():
-                        record(JobResult(left.line, "failed", str(left.output), "every Ray worker died"))
-            done += 1
-            record(result)
-            emit(BatchEvent("finished", job.line, job.output, index=done, count=len(pending), result=result))
-        for totals in ray.get([actor.portrait_counts.remote() for actor in workers.values()]):
-            counts = [counts[0] + totals[0], counts[1] + totals[1]]
+                                   f"the worker rendering it died ({attempts[job.line]} attempt(s)): {error}")
+                if queue and len(pool) < count:
+                    emit(BatchEvent("replaced", 0, worker=name, error=error, replacement=pool.start()))
+            finish(job, result)
+        if queue:  # no worker is left to render these: say why the last one could not start
+            why = pool.errors[-1] if pool.errors else "every Ray worker died"
+            for left in queue.drain():
+                finish(left, JobResult(left.line, "failed", str(left.output), f"no Ray worker could render it: {why}"))
+        for actor in pool.ready.values():
+            try:
+                prepared, reused = ray.get(actor.portrait_counts.remote(), timeout=STOP_GRACE_SECONDS)
+            except Exception:  # noqa: BLE001 — a worker lost after its last job: its counts are lost with it
+                continue
+            counts = [counts[0] + prepared, counts[1] + reused]
     except KeyboardInterrupt:
-        _stop(ray, workers, in_flight, record)
+        _stop(ray, pool.ready, in_flight, record)
         raise
     finally:
-        for actor in workers.values():
-            ray.kill(actor)
+        pool.kill_all()
         if started_here:
             ray.shutdown()
     return counts[0], counts[1]

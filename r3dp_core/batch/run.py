@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, R3DPError
-from .jobs import Job, load_jobs, models_request
+from .jobs import Job, load_jobs, model_users, models_request
 from .worker import JobResult
 
 RESULTS_FILE = "results.jsonl"
+#: rows named in a missing-model refusal before "and N more"
+ROWS_NAMED = 8
 
 
 @dataclass
@@ -27,8 +29,10 @@ class BatchEvent:
     """What the driver reports while a batch runs (the CLI prints these).
 
     kind: ``invalid`` (a bad row, with ``error``), ``skipped``, ``start`` (job ``index`` of ``count`` on
-    ``worker``), ``frames`` (``done`` of ``total`` frames of the current job), ``finished`` (with ``result``) or
-    ``retry`` (the worker died; the job goes to another one).
+    ``worker``), ``frames`` (``done`` of ``total`` frames of the current job), ``finished`` (with ``result``),
+    ``retry`` (the worker died; the job goes to another one), and for the Ray workers themselves (``line`` 0):
+    ``worker_failed`` (``worker`` could not start; ``error`` is its whole error) and ``replaced`` (``worker``
+    died; ``replacement`` is starting in its place).
     """
 
     kind: str
@@ -41,22 +45,26 @@ class BatchEvent:
     done: int | None = None
     total: int | None = None
     result: JobResult | None = None
+    replacement: str | None = None
 
 
 @dataclass
 class WorkerSetup:
-    """What every worker needs to load its models (paths every worker can read)."""
+    """What every worker needs to load its models (paths every worker can read), and the faces the up-front
+    check found on the batch's photos (``geometry.framing.remembered_faces``), so that no worker searches a
+    photo again."""
 
     models_request: object
     models_dir: Path
     video_model: Callable | None = None
+    faces: dict = field(default_factory=dict)
 
 
 @dataclass
 class BatchReport:
     """A finished batch: every row's result (by line), its wall time, the portraits prepared and reused (the
-    portrait cache's work, summed over the workers still alive at the end), ``results.jsonl`` and counts by
-    status."""
+    portrait cache's work, summed over the workers still alive at the end), ``results.jsonl``, counts by
+    status, and the whole error of every Ray worker that could not start."""
 
     results: list[JobResult]
     seconds: float
@@ -64,6 +72,7 @@ class BatchReport:
     portraits_reused: int = 0
     results_path: Path | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    worker_errors: list[str] = field(default_factory=list)
 
 
 class ResultsFile:
@@ -98,10 +107,41 @@ def previous_results(path: Path) -> dict[str, JobResult]:
     return found
 
 
+def _rows(jobs: list[Job], out_dir: Path) -> str:
+    """``line 3 (anna/fr.mp4), line 5 (...)`` for a message (the first ``ROWS_NAMED``, then how many more)."""
+    def name(job: Job) -> str:
+        return str(job.output.relative_to(out_dir)) if job.output.is_relative_to(out_dir) else str(job.output)
+
+    named = ", ".join(f"line {job.line} ({name(job)})" for job in jobs[:ROWS_NAMED])
+    more = len(jobs) - ROWS_NAMED
+    return named + (f" and {more} more row(s)" if more > 0 else "")
+
+
+def check_batch_models(jobs: list[Job], models_dir: Path, out_dir: Path, skip: tuple[str, ...] = ()) -> None:
+    """Refuse the batch, before anything renders, when the models folder lacks a file some of ``jobs`` need
+    (``generate``'s ``needed_models`` decides, row by row); every missing file is listed with the rows that
+    need it."""
+    from .. import model_files
+
+    missing = [(model_files.BY_KEY[key], users) for key, users in model_users(jobs).items()
+               if key not in skip and model_files.BY_KEY[key].find(models_dir) is None]
+    if missing:
+        raise InputError(f"{len(missing)} model file(s) missing (`r3dp models fetch` downloads what can be "
+                         "downloaded); nothing was rendered:\n"
+                         + "\n".join(f"  - {spec.missing_message(models_dir)}\n    needed by {_rows(users, out_dir)}"
+                                     for spec, users in missing))
+
+
 def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: list[JobResult],
-               earlier: dict[str, JobResult]) -> list[Job]:
-    """Sort rows into skipped (output complete), bad (``generate --dry-run``'s checks) and pending."""
-    from ..pipeline.generate import check_model_files, load_masks
+               earlier: dict[str, JobResult], out_dir: Path, *, faces: dict | None = None,
+               skip_models: tuple[str, ...] = ()) -> list[Job]:
+    """Sort rows into skipped (output complete), bad (``generate --dry-run``'s checks) and pending.
+
+    ``faces``: a ``remembered_faces`` memo, filled here with the faces of every distinct photo (each searched
+    once). ``skip_models``: model files not looked for (the video model when the batch brings its own).
+    """
+    from ..geometry.framing import remembered_faces
+    from ..pipeline.generate import load_masks
     from ..pipeline.validation import validate
 
     owners: dict[Path, int] = {}
@@ -119,14 +159,15 @@ def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: li
         else:
             runnable.append(job)
     if runnable:
-        # a models folder that lacks a file is the whole batch's problem, said once
-        check_model_files(models_request([job.request for job in runnable]), models_dir)
-    for job in runnable:
-        try:
-            validate(job.request, models_dir)
-            load_masks(job.request)
-        except R3DPError as exc:
-            job.error = str(exc)
+        # a models folder that lacks a file is the whole batch's problem, said once, with the rows it stops
+        check_batch_models(runnable, models_dir, out_dir, skip_models)
+    with remembered_faces({} if faces is None else faces):
+        for job in runnable:
+            try:
+                validate(job.request, models_dir)
+                load_masks(job.request)
+            except R3DPError as exc:
+                job.error = str(exc)
     for job in jobs:
         if job.error is not None:
             results.append(JobResult(job.line, "failed", str(job.output) if job.output else None, job.error))
@@ -136,14 +177,17 @@ def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: li
 
 def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | Path | None = None,
               device: str = "auto", dtype: str = "auto", strict: bool = False, force: bool = False,
-              ray: str | None = None, cpus_per_worker: int = 1, on_event: Callable[[BatchEvent], None] | None = None,
-              video_model: Callable | None = None) -> BatchReport:
+              ray: str | None = None, cpus_per_worker: int | None = None, worker_start_timeout: float | None = None,
+              on_event: Callable[[BatchEvent], None] | None = None, video_model: Callable | None = None) -> BatchReport:
     """Render every row of ``jobs_file`` into ``out_dir``.
 
     Args:
         ray: None for the local backend (one process); ``"local"`` starts a Ray cluster on this machine,
             ``"auto"`` or an address joins a running one.
-        cpus_per_worker: CPUs per Ray worker on a cluster without GPUs (one worker per GPU otherwise).
+        cpus_per_worker: CPUs per Ray worker on a cluster without GPUs (one worker per free GPU otherwise);
+            None: the smaller of 4 and the CPUs of the cluster's largest node.
+        worker_start_timeout: seconds a Ray worker may take to start (be scheduled and load its models) before it
+            is given up; None: ``ray_backend.START_TIMEOUT_SECONDS``.
         on_event: called with every ``BatchEvent``; it may raise ``KeyboardInterrupt`` to stop the batch.
         video_model: optional factory of a video model used instead of the models folder's (tests, benchmarks).
 
@@ -154,7 +198,14 @@ def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | P
     from .. import model_files
 
     started = time.perf_counter()
-    emit = on_event or (lambda event: None)
+    worker_errors: list[str] = []
+
+    def emit(event: BatchEvent) -> None:
+        if event.kind == "worker_failed":
+            worker_errors.append(f"{event.worker}: {event.error}")
+        if on_event is not None:
+            on_event(event)
+
     out_dir = Path(out_dir).resolve()
     models_dir = model_files.default_models_dir(Path(models_dir) if models_dir else None)
     jobs = load_jobs(jobs_file, out_dir, models_dir=models_dir, device=device, dtype=dtype)
@@ -163,7 +214,9 @@ def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | P
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / RESULTS_FILE
     checked: list[JobResult] = []
-    pending = check_jobs(jobs, models_dir, force, emit, checked, previous_results(results_path))
+    faces: dict = {}
+    pending = check_jobs(jobs, models_dir, force, emit, checked, previous_results(results_path), out_dir,
+                         faces=faces, skip_models=("video_model",) if video_model is not None else ())
     bad = [result for result in checked if result.status == "failed"]
     if strict and bad:
         raise InputError(f"{len(bad)} bad row(s) in {jobs_file}; nothing was rendered (--strict):\n"
@@ -173,7 +226,7 @@ def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | P
         results.add(result)
     prepared = reused = 0
     if pending:
-        setup = WorkerSetup(models_request([job.request for job in pending]), models_dir, video_model)
+        setup = WorkerSetup(models_request([job.request for job in pending]), models_dir, video_model, faces)
         if ray is None:
             from .local import run_local
 
@@ -182,10 +235,10 @@ def run_batch(jobs_file: str | Path, out_dir: str | Path, *, models_dir: str | P
             from .ray_backend import run_ray
 
             prepared, reused = run_ray(pending, setup, emit, results.add, address=ray,
-                                       cpus_per_worker=cpus_per_worker)
+                                       cpus_per_worker=cpus_per_worker, start_timeout=worker_start_timeout)
     final = [results.results[line] for line in sorted(results.results)]
     counts = {status: sum(r.status == status for r in final) for status in ("done", "failed", "skipped")}
-    return BatchReport(final, time.perf_counter() - started, prepared, reused, results_path, counts)
+    return BatchReport(final, time.perf_counter() - started, prepared, reused, results_path, counts, worker_errors)
 
 
 def interrupted(job: Job) -> JobResult:

@@ -48,10 +48,12 @@ class BatchWorker:
         models_dir: the models folder (a path this worker can read).
         video_model: optional factory of a ready video model, used instead of the folder's checkpoint.
         portrait_capacity: prepared portraits kept (jobs of one photo are sent to a worker one after another).
+        faces: the faces the batch's up-front check found (a ``geometry.framing.remembered_faces`` memo): a job's
+            own check and its portrait reuse them instead of searching the photo again.
     """
 
     def __init__(self, models_request, models_dir: Path, video_model: Callable[[], torch.nn.Module] | None = None,
-                 portrait_capacity: int = 4):
+                 portrait_capacity: int = 4, faces: dict | None = None):
         from ..device import Precision
         from ..pipeline.generate import load_job_models
         from ..pipeline.portraits import PortraitCache
@@ -61,19 +63,22 @@ class BatchWorker:
         self.models_dir = Path(models_dir)
         self.models = load_job_models(models_request, self.models_dir, precision, video_model=ready)
         self.portraits = PortraitCache(portrait_capacity)
+        self.faces = {} if faces is None else faces
 
     def render(self, job: Job, progress=None, should_stop=None) -> JobResult:
         """Validate and render one job into its output (atomically). A job's own failure is returned as a failed
         result; an interrupt (``KeyboardInterrupt``) propagates, with nothing half-written left behind."""
+        from ..geometry.framing import remembered_faces
         from ..pipeline.generate import load_masks, run_job
         from ..pipeline.validation import validate
 
         started = time.perf_counter()
         request = job.request
         try:
-            inputs = validate(request, self.models_dir)
-            summary = run_job(request, inputs, self.models, masks=load_masks(request), progress=progress,
-                              log=lambda _: None, should_stop=should_stop, portraits=self.portraits)
+            with remembered_faces(self.faces):
+                inputs = validate(request, self.models_dir)
+                summary = run_job(request, inputs, self.models, masks=load_masks(request), progress=progress,
+                                  log=lambda _: None, should_stop=should_stop, portraits=self.portraits)
         except R3DPError as exc:
             return JobResult(job.line, "failed", str(request.out), str(exc),
                              seconds=round(time.perf_counter() - started, 3))

@@ -35,7 +35,11 @@ landmark box must cover at least that fraction of the square.
 
 from __future__ import annotations
 
+import hashlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +128,30 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return overlap / union if union > 0 else 0.0
 
 
+#: The memo ``remembered_faces`` makes ``find_faces`` use (none outside such a block).
+_REMEMBERED: ContextVar[dict | None] = ContextVar("r3dp_remembered_faces", default=None)
+
+
+@contextmanager
+def remembered_faces(memo: dict) -> Iterator[dict]:
+    """Inside the block, ``find_faces`` looks a photo up in ``memo`` (by the photo's content and the landmarker's
+    path) before searching it, and stores what it finds there. ``r3dp batch`` searches each distinct photo once
+    this way: its up-front check fills the memo, and its workers (the memo travels with them: it pickles) reuse
+    it for their own check and for preparing the portrait."""
+    token = _REMEMBERED.set(memo)
+    try:
+        yield memo
+    finally:
+        _REMEMBERED.reset(token)
+
+
+def _photo_key(image: np.ndarray, landmarker_path: str | Path) -> str:
+    photo = np.ascontiguousarray(image)
+    hasher = hashlib.sha256(f"{photo.dtype}{photo.shape}|{Path(landmarker_path)}|".encode())
+    hasher.update(photo.data)
+    return hasher.hexdigest()
+
+
 def find_faces(image: np.ndarray, landmarker_path: str | Path) -> list[DetectedFace]:
     """Every face in a photo at its own aspect ratio, in photo pixels, ordered left to right.
 
@@ -134,6 +162,17 @@ def find_faces(image: np.ndarray, landmarker_path: str | Path) -> list[DetectedF
     Returns:
         The faces sorted by the x of their box centre (then y); empty when none is found.
     """
+    memo = _REMEMBERED.get()
+    if memo is None:
+        return search_faces(image, landmarker_path)
+    key = _photo_key(image, landmarker_path)
+    if key not in memo:
+        memo[key] = search_faces(image, landmarker_path)
+    return list(memo[key])
+
+
+def search_faces(image: np.ndarray, landmarker_path: str | Path) -> list[DetectedFace]:
+    """``find_faces`` without the memo: MediaPipe looks at every window of the photo."""
     height, width = image.shape[:2]
     if (layout := standin_layout(landmarker_path)) is not None:  # the self-test's stand-in: its one face
         return [DetectedFace(layout * (width, height))]
