@@ -37,8 +37,9 @@ class ImageToTriplane(comfy_io.ComfyNode):
                                              f"this fraction of it (official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are "
                                              "sensible)."),
                 comfy_io.Combo.Input("face", options=["largest", *(str(i) for i in range(8))], default="largest",
-                                     tooltip="Which face to animate when the photo shows several: the largest, or "
-                                             "the n-th counting from the left (0 = leftmost). Two Image → Triplane "
+                                     tooltip="Which face to animate when the photo shows several: the largest "
+                                             "(faces under 1 % of the photo are never picked as largest), or the "
+                                             "n-th counting from the left (0 = leftmost). Two Image → Triplane "
                                              "nodes on one photo (face 0, face 1) and chained Paste Back nodes "
                                              "make both people talk."),
             ],

@@ -477,9 +477,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--easing", default=PoseRecipe.easing, choices=EASINGS,
                      help="with --camera keyframes: smooth (ease in and out of every key) or linear")
     gen.add_argument("--pose-strength", type=float, default=PoseRecipe.pose_strength,
-                     help=f"scale the head's motion, 0-{MAX_POSE_STRENGTH:g}: a driving pose about its first frame, "
-                          "natural motion about the photo's pose (0 = held, 1 = as driven, 2 = doubled); orbit and "
-                          "keyframe angles are not scaled")
+                     help=f"scale the head's motion, 0-{MAX_POSE_STRENGTH:g}: a driving pose about its first frame "
+                          "(0 = held, 1 = as driven, 2 = doubled); natural motion about the photo's pose (linear up "
+                          "to 1, livelier above, always within the same absolute bounds); orbit and keyframe angles "
+                          "are not scaled")
     gen.add_argument("--pose-smoothing", type=int, default=PoseRecipe.pose_smoothing,
                      help=f"frames the camera is averaged over, odd (official {PoseRecipe.pose_smoothing}; 1 = none)")
     gen.add_argument("--natural-on-top", action="store_true",
@@ -501,8 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chunk-size", type=int, default=defaults.CHUNK_SIZE,
                      help="frames rendered together (memory vs speed)")
     gen.add_argument("--face", default="largest",
-                     help="which face to animate when the photo shows several: largest, or an index 0, 1, ... "
-                          "counting faces from left to right")
+                     help="which face to animate when the photo shows several: largest (never a face under 1 %% of "
+                          "the photo; --dry-run lists every face found), or an index 0, 1, ... counting faces from "
+                          "left to right")
     gen.add_argument("--min-face-area", type=float, default=defaults.MIN_FACE_AREA,
                      help="the face covers at least this fraction of the square cut around it (official "
                           f"{defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)")
