@@ -5,6 +5,7 @@ one (free resources, workers that cannot start, a killed worker replaced, the co
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import shutil
@@ -357,11 +358,15 @@ def test_actor_error_keeps_the_whole_exception():
     assert ray_backend.actor_error(Exception(plain)) == plain
 
 
-def test_cli_ray_renders_with_default_options_on_this_machine(inputs, tmp_path, capsys):
-    """`r3dp batch --ray` exactly as a user types it, on the synthetic models folder (its full-size video model):
-    it starts a local cluster with this machine's CPUs (2 here) and one worker with the default
-    --cpus-per-worker, min(4, 2). Progress captured (not a terminal) is a line per tenth of the clip."""
+def test_cli_ray_renders_with_default_options_on_this_machine(inputs, tmp_path, capsys, monkeypatch):
+    """`r3dp batch --ray` exactly as a user types it, on the synthetic models folder: it starts a local cluster
+    with this machine's CPUs (2 here) and one worker with the default --cpus-per-worker, min(4, 2). Progress
+    captured (not a terminal) is a line per tenth of the clip. The workers build the tiny video model (the CLI
+    has no option for it; the full-size synthetic one would spend minutes rendering 5 frames)."""
     pytest.importorskip("ray")
+    import r3dp_core.batch.run as batch_run
+
+    monkeypatch.setattr(batch_run, "run_batch", functools.partial(batch_run.run_batch, video_model=tiny_video_model))
     jobs = write_csv(inputs["root"] / "cli_ray.csv", [row("anna", "anna.mp4")])
     capsys.readouterr()
     status = cli.main(["batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--models-dir", str(inputs["models"]),
@@ -371,7 +376,7 @@ def test_cli_ray_renders_with_default_options_on_this_machine(inputs, tmp_path, 
     assert "batch: 1 done, 0 failed, 0 skipped" in printed.out
     assert "\r" not in printed.err and "  line 2: done, 5 frames in " in printed.err
     assert "[1/1] line 2 -> " in printed.err and "r3dp-batch-" in printed.err
-    assert frames_of(tmp_path / "out" / "anna.mp4").shape == (5, 512, 512, 3)
+    assert frames_of(tmp_path / "out" / "anna.mp4").shape == (5, 64, 64, 3)
     assert [(r["line"], r["status"], r["frames"]) for r in results_of(tmp_path / "out")] == [(2, "done", 5)]
 
 
