@@ -8,6 +8,7 @@
 | R3DP_MOTION | ``Motion`` (expression ``[T,64]``, fps, optional pose, blink schedule and audio) |
 | R3DP_CAMERA | ``PoseRecipe`` (resolved against each portrait and the motion by the render stage) |
 | R3DP_PNCC, R3DP_PLANES, R3DP_RENDER | ``Stream``: lazy per-portrait frame sources, pulled in chunks downstream |
+| R3DP_FRAMES | ``ClipPasteSource``: one clip's frames pasted into its photo on demand (Paste Back (stream)) |
 
 R3DP_PNCC keeps the name the node was asked for; the core calls the same images SECC.
 """
@@ -28,5 +29,6 @@ Camera = comfy_io.Custom("R3DP_CAMERA")
 Pncc = comfy_io.Custom("R3DP_PNCC")
 Planes = comfy_io.Custom("R3DP_PLANES")
 Render = comfy_io.Custom("R3DP_RENDER")
+Frames = comfy_io.Custom("R3DP_FRAMES")
 
 CATEGORY = "Real3DPortrait"

@@ -37,11 +37,11 @@ def test_extension_lists_every_node(comfy):
     listed = asyncio.run(comfy.nodes.R3DPExtension().get_node_list())
     assert listed == comfy.nodes.NODE_CLASSES
     ids = [cls.define_schema().node_id for cls in listed]
-    assert len(ids) == len(set(ids)) == 23
+    assert len(ids) == len(set(ids)) == 25
     assert {"R3DP_ImageToTriplane", "R3DP_AudioToMotion", "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder",
             "R3DP_MotionAdapter", "R3DP_VolumeRender", "R3DP_HtbsrComposite", "R3DP_BackgroundLoader",
             "R3DP_SaveMotion", "R3DP_LoadMotion", "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
-            "R3DP_LoadAudio", "R3DP_PasteBack"} <= set(ids)
+            "R3DP_LoadAudio", "R3DP_PasteBack", "R3DP_PasteBackStream", "R3DP_SaveVideo"} <= set(ids)
 
 
 def test_schemas_follow_the_registry_and_ui_rules(comfy):
@@ -671,7 +671,8 @@ def test_paste_back_node_chains_two_people(comfy):
     """Two avatars of one photo: the second Paste Back pastes into the first's output."""
     from r3dp_core.errors import InputError
 
-    node = comfy.nodes.paste_back.PasteBack
+    node = bound(comfy.nodes.paste_back.PasteBack)
+    comfy.state.progress.clear()
     photo = np.random.default_rng(4).integers(0, 256, (100, 240, 3), dtype=np.uint8)
     segmap = torch.zeros(1, 6, 64, 64)
     segmap[:, 0] = 1
@@ -690,7 +691,88 @@ def test_paste_back_node_chains_two_people(comfy):
     assert torch.equal(two[0][:, :, :140], one[0][:, :, :140])        # person 1 kept exactly
     assert bool((two_mask[0][:, :, 140:] > 0).any()) and not bool(two_mask[0][:, :, :140].any())
     assert float(two[0][2][two_mask[0][2] == 1].mean()) == pytest.approx(0.9, abs=1e-5)
+    assert [p[1:3] for p in comfy.state.progress] == [(3, 3), (3, 3)] and comfy.state.progress[0][3][0] == "JPEG"
     with pytest.raises(InputError, match="background_frames are 50x50"):
         node.execute([clip], [[first]], [16], background_frames=[torch.rand(1, 50, 50, 3)])
     with pytest.raises(InputError, match="2 clip\\(s\\) but 3 avatar"):
         node.execute([clip, clip], [[first, first, second]], [16])
+
+
+def _two_people_of_one_photo():
+    """A smooth 100x240 photo (so the codec's error is small), two avatars of it and a clip + person mask each."""
+    rows, cols = np.mgrid[0:100, 0:240]
+    photo = np.stack([cols * 255 // 240, rows * 255 // 100, np.full_like(cols, 90)], -1).astype(np.uint8)
+    segmap = torch.zeros(1, 6, 64, 64)
+    segmap[:, 0] = 1
+    first, second = (dataclasses.replace(_avatar(), segmap=segmap, photo=torch.from_numpy(photo),
+                                         photo_square=torch.tensor([left, 0, 100])) for left in (0, 140))
+    person = torch.zeros(5, 64, 64)
+    person[:, 16:48, 20:44] = 1
+    clip_a = torch.linspace(0.1, 0.3, 2)[:, None, None, None].expand(2, 64, 64, 3).contiguous()
+    clip_b = torch.linspace(0.9, 0.6, 5)[:, None, None, None].expand(5, 64, 64, 3).contiguous()
+    return first, second, (clip_a, person[:2]), (clip_b, person)
+
+
+def test_paste_back_stream_saves_the_image_paths_frames_chunk_by_chunk(comfy, monkeypatch):
+    """Paste Back (stream) ×2 → Save Video (r3dp): the frames handed to the encoder are exactly the IMAGE path's
+    (chained Paste Back) converted to uint8, the mp4 in the output folder decodes to them within the codec's error,
+    with the audio muxed; progress per chunk, Cancel between chunks leaves no file."""
+    from r3dp_core.images import unit_to_uint8
+    from r3dp_core.pipeline.paste_back import ClipPasteSource
+    from r3dp_core.video_io import VideoWriter, probe_video, read_video_frames
+
+    paste_back = comfy.nodes.paste_back
+    first, second, (clip_a, person_a), (clip_b, person_b) = _two_people_of_one_photo()
+    # IMAGE path: person 1 (2 frames), person 2 (5 frames) pasted into person 1's frames (held on its last frame)
+    one = bound(paste_back.PasteBack).execute([clip_a], [[first]], [16], person_mask=[person_a]).args[0]
+    two = bound(paste_back.PasteBack).execute([clip_b], [[second]], [16], person_mask=[person_b],
+                                              background_frames=one).args[0][0]
+    # stream path: nothing is pasted until Save Video pulls
+    pulled = []
+    original_chunk = ClipPasteSource.chunk
+    monkeypatch.setattr(ClipPasteSource, "chunk",
+                        lambda self, start, stop, trace=None: pulled.append((start, stop)) or original_chunk(
+                            self, start, stop, trace))
+    stream_a = paste_back.PasteBackStream.execute([clip_a], [[first]], [16], person_mask=[person_a]).args[0]
+    stream_b = paste_back.PasteBackStream.execute([clip_b], [[second]], [16], person_mask=[person_b],
+                                                  background=stream_a).args[0]
+    assert len(stream_b) == 1 and stream_b[0].num_frames == 5 and pulled == []
+    written = []
+    original_write = VideoWriter.write
+    monkeypatch.setattr(VideoWriter, "write", lambda self, frames: written.append(frames.copy()) or original_write(
+        self, frames))
+    rate = 16000
+    audio = {"waveform": 0.1 * torch.sin(torch.arange(int(0.2 * rate)) / rate * 2 * math.pi * 220)[None, None],
+             "sample_rate": rate}
+    comfy.state.progress.clear()
+    save = bound(paste_back.SaveVideo, unique_id="9")
+    out = save.execute(stream_b[0], 25.0, "r3dp/stream_test", 2, audio=audio)
+    assert out.args == () and out.ui["animated"] == (True,)
+    assert out.ui["images"] == [{"filename": "stream_test_00001_.mp4", "subfolder": "r3dp", "type": "output"}]
+    # chunks of 2: person 2's chunk 2:4 and 4:5 paste into person 1's held last frame (pulled once)
+    assert [len(w) for w in written] == [2, 2, 1]
+    assert pulled.count((1, 2)) == 1 and (0, 2) in pulled
+    assert np.array_equal(np.concatenate(written), unit_to_uint8(two).numpy())          # exactly, before encoding
+    path = comfy.base / "output" / "r3dp" / "stream_test_00001_.mp4"
+    decoded = np.concatenate([frames for frames, _ in read_video_frames(path)]).astype(np.float32)
+    assert decoded.shape == (5, 100, 240, 3)
+    error = np.abs(decoded - unit_to_uint8(two).numpy())
+    assert float(error.mean()) < 2.5 and float(np.percentile(error, 99)) <= 12, (error.mean(), error.max())  # yuv420
+    info = probe_video(path)
+    assert info["fps"] == 25 and info["audio_seconds"] == pytest.approx(0.2, abs=0.03)
+    assert [p[:3] for p in comfy.state.progress] == [("9", 2, 5), ("9", 4, 5), ("9", 5, 5)]
+    assert all(p[3][0] == "JPEG" for p in comfy.state.progress)
+    # Cancel between chunks: no file, no partial file; the next save takes the next number
+    comfy.state.checks, comfy.state.interrupt_after = 0, 1
+    try:
+        with pytest.raises(Interrupted):
+            save.execute(stream_b[0], 25.0, "r3dp/stream_test", 2)
+    finally:
+        comfy.state.interrupt_after = None
+    assert sorted(p.name for p in path.parent.iterdir() if "stream_test" in p.name) == ["stream_test_00001_.mp4"]
+    again = save.execute(stream_b[0], 25.0, "r3dp/stream_test", 4).ui["images"][0]["filename"]
+    assert again == "stream_test_00002_.mp4"
+    from r3dp_core.errors import InputError
+
+    with pytest.raises(InputError, match="Paste Back \\(stream\\)"):
+        save.execute(two, 25.0, "r3dp/stream_test", 4)

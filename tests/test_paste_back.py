@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import numpy as np
 import pytest
 import torch
+import torch.utils._pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from r3dp_core.errors import InputError
 from r3dp_core.geometry.framing import CropSquare
@@ -132,3 +135,96 @@ def test_paste_back_stage_streams_chunks_at_the_photos_size():
     outside = (masks == 0).numpy()
     assert np.array_equal(images[outside], np.broadcast_to(photo, images.shape)[outside])
     assert np.all(images[(masks == 1).numpy()] == round(0.75 * 255))   # 0.5 in [-1,1]
+
+
+class _LiveStorage(TorchDispatchMode):
+    """Bytes of the tensor storages allocated inside the block and alive at the same time (current and peak), by
+    watching every op: an output whose storage no input shares is a new allocation, alive while any tensor the
+    block saw on it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self.holders: dict[int, int] = {}
+        self.sizes: dict[int, int] = {}
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in torch.utils._pytree.tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for tensor in torch.utils._pytree.tree_leaves(out):
+            if isinstance(tensor, torch.Tensor):
+                self._watch(tensor, inputs)
+        return out
+
+    def _watch(self, tensor: torch.Tensor, inputs: set[int]) -> None:
+        storage = tensor.untyped_storage()
+        key = storage.data_ptr()
+        if key == 0 or (key not in self.holders and key in inputs):   # empty, or a view of a tensor made outside
+            return
+        if key not in self.holders:
+            self.holders[key], self.sizes[key] = 0, storage.nbytes()
+            self.live += storage.nbytes()
+            self.peak = max(self.peak, self.live)
+            self.largest = max(self.largest, storage.nbytes())
+        self.holders[key] += 1
+        weakref.finalize(tensor, self._release, key)
+
+    def _release(self, key: int) -> None:
+        self.holders[key] -= 1
+        if self.holders[key] == 0:
+            del self.holders[key]
+            self.live -= self.sizes.pop(key)
+
+
+def _list_then_concatenate(frames, avatar, person, background, chunk):
+    """The Paste Back node's clip loop before issue #23: a list of pasted chunks, then their concatenation."""
+    from r3dp_core.images import uint8_to_unit
+    from r3dp_core.pipeline.paste_back import avatar_placement, paste_frames, source_person_mask
+
+    photo, square = avatar_placement(avatar)
+    base = background[..., :3].float() if background is not None else uint8_to_unit(photo.cpu()[None])
+    count = max(frames.shape[0], base.shape[0] if base.shape[0] > 1 else 0)
+    images, masks = [], []
+    for start in range(0, count, chunk):
+        index = torch.arange(start, min(start + chunk, count))
+        clip = frames[index.clamp(max=frames.shape[0] - 1)].permute(0, 3, 1, 2).float()
+        clip_person = person[index.clamp(max=person.shape[0] - 1)][:, None]
+        base_chunk = base[index.clamp(max=base.shape[0] - 1)] if base.shape[0] > 1 else base
+        pasted, mask = paste_frames(clip[:, :3], clip_person, source_person_mask(avatar), base_chunk, square)
+        images.append(pasted)
+        masks.append(mask)
+    return torch.cat(images), torch.cat(masks)
+
+
+def test_paste_clip_holds_the_clip_once_and_equals_the_list_then_concatenate_version(monkeypatch):
+    from r3dp_core.pipeline import paste_back
+
+    monkeypatch.setattr(paste_back, "PASTE_CHUNK", 2)
+    photo = np.random.default_rng(5).integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    avatar = _avatar_with_photo(photo, CropSquare(40, 10, 90))
+    frames = torch.rand(48, 64, 64, 3)
+    person = _person(48, 64)[:, 0]
+    frame_bytes = 120 * 200 * (3 + 1) * 4                      # an image [H,W,3] and its mask [H,W], float32
+    clip_bytes, chunk_bytes = 48 * frame_bytes, 2 * frame_bytes
+    with _LiveStorage() as new:
+        images, masks = paste_back.paste_clip(frames, avatar, person)
+    with _LiveStorage() as old:
+        expected_images, expected_masks = _list_then_concatenate(frames, avatar, person, None, 2)
+    assert images.shape == (48, 120, 200, 3) and images.dtype == torch.float32 and masks.shape == (48, 120, 200)
+    assert torch.equal(images, expected_images) and torch.equal(masks, expected_masks)
+    assert bool((masks == 1).any()) and bool((masks == 0).any())
+    # the accounting sees the old loop hold the clip twice (its chunks, then their concatenation) ...
+    assert old.peak - clip_bytes >= 0.95 * clip_bytes
+    # ... and the new one allocate it once: besides it only a chunk's intermediates are alive, whatever T is
+    assert new.largest == 48 * 120 * 200 * 3 * 4
+    assert 0 <= new.peak - clip_bytes <= 5 * chunk_bytes, ((new.peak - clip_bytes) / chunk_bytes, old.peak / clip_bytes)
+    # chained into frames of a previous paste (longer than this clip: the clip holds its last frame)
+    short = frames[:37] * 0.5
+    with _LiveStorage() as chained:
+        two, two_masks = paste_back.paste_clip(short, avatar, person[:37], images)
+    expected_two, expected_two_masks = _list_then_concatenate(short, avatar, person[:37], images, 2)
+    assert two.shape == (48, 120, 200, 3) and not torch.equal(two, images)
+    assert torch.equal(two, expected_two) and torch.equal(two_masks, expected_two_masks)
+    assert chained.peak - clip_bytes <= 5 * chunk_bytes

@@ -17,11 +17,14 @@ rendered at 512², so larger canvases add only untouched photo pixels and encodi
 height trimmed by its last column or row (H.264 needs even sizes).
 
 :class:`PasteBackSource` is one more streaming stage over the composite source: each chunk is pasted as it
-comes, so memory stays flat in clip length.
+comes, so memory stays flat in clip length. :class:`ClipPasteSource` pastes a clip already in memory (the Paste
+Back nodes' IMAGE frames) range by range: :func:`paste_clip` fills a whole-clip IMAGE from it (allocated once),
+:func:`write_clip_video` encodes it chunk by chunk without ever forming the whole clip.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -32,7 +35,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..geometry.framing import CropSquare
 from ..images import uint8_to_unit
-from .stream import FrameSource
+from .stream import FrameSource, iterate_chunks
 
 #: The photo canvas's longest side is capped at this (the pasted output's resolution limit).
 MAX_PHOTO_SIDE = 2048
@@ -244,61 +247,147 @@ class PasteBackSource(FrameSource):
         return PastedFrames(images.numpy(), masks)
 
 
-#: Frames blended together (bounds the resized-square intermediates; the IMAGE output holds every frame anyway).
-PASTE_CHUNK = 16
+#: Frames blended together by the Paste Back nodes: bounds the per-chunk intermediates (about 90 MB a frame on a
+#: 1920x1080 photo).
+PASTE_CHUNK = 8
 
 
-def _base_for(background: torch.Tensor | None, avatar) -> torch.Tensor:
-    """``[T,H,W,3]`` float in [0,1]: the frames to paste into, or the avatar's photo as one frame."""
-    if background is not None:
-        if background.ndim != 4 or background.shape[-1] < 3:
-            raise InputError(f"Paste Back: background_frames must be an IMAGE batch [T,H,W,3], got "
-                             f"{tuple(background.shape)}.")
-        return background[..., :3].float()
-    photo, _ = avatar_placement(avatar)
-    return uint8_to_unit(photo.cpu()[None])
+def _square_on(base_h: int, base_w: int, photo: torch.Tensor, square: CropSquare) -> CropSquare:
+    """The avatar's square on a base of ``base_w``×``base_h`` pixels (frames of the same photo, maybe resized)."""
+    height, width = photo.shape[:2]
+    if (base_h, base_w) == (height, width):
+        return square
+    if abs(base_w / width - base_h / height) > 0.01 * base_w / width:
+        raise InputError(f"Paste Back: background_frames are {base_w}x{base_h} but the avatar's photo is "
+                         f"{width}x{height}; give frames of the same photo (e.g. the first Paste Back's output).")
+    return square.scaled(base_w / width)
+
+
+class ClipPasteSource(FrameSource):
+    """A clip already in memory (HTB-SR Composite's IMAGE frames) pasted into its photo, computed on demand in
+    ranges: the Paste Back node fills its IMAGE output from it, and Paste Back (stream) hands it on lazily so that
+    a long clip is encoded chunk by chunk without ever being held whole at the photo's resolution.
+
+    ``chunk(start, stop)`` returns ``(images [B,H,W,3]`` float32 in [0,1], ``masks [B,H,W]`` float32 blend
+    weights``)``. The clip has ``max(T, Tb)`` frames, ``Tb`` the background's length when it is more than one
+    frame; the shorter one holds its last frame.
+
+    Args:
+        frames: ``[T,S,S,3]`` float in [0,1], the animated squares.
+        avatar: the avatar they were made from (its photo and square).
+        person: ``[T,S,S]`` HTB-SR's person mask of each frame, or None (the whole square, softened at its edges).
+        background: what to paste into instead of the photo: ``[Tb,H,W,3]`` float in [0,1] (an IMAGE batch of the
+            same photo, e.g. a previous Paste Back's output) or another ``ClipPasteSource`` (a previous paste,
+            pulled range by range); None for the photo itself.
+        feather: soft edge width in pixels of a 512² frame.
+    """
+
+    def __init__(self, frames: torch.Tensor, avatar, person: torch.Tensor | None = None,
+                 background: torch.Tensor | ClipPasteSource | None = None, feather: int = BLEND_FEATHER):
+        if frames.ndim != 4 or frames.shape[1] != frames.shape[2] or frames.shape[0] == 0:
+            raise InputError(f"Paste Back: images must be square frames [T,S,S,3] from HTB-SR Composite, got "
+                             f"{tuple(frames.shape)}.")
+        if person is not None and tuple(person.shape) != tuple(frames.shape[:3]):
+            raise InputError(f"Paste Back: person_mask is {tuple(person.shape)} but the images are "
+                             f"{tuple(frames.shape[:3])}; connect HTB-SR Composite's person_mask of the same clip.")
+        photo, square = avatar_placement(avatar)
+        if background is None:
+            base_count, (base_h, base_w) = 1, photo.shape[:2]
+            self._still = uint8_to_unit(photo.cpu()[None])
+        elif isinstance(background, ClipPasteSource):
+            base_count, base_h, base_w = background.num_frames, background.height, background.width
+            self._still = None
+        else:
+            if background.ndim != 4 or background.shape[-1] < 3 or background.shape[0] == 0:
+                raise InputError(f"Paste Back: background_frames must be an IMAGE batch [T,H,W,3], got "
+                                 f"{tuple(background.shape)}.")
+            base_count, base_h, base_w = background.shape[:3]
+            self._still = background[:1, ..., :3].float() if base_count == 1 else None
+        self.square = _square_on(int(base_h), int(base_w), photo, square)
+        self.frames, self.person, self.background, self.feather = frames, person, background, int(feather)
+        self.height, self.width = int(base_h), int(base_w)
+        self.base_count = int(base_count)
+        self.num_frames = max(int(frames.shape[0]), self.base_count if self.base_count > 1 else 0)
+        self.source_person = source_person_mask(avatar)
+        self._held = None                                # a source background's last frame, once it is held
+
+    def _base(self, start: int, stop: int) -> torch.Tensor:
+        """``[B or 1,H,W,3]`` float: the background of frames ``start:stop``."""
+        if self._still is not None:
+            return self._still
+        last = self.base_count - 1
+        if isinstance(self.background, ClipPasteSource):
+            if start > last:
+                if self._held is None:
+                    self._held = self.background.chunk(last, last + 1)[0]
+                return self._held
+            base = self.background.chunk(start, min(stop, last + 1))[0]
+            if stop - 1 > last:
+                base = torch.cat([base, base[-1:].expand(stop - 1 - last, -1, -1, -1)])
+            return base
+        index = torch.arange(start, stop).clamp(max=last)
+        return self.background[index][..., :3].float()
+
+    def chunk(self, start: int, stop: int, trace: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_range(start, stop)
+        index = torch.arange(start, stop)
+        clip = self.frames[index.clamp(max=self.frames.shape[0] - 1)][..., :3].permute(0, 3, 1, 2).float()
+        person = None
+        if self.person is not None:
+            person = self.person[index.clamp(max=self.person.shape[0] - 1)][:, None]
+        return paste_frames(clip, person, self.source_person, self._base(start, stop), self.square, self.feather)
+
+
+def clip_images(source: ClipPasteSource, *, on_chunk: Callable[[int, int, torch.Tensor], None] | None = None,
+                should_stop: Callable[[], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every frame of a :class:`ClipPasteSource` as one IMAGE batch and its masks.
+
+    The outputs are allocated once at their full size and filled chunk by chunk: a whole clip at the photo's
+    resolution (``T·H·W·16`` bytes with its masks) is never held twice. ``on_chunk(done, total, last_frame
+    [H,W,3])`` is called after every chunk; ``should_stop()`` before each (it may raise to interrupt).
+
+    Returns:
+        ``(images [T,H,W,3]`` float32 in [0,1], ``masks [T,H,W]`` float32``)``.
+    """
+    images = torch.empty(source.num_frames, source.height, source.width, 3)
+    masks = torch.empty(source.num_frames, source.height, source.width)
+    for start, stop, (pasted, mask) in iterate_chunks(source, PASTE_CHUNK, should_stop=should_stop):
+        images[start:stop] = pasted
+        masks[start:stop] = mask
+        if on_chunk is not None:
+            on_chunk(stop, source.num_frames, pasted[-1])
+    return images, masks
 
 
 def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None = None,
                background: torch.Tensor | None = None, feather: int = BLEND_FEATHER
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A clip already in memory (the Paste Back node's IMAGE frames) pasted into its photo, in chunks.
+    """A clip already in memory pasted into its photo (or into ``background``), as one IMAGE batch: arguments as
+    :class:`ClipPasteSource`, result as :func:`clip_images` (``T'`` frames, the longer of the clip and a
+    multi-frame background)."""
+    return clip_images(ClipPasteSource(frames, avatar, person, background, feather))
 
-    Args:
-        frames: ``[T,S,S,3]`` float in [0,1], the animated squares (HTB-SR Composite's frames).
-        avatar: the avatar they were made from (its photo and square).
-        person: ``[T,S,S]`` HTB-SR's person mask of each frame, or None (the whole square, softened at its edges).
-        background: ``[Tb,H,W,3]`` float in [0,1], frames of the same photo to paste into (a previous paste), or
-            None for the photo itself.
-        feather: soft edge width in pixels of a 512² frame.
-    Returns:
-        ``(images [T',H,W,3], masks [T',H,W])``: ``T'`` is the longer of the clip and a multi-frame background;
-        the shorter one holds its last frame.
+
+def write_clip_video(source: ClipPasteSource, path, fps: float, audio: dict | None = None, *,
+                     chunk_size: int = PASTE_CHUNK, crf: int = 18,
+                     on_chunk: Callable[[int, int, torch.Tensor], None] | None = None,
+                     should_stop: Callable[[], None] | None = None):
+    """Encode a :class:`ClipPasteSource` to an H.264 mp4 (+ AAC ``audio``), chunk by chunk: memory stays flat in
+    clip length. Each chunk is converted to uint8 as an IMAGE batch is (``unit_to_uint8``'s arithmetic, in place);
+    an odd width or height loses its last column or row. The file appears only when complete (``VideoWriter``):
+    an interruption (``should_stop`` raising between chunks) or a failure leaves nothing behind.
+
+    ``on_chunk(done, total, last_frame [H,W,3])`` is called after every chunk. Returns the path written.
     """
-    if frames.ndim != 4 or frames.shape[1] != frames.shape[2]:
-        raise InputError(f"Paste Back: images must be square frames [T,S,S,3] from HTB-SR Composite, got "
-                         f"{tuple(frames.shape)}.")
-    if person is not None and tuple(person.shape) != tuple(frames.shape[:3]):
-        raise InputError(f"Paste Back: person_mask is {tuple(person.shape)} but the images are "
-                         f"{tuple(frames.shape[:3])}; connect HTB-SR Composite's person_mask of the same clip.")
-    photo, square = avatar_placement(avatar)
-    base = _base_for(background, avatar)
-    height, width = photo.shape[:2]
-    base_h, base_w = base.shape[1:3]
-    if (base_h, base_w) != (height, width):
-        if abs(base_w / width - base_h / height) > 0.01 * base_w / width:
-            raise InputError(f"Paste Back: background_frames are {base_w}x{base_h} but the avatar's photo is "
-                             f"{width}x{height}; give frames of the same photo (e.g. the first Paste Back's output).")
-        square = square.scaled(base_w / width)
-    count = max(frames.shape[0], base.shape[0] if base.shape[0] > 1 else 0)
-    source = source_person_mask(avatar)
-    images, masks = [], []
-    for start in range(0, count, PASTE_CHUNK):
-        index = torch.arange(start, min(start + PASTE_CHUNK, count))
-        clip = frames[index.clamp(max=frames.shape[0] - 1)].permute(0, 3, 1, 2).float()
-        clip_person = person[index.clamp(max=person.shape[0] - 1)][:, None] if person is not None else None
-        base_chunk = base[index.clamp(max=base.shape[0] - 1)] if base.shape[0] > 1 else base
-        pasted, mask = paste_frames(clip[:, :3], clip_person, source, base_chunk, square, feather)
-        images.append(pasted)
-        masks.append(mask)
-    return torch.cat(images), torch.cat(masks)
+    from ..video_io import VideoWriter
+
+    even_h, even_w = source.height // 2 * 2, source.width // 2 * 2
+    with VideoWriter(path, fps=fps, audio=audio, crf=crf) as writer:
+        for _, stop, (images, _) in iterate_chunks(source, chunk_size, should_stop=should_stop):
+            last = images[-1].clone() if on_chunk is not None else None
+            images = images[:, :even_h, :even_w].clamp_(0, 1).mul_(255).round_()   # the chunk is ours to reuse
+            writer.write(images.to(torch.uint8).numpy())
+            del images
+            if on_chunk is not None:
+                on_chunk(stop, source.num_frames, last)
+    return writer.path

@@ -22,14 +22,16 @@ NODE_IDS = {
     "R3DP_LoadSegmenter", "R3DP_SegmenterFromMasks", "R3DP_ImageToTriplane", "R3DP_AudioToMotion",
     "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder", "R3DP_MotionAdapter", "R3DP_VolumeRender",
     "R3DP_HtbsrComposite", "R3DP_BackgroundLoader", "R3DP_LoadAudio", "R3DP_SaveMotion", "R3DP_LoadMotion",
-    "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
+    "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait", "R3DP_PasteBack", "R3DP_PasteBackStream",
+    "R3DP_SaveVideo",
 }
 SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "workflows" / "api").glob("*.json"))
 CORE_OR_OURS = {"LoadImage", "LoadVideo", "LoadImageMask", "CreateVideo", "SaveVideo", "PreviewImage", "ImageFlip",
                 "ImageBatch", "MaskToImage", "AudioMerge"}
 # what each shipped workflow writes: (mp4 files, in-node previews, frame size); the default is one 512² clip
 EXPECTED_OUTPUTS = {"r3dp_two_portraits_core_mix": (2, 2, (512, 512)),
-                    "r3dp_two_people_one_photo": (1, 2, (1024, 512))}
+                    "r3dp_two_people_one_photo": (1, 2, (1024, 512)),
+                    "r3dp_two_people_long_clip": (1, 2, (1024, 512))}
 
 
 def swap_segmenter(prompt: dict) -> dict:

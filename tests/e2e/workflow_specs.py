@@ -291,3 +291,32 @@ WORKFLOWS["r3dp_two_people_one_photo"] = {
                   "voices for the soundtrack."),
               (1, MODELS_NOTE)],
 }
+
+# The same two people for long clips: the pasted frames never exist whole at the photo's resolution; Save Video
+# (r3dp) pulls them chunk by chunk through both Paste Back (stream) nodes into the mp4.
+WORKFLOWS["r3dp_two_people_long_clip"] = {
+    "nodes": [
+        ("photo", "LoadImage", 0, {"image": TWO_PEOPLE}, "Photo of two people"),
+        ("speech_a", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Voice of the person on the left"),
+        ("speech_b", "R3DP_LoadAudio", 0, {"audio": SECOND_SPEECH}, "Voice of the person on the right"),
+        *_loaders(1),
+        *_PERSON_A[0], *_PERSON_B[0],
+        ("camera", "R3DP_HeadPose", 3, _static_camera(), None),
+        ("paste_a", "R3DP_PasteBackStream", 6, {"feather": 16}, "Paste back: left person (stream)"),
+        ("paste_b", "R3DP_PasteBackStream", 6, {"feather": 16}, "Paste back: right person (stream)"),
+        ("voices", "AudioMerge", 7, {"merge_method": "add"}, "Both voices"),
+        ("save_video", "R3DP_SaveVideo", 7, {"filename_prefix": "r3dp/two_people_long_clip", "chunk_size": 8},
+         None),
+    ],
+    "links": [*_PERSON_A[1], *_PERSON_B[1], ("paste_a", 0, "paste_b", "background"),
+              ("speech_a", 0, "voices", "audio1"), ("speech_b", 0, "voices", "audio2"),
+              ("paste_b", 0, "save_video", "frames"), ("voices", 0, "save_video", "audio"),
+              ("composite_a", 5, "save_video", "fps")],
+    "notes": [(0, "Two people in one photo, for long clips. As 'r3dp_two_people_one_photo', but Paste Back (stream) "
+                  "pastes nothing by itself: Save Video (r3dp) pulls the frames chunk by chunk through both pastes and "
+                  "encodes each chunk as it comes (H.264 + the merged voices as AAC, into output/r3dp/), so the clip "
+                  "never exists whole at the photo's resolution (as IMAGE frames it costs about 25 MB a frame at "
+                  "1080p). The 512² frames of HTB-SR Composite are still held, about 3 MB a frame.\n\nUse Paste Back "
+                  "(IMAGE frames) for short clips and for further work with core image nodes."),
+              (1, MODELS_NOTE)],
+}

@@ -193,6 +193,20 @@ class FolderPaths(types.ModuleType):
     def get_temp_directory(self):
         return str(self.base / "temp")
 
+    def get_save_image_path(self, filename_prefix, output_dir, image_width=0, image_height=0):
+        """ComfyUI's numbering of saved files (``%width%``/``%height%`` only): ``(folder, name, counter, subfolder,
+        prefix)``, the counter one past the highest ``<name>_NNNNN_`` already in the folder."""
+        filename_prefix = filename_prefix.replace("%width%", str(image_width)).replace("%height%", str(image_height))
+        subfolder = os.path.dirname(os.path.normpath(filename_prefix))
+        filename = os.path.basename(os.path.normpath(filename_prefix))
+        folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((output_dir, os.path.abspath(folder))) != output_dir:
+            raise Exception("**** ERROR: Saving image outside the output folder is not allowed.")
+        os.makedirs(folder, exist_ok=True)
+        taken = [int(f[len(filename) + 1:].split("_")[0]) for f in os.listdir(folder)
+                 if f.startswith(filename + "_") and f[len(filename) + 1:].split("_")[0].isdigit()]
+        return folder, filename, max(taken, default=0) + 1, subfolder, filename_prefix
+
     def get_annotated_filepath(self, name):
         return os.path.join(self.get_input_directory(), name)
 
