@@ -106,7 +106,7 @@ def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, 
             union = torch.maximum(union, _resized(source_person.to(union), union.shape[-2:]))
         union = (union > 0.5).float()
         if dilation > 0:
-            union = F.max_pool2d(union, 2 * dilation + 1, stride=1, padding=dilation)
+            union = _dilated(union, dilation)
         union = _box_blurs(union, radius)
     if others is not None and bool(others.any()):
         union = union * _away_from(_resized(others.to(union), union.shape[-2:]), dilation, radius)
@@ -129,9 +129,14 @@ def _box_blurs(mask: torch.Tensor, radius: int) -> torch.Tensor:
 def _away_from(others: torch.Tensor, dilation: int, radius: int) -> torch.Tensor:
     """``[1,1,S,S]`` in [0,1]: exactly 0 on ``others`` grown by ``dilation`` pixels, rising to exactly 1 over
     ``4·radius`` pixels beyond (the blurs reach ``2·radius``, so the zeros are grown by that much more first)."""
-    grown = F.max_pool2d((others > 0.5).float(), 2 * (dilation + 2 * radius) + 1, stride=1,
-                         padding=dilation + 2 * radius)
-    return _box_blurs(1 - grown, radius)
+    return _box_blurs(1 - _dilated((others > 0.5).float(), dilation + 2 * radius), radius)
+
+
+def _dilated(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """The square max filter of side ``2·pixels+1`` as a row pass then a column pass (the same values as one
+    2-D max-pool, at a fraction of its cost for the 25-pixel windows of a 512² mask)."""
+    mask = F.max_pool2d(mask, (1, 2 * pixels + 1), stride=1, padding=(0, pixels))
+    return F.max_pool2d(mask, (2 * pixels + 1, 1), stride=1, padding=(pixels, 0))
 
 
 def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare,
