@@ -103,15 +103,24 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.action == "import":
         return _import_models(args, models_dir)
     print(f"models folder: {models_dir}")
-    missing = 0
+    missing, talk3d_missing = 0, []
     for spec, found in model_files.status(models_dir):
         state = f"present  {found}" if found else "MISSING  " + str(models_dir / spec.relpath)
+        if spec.talk3d_only:   # not needed by `r3dp generate`: say what it is for
+            state += f"  (for {'/'.join(spec.required_for)}: {spec.purpose})"
+            if found is None:
+                talk3d_missing.append(spec)
+        else:
+            missing += found is None
         print(f"  {spec.key:<20} {state}")
-        missing += found is None
     if missing:
         print(f"{missing} file(s) missing: `r3dp models fetch --official` downloads them all (the official "
               "checkpoints and the BFM from their Google Drive folders once you accept their terms); `r3dp models "
               "import PATH` puts files you downloaded by hand (folder or archive) in place.")
+    if talk3d_missing:
+        print(f"{len(talk3d_missing)} Talk3D file(s) missing (only Talk3D needs them, `r3dp generate` does not):")
+        for spec in talk3d_missing:
+            print(f"  {spec.key:<20} {spec.how_to_get()}")
     return 0
 
 
@@ -172,7 +181,7 @@ def _fetch_models(models_dir: Path, opener=None, snapshot_download=None, *, offi
                 print(f"  {spec.key:<20} saved to {models_dir / spec.relpath}")
             elif spec.hub_repo:
                 print(f"  {spec.key:<20} downloading {spec.hub_repo} from Hugging Face ({spec.size})")
-                target = model_files.fetch_hubert(models_dir, snapshot_download=snapshot_download)
+                target = model_files.fetch_hub_folder(spec, models_dir, snapshot_download=snapshot_download)
                 print(f"  {spec.key:<20} saved to {target}")
             elif not (official and spec.official_drive):
                 manual.append(spec)

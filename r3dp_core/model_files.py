@@ -5,10 +5,10 @@ standalone it is ``--models-dir``, else ``$R3DP_MODELS``, else ``~/.cache/r3dp/m
 
 Two commands fill it, and only when the user runs them (nothing is ever downloaded at run time):
 ``r3dp models fetch`` downloads the files that have a public address (HTTP with timeout, retries, resume, size
-and sha256 checks; HuBERT through ``huggingface_hub``), and with ``--official`` the official checkpoints and BFM
-from their Google Drive folders (``gdrive.py``, after the user accepts their terms); ``r3dp models import PATH``
-puts the files users download by hand (the official release, the BFM bundle) in their slots after checking them
-(``model_import.py``).
+and sha256 checks; HuBERT and Talk3D's wav2vec2 through ``huggingface_hub``), and with ``--official`` the
+official checkpoints and BFM from their Google Drive folders (``gdrive.py``, after the user accepts their terms);
+``r3dp models import PATH`` puts the files users download by hand (the official release, the BFM bundle, EG3D's
+generator pickle) in their slots after checking them (``model_import.py``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,16 @@ class ModelFile:
     def missing_message(self, models_dir: Path) -> str:
         return f"Missing model file for {self.purpose}: {models_dir / self.relpath} — {self.how_to_get()}."
 
+    @property
+    def talk3d_only(self) -> bool:
+        """Only Talk3D uses it (``required_for`` within ``TALK3D_PURPOSES``): ``generate`` never demands it."""
+        return bool(self.required_for) and set(self.required_for) <= TALK3D_PURPOSES
+
+
+#: Purposes of the files only Talk3D uses: ``talk3d`` (its audio features) and ``personalise`` (the EG3D prior a
+#: person is fine-tuned from). Real3D-Portrait's ``generate`` never demands these slots.
+TALK3D_PURPOSES = frozenset({"talk3d", "personalise"})
+
 
 MODEL_FILES: tuple[ModelFile, ...] = (
     ModelFile("video_model", "secc2plane_torso/model_ckpt_steps_100000.ckpt",
@@ -122,6 +132,17 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               url="https://storage.googleapis.com/mediapipe-models/image_segmenter/selfie_multiclass_256x256/"
                   "float32/latest/selfie_multiclass_256x256.tflite",
               licence="Apache-2.0"),  # no published digest, and "latest" may change: checked by size only
+    # Talk3D's files (the ``talk3d`` / ``personalise`` purposes; see ``TALK3D_PURPOSES``).
+    ModelFile("wav2vec2", "wav2vec2/wav2vec2-large-xlsr-53-esperanto",
+              "Talk3D's audio features (wav2vec2 CTC, cpierse/wav2vec2-large-xlsr-53-esperanto)",
+              "Hugging Face: hf download cpierse/wav2vec2-large-xlsr-53-esperanto --local-dir "
+              "<models>/wav2vec2/wav2vec2-large-xlsr-53-esperanto", "≈ 1.3 GB", required_for=("talk3d",),
+              hub_repo="cpierse/wav2vec2-large-xlsr-53-esperanto", licence="Apache-2.0 (as published on the Hub)"),
+    ModelFile("eg3d_ffhq", "eg3d/ffhq-fixed-triplane512-128.pkl",
+              "the EG3D FFHQ generator Talk3D personalises (ffhq-fixed-triplane512-128.pkl)",
+              "EG3D's pretrained models on NVIDIA NGC (nvidia/research/eg3d); the fixed-tri-plane variant is not "
+              "clearly documented there (EG3D issue #67)", "≈ 0.5 GB", required_for=("personalise",),
+              licence="NVIDIA Source Code License (non-commercial)"),
 )
 
 BY_KEY = {m.key: m for m in MODEL_FILES}
@@ -305,26 +326,49 @@ def verify_download(spec: ModelFile, partial: Path, server_size: int | None) -> 
                              f"the partial file was removed, run `{FETCH_COMMAND}` again.")
 
 
-def fetch_hubert(models_dir: Path, snapshot_download=None) -> Path:
-    """Snapshot ``facebook/hubert-large-ls960-ft`` (the revision the official code pins) into its slot with
-    ``huggingface_hub`` (which shows progress and resumes), then check its config.
+# Hugging Face folders r3dp snapshots: slot key → (revision, folder check), imported lazily (those modules import
+# this one). HuBERT: the snapshot the official Real3D-Portrait code pins. wav2vec2: Talk3D's preprocessing
+# (RAD-NeRF's asr.py) loads it by name with no revision and no pinned snapshot is known, so the main branch.
+def _hub_folder_rules(key: str):
+    if key == "hubert":
+        from .audio.hubert import HUBERT_REVISION, check_hubert_folder
+
+        return HUBERT_REVISION, check_hubert_folder
+    if key == "wav2vec2":
+        from .talk3d.audio_features import check_wav2vec2_folder
+
+        return "main", check_wav2vec2_folder
+    raise KeyError(f"{key} is not a Hugging Face folder r3dp fetches")
+
+
+def fetch_hub_folder(spec: ModelFile | str, models_dir: Path, snapshot_download=None) -> Path:
+    """Snapshot the Hugging Face repository of ``spec`` (a slot or its key: ``hubert``, ``wav2vec2``) at its
+    revision into its slot with ``huggingface_hub`` (which shows progress and resumes), then check the folder.
 
     ``snapshot_download``: the hub call (``huggingface_hub.snapshot_download`` by default; tests pass a fake).
-    """
-    from .audio.hubert import HUBERT_REVISION, check_hubert_folder
 
-    spec = BY_KEY["hubert"]
+    Raises:
+        DownloadError: the hub could not be reached (the message names the manual step).
+        ModelFileError: the snapshot is not the model the slot needs.
+    """
+    spec = BY_KEY[spec] if isinstance(spec, str) else spec
+    revision, check_folder = _hub_folder_rules(spec.key)
     target = models_dir / spec.relpath
     if snapshot_download is None:
         from huggingface_hub import snapshot_download
     try:
-        snapshot_download(repo_id=spec.hub_repo, revision=HUBERT_REVISION, local_dir=str(target),
+        snapshot_download(repo_id=spec.hub_repo, revision=revision, local_dir=str(target),
                           allow_patterns=["*.json", "*.safetensors", "pytorch_model.bin", "*.txt"])
     except Exception as exc:  # huggingface_hub raises its own HTTP/offline/IO error types, which vary by version
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DownloadError(f"Could not download HuBERT ({spec.hub_repo}) from Hugging Face ({reason}). If this "
-                            f"machine is offline or huggingface.co is blocked, run `hf download {spec.hub_repo} "
+        raise DownloadError(f"Could not download {spec.key} ({spec.hub_repo}) from Hugging Face ({reason}). If "
+                            f"this machine is offline or huggingface.co is blocked, run `hf download {spec.hub_repo} "
                             f"--local-dir DIR` elsewhere and `{IMPORT_COMMAND}` with DIR here, or copy DIR to "
                             f"{target}. Running `{FETCH_COMMAND}` again resumes.") from None
-    check_hubert_folder(target)
+    check_folder(target)
     return target
+
+
+def fetch_hubert(models_dir: Path, snapshot_download=None) -> Path:
+    """``fetch_hub_folder`` for HuBERT (``facebook/hubert-large-ls960-ft`` at the revision the official code pins)."""
+    return fetch_hub_folder("hubert", models_dir, snapshot_download)

@@ -2,15 +2,20 @@
 
 PATH is a folder or an archive (``.zip``, ``.tar``, ``.tar.gz``/``.tgz``) in any of the layouts users end up
 with: the official release (``checkpoints/240210_real3dportrait_orig/secc2plane_torso_orig/...``,
-``.../audio2secc_vae/...``), the official ``deep_3drecon/BFM/...`` bundle, a Hugging Face snapshot of HuBERT,
-or everything flat in one folder. Every file r3dp uses is found by its name or folder (checkpoints of unknown
-name by their keys), checked, and copied (or linked) to its slot:
+``.../audio2secc_vae/...``), the official ``deep_3drecon/BFM/...`` bundle, Hugging Face snapshots of HuBERT or
+Talk3D's wav2vec2, EG3D's FFHQ generator pickle, or everything flat in one folder. Every file r3dp uses is found
+by its name or folder (checkpoints of unknown name by their keys, transformers folders by their ``config.json``,
+``.pkl`` files by what they hold), checked, and copied (or linked) to its slot:
 
 - checkpoints: the model kind, then every key and shape strictly against the official key list shipped in
   ``r3dp_core/data/official_keys_*.tsv``, and the ``config.yaml`` beside them;
 - ``BFM_model_front.mat``: the fields and shapes the 3DMM reads; the MediaPipe index: 468 integer ids;
 - the eye-triangle files and the face landmarker: their published sha256;
-- the segmenter: a TensorFlow Lite file; HuBERT: its ``config.json`` (a 1024-d HuBERT) and weights.
+- the segmenter: a TensorFlow Lite file; HuBERT: its ``config.json`` (a 1024-d HuBERT) and weights; Talk3D's
+  wav2vec2: its ``config.json`` (a wav2vec2 CTC with the 44-symbol Esperanto head) and weights;
+- a ``.pkl``: read inertly (nothing it names is looked up or run, see ``r3dp_core.inert_pickle``); a dict whose
+  ``G_ema`` has every tensor of r3dp's EG3D generator is the FFHQ prior; a pickled bare generator (a person's
+  ``G_tune.pkl``) and any other pickle are skipped with the reason.
 
 A file that fails its check is refused with the reason and nothing is written for it. A file is never removed
 before its replacement is complete: it is copied to a temporary file beside its slot, then renamed over it, so a
@@ -23,7 +28,9 @@ reason, before it fills the disk.
 
 from __future__ import annotations
 
+import io
 import os
+import pickletools
 import secrets
 import shutil
 import tarfile
@@ -165,6 +172,16 @@ def verify_hubert(path: Path) -> None:
     check_hubert_folder(path)
 
 
+def verify_wav2vec2(path: Path) -> None:
+    from .talk3d.audio_features import check_wav2vec2_folder
+
+    check_wav2vec2_folder(path)
+
+
+# Transformers folders: slot key → verifier.
+FOLDER_VERIFIERS: dict[str, Callable[[Path], None]] = {"hubert": verify_hubert, "wav2vec2": verify_wav2vec2}
+
+
 # Files recognised by their exact name: slot key → (file name, verifier).
 BY_NAME: dict[str, tuple[str, Callable[[Path], None]]] = {
     "bfm": ("BFM_model_front.mat", verify_bfm),
@@ -296,12 +313,37 @@ class Candidate:
     path: Path
 
 
-def _hubert_folders(root: Path) -> list[Path]:
-    """Folders holding a transformers ``config.json`` next to weights (HuBERT candidates)."""
+def _transformers_folders(root: Path) -> list[Path]:
+    """Folders holding a transformers ``config.json`` next to weights (HuBERT or wav2vec2 candidates)."""
     from .audio.hubert import HUBERT_WEIGHT_FILES
 
     return sorted(config.parent for config in root.rglob("config.json")
                   if any((config.parent / name).exists() for name in HUBERT_WEIGHT_FILES))
+
+
+def _transformers_slot(folder: Path) -> tuple[str | None, str]:
+    """The slot of a transformers folder by its ``config.json``'s ``model_type`` (``hubert``; ``wav2vec2`` with
+    Talk3D's 44-symbol head), or None and the reason it is skipped."""
+    import json
+
+    from .talk3d.audio_features import LOGIT_DIM, WAV2VEC2_MODEL_ID, check_wav2vec2_folder
+
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"its config.json cannot be read as a transformers config ({exc})"
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind == "hubert":
+        return "hubert", ""
+    if kind == "wav2vec2" and config.get("vocab_size") == LOGIT_DIM:
+        return "wav2vec2", ""
+    if kind == "wav2vec2":
+        try:
+            check_wav2vec2_folder(folder)
+        except ModelFileError as exc:
+            return None, str(exc)
+    return None, (f"a '{kind}' transformers model; r3dp uses HuBERT ({model_files.BY_KEY['hubert'].hub_repo}) and "
+                  f"Talk3D's wav2vec2 ({WAV2VEC2_MODEL_ID})")
 
 
 def _checkpoint_hint(path: Path, root: Path) -> str | None:
@@ -320,11 +362,16 @@ def _checkpoint_hint(path: Path, root: Path) -> str | None:
 def scan(root: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
     """Every file under ``root`` that may fill a slot, and those that are known but not needed."""
     candidates, skipped = [], []
-    hubert = _hubert_folders(root)
-    candidates += [Candidate("hubert", folder) for folder in hubert]
+    folders = _transformers_folders(root)
+    for folder in folders:
+        key, reason = _transformers_slot(folder)
+        if key is None:
+            skipped.append((folder, reason))
+        else:
+            candidates.append(Candidate(key, folder))
     names = {name.lower(): key for key, (name, _) in BY_NAME.items()}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        if any(folder in path.parents for folder in hubert):
+        if any(folder in path.parents for folder in folders):
             continue
         if path.name in NOT_NEEDED:
             skipped.append((path, NOT_NEEDED[path.name]))
@@ -336,14 +383,64 @@ def scan(root: Path) -> tuple[list[Candidate], list[tuple[Path, str]]]:
                 skipped.append((path, "the head-only model (secc2plane); r3dp uses secc2plane_torso"))
             else:
                 candidates.append(Candidate(hint, path))
+        elif path.suffix.lower() == ".pkl":
+            candidates.append(Candidate(None, path))    # judged by what it holds (``_classify``)
     return candidates, skipped
 
 
-def _classify(path: Path) -> str | None:
-    """The slot of a checkpoint with an uninformative name, from its keys (None: not a model r3dp uses)."""
-    from .checkpoint import load_checkpoint
+TALK3D_PERSON = "convert the person with `r3dp convert --talk3d`"
 
-    return SLOT_OF_KIND.get(load_checkpoint(path).kind)
+
+def _pickle_holds_dict(path: Path) -> bool:
+    """Whether the pickle's top-level object is a plain dict (its first opcode after PROTO/FRAME is EMPTY_DICT),
+    from its first bytes, without unpickling anything (the FFHQ pickle is a dict; a pickled generator is not)."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                if len(names) != 1:
+                    return False
+                with archive.open(names[0]) as fh:
+                    head = fh.read(64)
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(64)
+        for opcode, _, _ in pickletools.genops(io.BytesIO(head)):
+            if opcode.name not in ("PROTO", "FRAME"):
+                return opcode.name == "EMPTY_DICT"
+    except (OSError, ValueError, zipfile.BadZipFile):
+        pass
+    return False
+
+
+def _classify_pickle(path: Path) -> tuple[str | None, str]:
+    """A ``.pkl`` by what it holds, read inertly (nothing in it is run): EG3D's FFHQ generator pickle (a dict
+    whose ``G_ema`` matches r3dp's generator) fills ``eg3d_ffhq``; a pickled bare generator is a person's
+    ``G_tune.pkl``; anything else is skipped with the reason. The keys and shapes are those of every EG3D
+    512-128 FFHQ generator: the fixed-tri-plane variant cannot be told from the others by its tensors."""
+    from .talk3d.official_files import read_eg3d_generator
+
+    try:
+        read_eg3d_generator(path)
+    except ModelFileError as exc:
+        return None, str(exc)
+    if not _pickle_holds_dict(path):
+        return None, f"a personalised generator (G_tune.pkl): {TALK3D_PERSON}"
+    return "eg3d_ffhq", ""
+
+
+def _classify(path: Path) -> tuple[str | None, str]:
+    """The slot of a file with an uninformative name, from what it holds, or None and the reason it is skipped:
+    a checkpoint by its keys, a ``.pkl`` by ``_classify_pickle``."""
+    from .checkpoint import load_checkpoint
+    from .talk3d.official_files import is_talk3d_checkpoint
+
+    if path.suffix.lower() == ".pkl":
+        return _classify_pickle(path)
+    if is_talk3d_checkpoint(path):
+        return None, f"a Talk3D person's checkpoint: {TALK3D_PERSON}"
+    slot = SLOT_OF_KIND.get(load_checkpoint(path).kind)
+    return slot, "" if slot else "not a model file r3dp uses"
 
 
 # ---------------------------------------------------------------------------------------------- placement
@@ -493,9 +590,9 @@ def _import_folder(root: Path, models_dir: Path, *, mode: str, convert: bool, fo
         target = existing = None
         try:
             if key is None:
-                key = _classify(path)
+                key, reason = _classify(path)
                 if key is None:
-                    report.skipped.append((path, "not a model file r3dp uses"))
+                    report.skipped.append((path, reason))
                     continue
             spec = model_files.BY_KEY[key]
             if key in filled:
@@ -516,8 +613,10 @@ def _import_folder(root: Path, models_dir: Path, *, mode: str, convert: bool, fo
             if key in CHECKPOINT_KINDS:
                 loaded = verify_checkpoint(path, key)
                 _place_checkpoint(key, path, loaded, target, mode, convert, report)
+            elif key == "eg3d_ffhq":        # checked by its keys when it was classified
+                _place_file(path, target, mode)
             else:
-                (verify_hubert if key == "hubert" else BY_NAME[key][1])(path)
+                (FOLDER_VERIFIERS.get(key) or BY_NAME[key][1])(path)
                 _place_file(path, target, mode)
         except ModelFileError as exc:
             report.refused.append((path, str(exc)))

@@ -1,5 +1,6 @@
 """`r3dp models fetch`: downloads against a local HTTP server on 127.0.0.1 (resume, a complete partial answered
-with 416, wrong sha256, timeouts, 404) and HuBERT through a fake ``snapshot_download``. Nothing leaves the machine."""
+with 416, wrong sha256, timeouts, 404) and HuBERT and wav2vec2 through a fake ``snapshot_download``. Nothing
+leaves the machine."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from r3dp_core import cli, model_files
+from r3dp_core.audio.hubert import HUBERT_REVISION
 from r3dp_core.errors import ModelFileError
 from r3dp_core.model_files import BY_KEY, DownloadError, download, fetch_hubert
 
@@ -190,11 +192,14 @@ def test_an_unreachable_host_gives_one_clear_message(tmp_path):
 # ---------------------------------------------------------------------------------------------------- HuBERT
 
 def _fake_snapshot(calls: list):
+    configs = {"facebook/hubert-large-ls960-ft": {"model_type": "hubert", "hidden_size": 1024},
+               "cpierse/wav2vec2-large-xlsr-53-esperanto": {"model_type": "wav2vec2", "vocab_size": 44}}
+
     def snapshot_download(repo_id, revision, local_dir, allow_patterns):
         calls.append((repo_id, revision, local_dir))
         folder = Path(local_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.json").write_text(json.dumps({"model_type": "hubert", "hidden_size": 1024}))
+        (folder / "config.json").write_text(json.dumps(configs[repo_id]))
         (folder / "model.safetensors").write_bytes(b"weights")
         return local_dir
 
@@ -242,12 +247,15 @@ def test_models_fetch_gets_every_downloadable_file_and_lists_the_manual_steps(se
     calls = []
     assert cli._fetch_models(tmp_path, opener=local, snapshot_download=_fake_snapshot(calls)) == 0
     out = capsys.readouterr().out
-    for key in ("bfm_left_eye_faces", "bfm_right_eye_faces", "face_landmarker", "segmenter", "hubert"):
+    for key in ("bfm_left_eye_faces", "bfm_right_eye_faces", "face_landmarker", "segmenter", "hubert", "wav2vec2"):
         assert BY_KEY[key].find(tmp_path) is not None, key
+    assert [(repo, revision) for repo, revision, _ in calls] == [
+        ("facebook/hubert-large-ls960-ft", HUBERT_REVISION), ("cpierse/wav2vec2-large-xlsr-53-esperanto", "main")]
     assert (tmp_path / "face_landmarker.task").read_bytes() == contents["face_landmarker.task"]
     assert "manual step" in out and "r3dp models import PATH" in out
+    assert "eg3d_ffhq            manual step: EG3D's pretrained models on NVIDIA NGC" in out
     missing = {spec.key for spec, found in model_files.status(tmp_path) if found is None}
-    assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index"}
+    assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "eg3d_ffhq"}
 
 
 # ------------------------------------------------------------------------------- issue #23: stale partials
@@ -286,8 +294,9 @@ def test_one_failed_download_does_not_stop_fetch(server, tmp_path, shared_dir, c
     captured = capsys.readouterr()
     for key in ("bfm_right_eye_faces", "segmenter"):                     # fetched after the first failure
         assert BY_KEY[key].find(tmp_path) is not None, key
-    failures = captured.err[captured.err.index("3 downloads failed"):]
+    failures = captured.err[captured.err.index("4 downloads failed"):]
     assert "bfm_left_eye_faces" in failures and "has 16 bytes, expected 4680" in failures
     assert "face_landmarker" in failures and "HTTP 404" in failures
     assert "hubert" in failures and "couldn't connect" in failures
+    assert "Could not download wav2vec2 (cpierse/wav2vec2-large-xlsr-53-esperanto)" in failures
     assert cli.main(["models", "--models-dir", str(tmp_path)]) == 0     # the list still works afterwards

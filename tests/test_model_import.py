@@ -24,6 +24,7 @@ from r3dp_core.errors import InputError
 from r3dp_core.model_import import import_models, official_keys
 
 RELEASE = Path("checkpoints") / "240210_real3dportrait_orig"
+TALK3D = {"wav2vec2", "eg3d_ffhq"}   # Talk3D's slots: no Real3D-Portrait download fills them
 
 
 def official_like(kind: str) -> dict[str, torch.Tensor]:
@@ -54,6 +55,14 @@ def write_hubert(folder: Path) -> Path:
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({"model_type": "hubert", "hidden_size": 1024}))
     (folder / "model.safetensors").write_bytes(b"weights")
+    return folder
+
+
+def write_wav2vec2(folder: Path) -> Path:
+    """Talk3D's wav2vec2 snapshot as far as r3dp checks it: a wav2vec2 CTC config with 44 symbols, weights."""
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "wav2vec2", "vocab_size": 44}))
+    (folder / "pytorch_model.bin").write_bytes(b"weights")
     return folder
 
 
@@ -90,7 +99,8 @@ def _check_release_imported(models: Path, report) -> None:
     assert placed == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces",
                       "bfm_right_eye_faces"}
     assert report.refused == []
-    assert {spec.key for spec in report.missing} == _missing(models) == {"hubert", "face_landmarker", "segmenter"}
+    assert {spec.key for spec in report.missing} == _missing(models) == {"hubert", "face_landmarker", "segmenter",
+                                                                         *TALK3D}
     video = load_checkpoint(models / "secc2plane_torso" / "model_ckpt_steps_100000.ckpt", expected="secc2plane_torso")
     assert len(video.state_dict) == 1030 and video.config["triplane_hid_dim"] == 32   # config.yaml came along
     assert (models / "audio2secc_vae" / "config.yaml").is_file()
@@ -115,7 +125,7 @@ def test_official_release_zip_through_the_cli(release, tmp_path, capsys):
     assert cli.main(["models", "import", archive, "--models-dir", str(models)]) == 0
     out = capsys.readouterr().out
     assert "copied" in out and "still missing" in out and "r3dp models fetch" in out
-    assert _missing(models) == {"hubert", "face_landmarker", "segmenter"}
+    assert _missing(models) == {"hubert", "face_landmarker", "segmenter", *TALK3D}
     assert [p.name for p in models.iterdir() if p.name.startswith(".import-")] == []   # the extraction is gone
     # a second import keeps what is there unless forced
     report = import_models(archive, models)
@@ -130,6 +140,7 @@ def test_flat_folder_as_tar_gz_with_hubert_and_convert(tmp_path, shared_dir, bfm
     shutil.copy(shared_dir / "models" / "face_landmarker.task", flat / "face_landmarker.task")
     (flat / "selfie_multiclass_256x256.tflite").write_bytes(b"\0\0\0\0TFL3" + bytes(64))
     write_hubert(flat / "hubert-large-ls960-ft")
+    write_wav2vec2(flat / "wav2vec2-large-xlsr-53-esperanto")
     archive = tmp_path / "models.tar.gz"
     with tarfile.open(archive, "w:gz") as bundle:
         bundle.add(flat, arcname=".")
@@ -137,12 +148,13 @@ def test_flat_folder_as_tar_gz_with_hubert_and_convert(tmp_path, shared_dir, bfm
     report = import_models(archive, models, convert=True)
     assert report.refused == []
     assert {key for key, _, _ in report.placed} == {"audio_model", "bfm", "bfm_mediapipe_index", "face_landmarker",
-                                                     "segmenter", "hubert"}
+                                                     "segmenter", "hubert", "wav2vec2"}
     converted = load_checkpoint(models / "audio2secc_vae.safetensors", expected="audio2secc_vae")
     assert set(converted.state_dict) == set(official_keys("audio2secc_vae"))
     assert converted.metadata["r3dp_model"] == "audio2secc_vae"
     assert (models / "hubert" / "hubert-large-ls960-ft" / "config.json").is_file()
-    assert _missing(models) == {"video_model", "bfm_left_eye_faces", "bfm_right_eye_faces"}
+    assert (models / "wav2vec2" / "wav2vec2-large-xlsr-53-esperanto" / "pytorch_model.bin").is_file()
+    assert _missing(models) == {"video_model", "bfm_left_eye_faces", "bfm_right_eye_faces", "eg3d_ffhq"}
 
 
 def test_link_places_symlinks_to_the_downloaded_files(release, tmp_path):

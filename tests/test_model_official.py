@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from test_model_import import RELEASE, bfm_folder, official_release, write_hubert  # noqa: F401
+from test_model_import import RELEASE, bfm_folder, official_release, write_hubert, write_wav2vec2  # noqa: F401
 
 from r3dp_core import cli, gdrive, model_files
 from r3dp_core.checkpoint import load_checkpoint
@@ -145,6 +145,7 @@ def models(tmp_path, shared_dir) -> Path:
     shutil.copy(shared_dir / "models" / "face_landmarker.task", folder / "face_landmarker.task")
     (folder / "selfie_multiclass_256x256.tflite").write_bytes(b"\0\0\0\0TFL3" + bytes(64))
     write_hubert(folder / "hubert" / "hubert-large-ls960-ft")
+    write_wav2vec2(folder / "wav2vec2" / "wav2vec2-large-xlsr-53-esperanto")
     return folder
 
 
@@ -164,7 +165,8 @@ def _zip_of(folder: Path, under: Path) -> bytes:
 
 
 def _missing(models: Path) -> set[str]:
-    return {spec.key for spec, found in model_files.status(models) if found is None}
+    """Missing slots but Talk3D's EG3D generator (no public address: only `r3dp models import` fills it)."""
+    return {spec.key for spec, found in model_files.status(models) if found is None and spec.key != "eg3d_ffhq"}
 
 
 def _serve_official(drive: DriveImitation, release: Path) -> None:
