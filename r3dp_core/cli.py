@@ -94,12 +94,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     models_dir = model_files.default_models_dir(args.models_dir)
     if args.action != "import" and args.path:
         raise InputError(f"`r3dp models {args.action}` takes no path; did you mean `r3dp models import {args.path}`?")
-    if args.action != "fetch" and (args.official or args.accept_licenses):
-        raise InputError(f"--official and --accept-licenses belong to `r3dp models fetch`, not `r3dp models "
-                         f"{args.action}`: run `r3dp models fetch --official`.")
+    if args.action != "fetch" and (args.official or args.accept_licenses or args.talk3d):
+        raise InputError(f"--official, --talk3d and --accept-licenses belong to `r3dp models fetch`, not `r3dp "
+                         f"models {args.action}`: run `r3dp models fetch --official`.")
     if args.action == "fetch":
         return _fetch_models(models_dir, official=args.official, accept_licenses=args.accept_licenses,
-                             max_extracted_bytes=args.max_extracted_size, max_ratio=args.max_compression_ratio)
+                             max_extracted_bytes=args.max_extracted_size, max_ratio=args.max_compression_ratio,
+                             talk3d=args.talk3d)
     if args.action == "import":
         return _import_models(args, models_dir)
     print(f"models folder: {models_dir}")
@@ -154,9 +155,10 @@ def _accept_official_terms(accepted: bool) -> None:
 
 def _fetch_models(models_dir: Path, opener=None, snapshot_download=None, *, official: bool = False,
                   accept_licenses: bool = False, drive_opener=None, max_extracted_bytes: int | None = None,
-                  max_ratio: float | None = None) -> int:
+                  max_ratio: float | None = None, talk3d: bool = False) -> int:
     """Download every missing file that has a public address and, with ``official``, the official checkpoints
-    and BFM from Google Drive; list the manual steps for the rest. A failed download does not stop the others:
+    and BFM from Google Drive; the files only Talk3D needs only with ``talk3d`` (they are large and Real3D-Portrait
+    never reads them); list the manual steps for the rest. A failed download does not stop the others:
     every failure is listed at the end and the status is 1. ``opener``/``drive_opener``/``snapshot_download``
     replace the network calls (tests); the Drive address also follows ``$R3DP_GDRIVE_URL``."""
     from . import model_files
@@ -169,6 +171,9 @@ def _fetch_models(models_dir: Path, opener=None, snapshot_download=None, *, offi
     for spec, found in model_files.status(models_dir):
         if found is not None:
             print(f"  {spec.key:<20} present")
+            continue
+        if spec.talk3d_only and not talk3d:
+            print(f"  {spec.key:<20} skipped (only Talk3D needs it: `r3dp models fetch --talk3d`)")
             continue
         try:
             if spec.url:
@@ -304,9 +309,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             problems += 1
             print(f"{module:<11} MISSING ({exc}); install with: pip install -r requirements.txt")
     models_dir = model_files.default_models_dir(args.models_dir)
-    missing = [spec.key for spec, found in model_files.status(models_dir) if found is None]
+    status = model_files.status(models_dir)
+    missing = [spec.key for spec, found in status if found is None and not spec.talk3d_only]
     print(f"models      {models_dir}: " + (f"missing {', '.join(missing)} (see `r3dp models`)" if missing
                                              else "all present"))
+    if talk3d_missing := [spec.key for spec, found in status if found is None and spec.talk3d_only]:
+        print(f"talk3d      missing {', '.join(talk3d_missing)} (only Talk3D needs them; see `r3dp models`)")
     if args.selftest:
         _selftest(args)
     return 1 if problems else 0
@@ -555,6 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--official", action="store_true",
                         help="fetch: also download the official checkpoints and the BFM from their public Google "
                              "Drive folders (after you accept their terms), checked as `import` checks them")
+    models.add_argument("--talk3d", action="store_true",
+                        help="fetch: also download the files only Talk3D needs (its wav2vec2 audio model, 1.3 GB)")
     models.add_argument("--accept-licenses", action="store_true",
                         help="fetch --official: accept the terms of the official files without being asked (scripts)")
     models.add_argument("--max-extracted-size", type=byte_size, metavar="SIZE",

@@ -247,12 +247,19 @@ def test_models_fetch_gets_every_downloadable_file_and_lists_the_manual_steps(se
     calls = []
     assert cli._fetch_models(tmp_path, opener=local, snapshot_download=_fake_snapshot(calls)) == 0
     out = capsys.readouterr().out
-    for key in ("bfm_left_eye_faces", "bfm_right_eye_faces", "face_landmarker", "segmenter", "hubert", "wav2vec2"):
+    for key in ("bfm_left_eye_faces", "bfm_right_eye_faces", "face_landmarker", "segmenter", "hubert"):
         assert BY_KEY[key].find(tmp_path) is not None, key
-    assert [(repo, revision) for repo, revision, _ in calls] == [
-        ("facebook/hubert-large-ls960-ft", HUBERT_REVISION), ("cpierse/wav2vec2-large-xlsr-53-esperanto", "main")]
+    # Talk3D's files only on request: Real3D-Portrait never reads them
+    assert [(repo, revision) for repo, revision, _ in calls] == [("facebook/hubert-large-ls960-ft", HUBERT_REVISION)]
+    assert "wav2vec2             skipped (only Talk3D needs it: `r3dp models fetch --talk3d`)" in out
     assert (tmp_path / "face_landmarker.task").read_bytes() == contents["face_landmarker.task"]
     assert "manual step" in out and "r3dp models import PATH" in out
+    assert "eg3d_ffhq            manual step" not in out
+
+    assert cli._fetch_models(tmp_path, opener=local, snapshot_download=_fake_snapshot(calls), talk3d=True) == 0
+    out = capsys.readouterr().out
+    assert calls[-1][:2] == ("cpierse/wav2vec2-large-xlsr-53-esperanto", "main")
+    assert BY_KEY["wav2vec2"].find(tmp_path) is not None
     assert "eg3d_ffhq            manual step: EG3D's pretrained models on NVIDIA NGC" in out
     missing = {spec.key for spec, found in model_files.status(tmp_path) if found is None}
     assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "eg3d_ffhq"}
@@ -290,7 +297,7 @@ def test_one_failed_download_does_not_stop_fetch(server, tmp_path, shared_dir, c
     def offline(**kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
-    assert cli._fetch_models(tmp_path, opener=_redirect_to(server), snapshot_download=offline) == 1
+    assert cli._fetch_models(tmp_path, opener=_redirect_to(server), snapshot_download=offline, talk3d=True) == 1
     captured = capsys.readouterr()
     for key in ("bfm_right_eye_faces", "segmenter"):                     # fetched after the first failure
         assert BY_KEY[key].find(tmp_path) is not None, key
