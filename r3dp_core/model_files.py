@@ -60,10 +60,15 @@ class ModelFile:
     def find(self, models_dir: Path) -> Path | None:
         return next((p for p in self.candidates(models_dir) if p.exists()), None)
 
+    @property
+    def fetch_command(self) -> str:
+        """The command that downloads this slot (Talk3D's files only on request)."""
+        return f"{FETCH_COMMAND} --talk3d" if self.talk3d_only else FETCH_COMMAND
+
     def how_to_get(self) -> str:
         """The exact command that fills this slot (and where the file comes from)."""
         if self.fetchable:
-            return f"run `{FETCH_COMMAND}` (it downloads it from {self.url or 'Hugging Face ' + self.hub_repo})"
+            return f"run `{self.fetch_command}` (it downloads it from {self.url or 'Hugging Face ' + self.hub_repo})"
         if self.official_drive:
             return (f"run `{OFFICIAL_FETCH_COMMAND}` (it downloads the official release from its public Google "
                     f"Drive folders once you accept its terms), or get it from {self.source} and run "
@@ -364,9 +369,25 @@ def fetch_hub_folder(spec: ModelFile | str, models_dir: Path, snapshot_download=
         raise DownloadError(f"Could not download {spec.key} ({spec.hub_repo}) from Hugging Face ({reason}). If "
                             f"this machine is offline or huggingface.co is blocked, run `hf download {spec.hub_repo} "
                             f"--local-dir DIR` elsewhere and `{IMPORT_COMMAND}` with DIR here, or copy DIR to "
-                            f"{target}. Running `{FETCH_COMMAND}` again resumes.") from None
+                            f"{target}. Running `{spec.fetch_command}` again resumes.") from None
     check_folder(target)
     return target
+
+
+def find_hub_folder(key: str, models_dir: str | Path | None = None) -> Path | None:
+    """The local folder of the Hugging Face model in slot ``key`` (``hubert``, ``wav2vec2``): the slot in the
+    models folder, else the Hugging Face cache's snapshot; None when neither has its ``config.json``."""
+    spec = BY_KEY[key]
+    folder = default_models_dir(models_dir) / spec.relpath
+    if (folder / "config.json").is_file():
+        return folder
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(spec.hub_repo, "config.json")
+    except ImportError:
+        return None
+    return Path(cached).parent if isinstance(cached, str) else None
 
 
 def fetch_hubert(models_dir: Path, snapshot_download=None) -> Path:

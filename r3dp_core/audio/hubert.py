@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..model_files import default_models_dir
+from ..model_files import default_models_dir, find_hub_folder
 
 HUBERT_MODEL_ID = "facebook/hubert-large-ls960-ft"
 HUBERT_REVISION = "ece5fabbf034c1073acae96d5401b25be96709d8"   # the snapshot the official code pins
@@ -59,17 +59,10 @@ def find_hubert(models_dir: str | Path | None = None) -> Path:
     Raises:
         ModelFileError: with the model id, the folder searched and the command that fetches it.
     """
+    found = find_hub_folder("hubert", models_dir)
+    if found is not None:
+        return found
     folder = default_models_dir(models_dir) / HUBERT_SUBDIR
-    if (folder / "config.json").is_file():
-        return folder
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(HUBERT_MODEL_ID, "config.json")
-    except ImportError:
-        cached = None
-    if isinstance(cached, str):
-        return Path(cached).parent
     raise ModelFileError(
         f"HuBERT ({HUBERT_MODEL_ID}, about 1.2 GB) is needed for audio-driven motion but was not found in "
         f"{folder} nor in the Hugging Face cache. Download it once with `r3dp models fetch` (or\n"

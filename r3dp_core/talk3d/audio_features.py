@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..model_files import default_models_dir
+from ..model_files import default_models_dir, find_hub_folder
 
 WAV2VEC2_MODEL_ID = "cpierse/wav2vec2-large-xlsr-53-esperanto"
 WAV2VEC2_SUBDIR = Path("wav2vec2") / "wav2vec2-large-xlsr-53-esperanto"
@@ -187,20 +187,14 @@ def find_wav2vec2(models_dir: str | Path | None = None) -> Path:
     Raises:
         ModelFileError: naming the model, the folder searched and how to get it.
     """
+    found = find_hub_folder("wav2vec2", models_dir)
+    if found is not None:
+        return found
     folder = default_models_dir(models_dir) / WAV2VEC2_SUBDIR
-    if (folder / "config.json").is_file():
-        return folder
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(WAV2VEC2_MODEL_ID, "config.json")
-    except ImportError:
-        cached = None
-    if isinstance(cached, str):
-        return Path(cached).parent
     raise ModelFileError(
         f"Talk3D's audio model ({WAV2VEC2_MODEL_ID}, about 1.3 GB) was not found in {folder} nor in the Hugging "
-        f"Face cache. Download it once with\n  hf download {WAV2VEC2_MODEL_ID} --local-dir \"{folder}\"\nor import "
+        f"Face cache. Download it once with `r3dp models fetch --talk3d` (or\n  hf download {WAV2VEC2_MODEL_ID} "
+        f"--local-dir \"{folder}\"\n), or import "
         "a downloaded snapshot with `r3dp models import PATH` (config.json + model.safetensors or pytorch_model.bin).")
 
 
