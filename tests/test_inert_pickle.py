@@ -3,33 +3,16 @@ without running anything: every payload here would run under a plain pickle.load
 
 from __future__ import annotations
 
-import collections
 import io
-import os
 import pickle
-import sys
-import types
 import zipfile
 
 import pytest
 import torch
+from fakes.pickles import RunsCode, importable_persistence, persistence_pickle, persistent_network, writes_marker
 
 from r3dp_core.errors import ModelFileError
 from r3dp_core.inert_pickle import Inert, as_plain, load_inert, module_state_dict, persistent_state
-
-
-class _RunsCommand:
-    """Pickles as ``os.system(command)``: whoever unpickles it runs the command."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def _touch(marker) -> str:
-    return f"touch {marker}"
 
 
 def test_torch_save_with_optimizer_and_a_command_payload_loads_tensors_and_runs_nothing(tmp_path):
@@ -38,7 +21,7 @@ def test_torch_save_with_optimizer_and_a_command_payload_loads_tensors_and_runs_
     params = [torch.nn.Parameter(torch.randn(3))]
     checkpoint = {"audio_net": {"fc.weight": weight, "fc.bias": torch.arange(4, dtype=torch.int64)},
                   "null_vector": torch.randn(1, 1, 8), "epoch": 7,
-                  "optimizer": torch.optim.Adam(params, lr=1e-3), "payload": _RunsCommand(_touch(marker))}
+                  "optimizer": torch.optim.Adam(params, lr=1e-3), "payload": RunsCode(writes_marker(marker))}
     path = tmp_path / "ckpt.pt"
     torch.save(checkpoint, path)
     # the payload is live: an unrestricted load runs it
@@ -53,77 +36,32 @@ def test_torch_save_with_optimizer_and_a_command_payload_loads_tensors_and_runs_
     torch.testing.assert_close(loaded["null_vector"], checkpoint["null_vector"], atol=0, rtol=0)
     assert loaded["epoch"] == 7
     assert isinstance(loaded["optimizer"], Inert) and loaded["optimizer"].name == "torch.optim.adam.Adam"
-    assert isinstance(loaded["payload"], Inert) and loaded["payload"].name in ("posix.system", "nt.system")
-    assert loaded["payload"].args == (_touch(marker),)
+    assert isinstance(loaded["payload"], Inert) and loaded["payload"].name == "builtins.exec"
+    assert loaded["payload"].args == (writes_marker(marker),)
 
 
-def _persistence_module(marker) -> types.ModuleType:
-    """A stand-in for NVIDIA's torch_utils.persistence: reconstructing an object executes its stored source."""
-    module = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):
-        exec(compile(meta["module_src"], "<persistent>", "exec"), {})  # noqa: S102 — what the real one does
-        return meta
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    return module
-
-
-class _Persistent:
-    def __init__(self, reconstruct, meta):
-        self.reconstruct, self.meta = reconstruct, meta
-
-    def __reduce__(self):
-        return self.reconstruct, (self.meta,)
-
-
-def _module_state(params: dict, buffers: dict, modules: dict, non_persistent=(), init_kwargs=None) -> dict:
-    return {"training": False, "_parameters": collections.OrderedDict(params),
-            "_buffers": collections.OrderedDict(buffers), "_non_persistent_buffers_set": set(non_persistent),
-            "_modules": collections.OrderedDict(modules), "_init_args": (), "_init_kwargs": init_kwargs or {}}
-
-
-def _persistence_pickle(tmp_path, marker) -> tuple[bytes, dict[str, torch.Tensor]]:
-    module = _persistence_module(marker)
-    sys.modules["torch_utils"] = types.ModuleType("torch_utils")
-    sys.modules["torch_utils.persistence"] = module
-    try:
-        source = f"open({str(marker)!r}, 'w').write('source ran')\nclass TriPlaneGenerator: pass\n"
-        child = _Persistent(module._reconstruct_persistent_obj, {
-            "type": "class", "version": 6, "module_src": source, "class_name": "MappingNetwork",
-            "state": _module_state({"fc0.weight": torch.nn.Parameter(torch.randn(5, 4))}, {}, {})})
-        plain = torch.nn.Linear(4, 2)       # an ordinary torch module inside, pickled the ordinary way
-        top = _Persistent(module._reconstruct_persistent_obj, {
-            "type": "class", "version": 6, "module_src": source, "class_name": "TriPlaneGenerator",
-            "state": _module_state(
-                {"w": torch.nn.Parameter(torch.randn(3)), "unused": None},
-                {"dataset_label_std": torch.ones(25), "cache": torch.zeros(2)},
-                {"mapping": child, "decoder": plain}, non_persistent={"cache"},
-                init_kwargs={"z_dim": 512, "rendering_kwargs": {"ray_start": 2.25, "box_warp": 1}})})
-        data = pickle.dumps({"G_ema": top, "augment_pipe": None}, protocol=4)
-    finally:
-        del sys.modules["torch_utils.persistence"], sys.modules["torch_utils"]
-    expected = {"w": top.meta["state"]["_parameters"]["w"].detach(),
-                "dataset_label_std": torch.ones(25),
-                "mapping.fc0.weight": child.meta["state"]["_parameters"]["fc0.weight"].detach(),
-                "decoder.weight": plain.weight.detach(), "decoder.bias": plain.bias.detach()}
+def _persistence_pickle(marker) -> tuple[bytes, dict[str, torch.Tensor]]:
+    """A generator with a mapping child, an ordinary torch module inside, a None parameter's absence and a
+    non-persistent buffer, every persistent module carrying source that creates ``marker``."""
+    plain = torch.nn.Linear(4, 2)       # an ordinary torch module inside, pickled the ordinary way
+    tensors = {"w": torch.randn(3), "dataset_label_std": torch.ones(25), "mapping.fc0.weight": torch.randn(5, 4)}
+    top = persistent_network(tensors, {"dataset_label_std"}, writes_marker(marker),
+                             init_kwargs={"z_dim": 512, "rendering_kwargs": {"ray_start": 2.25, "box_warp": 1}},
+                             non_persistent={"cache": torch.zeros(2)})
+    top.meta["state"]["_modules"]["decoder"] = plain
+    data = persistence_pickle({"G_ema": top, "augment_pipe": None})
+    expected = {**tensors, "decoder.weight": plain.weight.detach(), "decoder.bias": plain.bias.detach()}
     return data, expected
 
 
 def test_persistence_pickle_gives_the_state_dict_without_executing_its_source(tmp_path):
     marker = tmp_path / "source_ran"
-    data, expected = _persistence_pickle(tmp_path, marker)
+    data, expected = _persistence_pickle(marker)
     path = tmp_path / "G.pkl"
     path.write_bytes(data)
     # the embedded source is live: with the persistence module importable, a plain load executes it
-    sys.modules["torch_utils"] = types.ModuleType("torch_utils")
-    sys.modules["torch_utils.persistence"] = _persistence_module(marker)
-    try:
+    with importable_persistence():
         pickle.loads(data)
-    finally:
-        del sys.modules["torch_utils.persistence"], sys.modules["torch_utils"]
     assert marker.exists()
     marker.unlink()
 

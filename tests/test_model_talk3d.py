@@ -4,15 +4,13 @@ the hub is a fake and the pickles are crafted here, each carrying code that plai
 
 from __future__ import annotations
 
-import collections
 import json
 import pickle
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
+from fakes.pickles import RunsCode, importable_persistence, persistence_pickle, persistent_network, writes_marker
 from test_model_import import write_wav2vec2
 
 from r3dp_core import cli, model_files
@@ -106,39 +104,6 @@ def test_transformers_folders_go_to_their_slot_by_model_type(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ EG3D pickles
 
-class _RunsCode:
-    """Pickles as ``exec(code)``: plain ``pickle.load`` runs it."""
-
-    def __init__(self, code: str):
-        self.code = code
-
-    def __reduce__(self):
-        return exec, (self.code,)
-
-
-class _Persistent:
-    def __init__(self, reconstruct, meta):
-        self.reconstruct, self.meta = reconstruct, meta
-
-    def __reduce__(self):
-        return self.reconstruct, (self.meta,)
-
-
-def _persistence_module() -> types.ModuleType:
-    """NVIDIA's ``torch_utils.persistence`` as far as pickling needs it: loading compiles and runs each network's
-    embedded source."""
-    module = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):
-        exec(compile(meta["module_src"], "<persistent>", "exec"), {})  # noqa: S102 — what the real one does
-        return meta
-
-    _reconstruct_persistent_obj.__module__ = module.__name__
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    module._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    return module
-
-
 @pytest.fixture(scope="module")
 def generator_layout(parity_dir) -> list[tuple[str, tuple[int, ...], str]]:
     """(key, shape, param|buffer) of r3dp's EG3D generator, from the fixed-tri-plane manifest."""
@@ -146,70 +111,34 @@ def generator_layout(parity_dir) -> list[tuple[str, tuple[int, ...], str]]:
     return [(entry["key"], tuple(entry["shape"]), entry["kind"]) for entry in manifest["entries"]]
 
 
-def _generator(layout, persistence, source: str, leave_out: str | None = None) -> _Persistent:
+def _generator(layout, source: str, leave_out: str | None = None):
     """A persistence-pickled generator; tensors are zero-stride views of one number (a few KB on disk)."""
-    tree: dict = {}
-    for key, shape, kind in layout:
-        if key == leave_out:
-            continue
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        value = torch.zeros(1).expand(shape) if shape else torch.zeros(())
-        node[leaf] = (kind, value)
-
-    def build(node: dict, name: str) -> _Persistent:
-        groups = {"param": collections.OrderedDict(), "buffer": collections.OrderedDict()}
-        modules = collections.OrderedDict()
-        for part, child in node.items():
-            if isinstance(child, dict):
-                modules[part] = build(child, part)
-            else:
-                kind, value = child
-                groups[kind][part] = torch.nn.Parameter(value, requires_grad=False) if kind == "param" else value
-        state = {"_parameters": groups["param"], "_buffers": groups["buffer"], "_modules": modules,
-                 "_non_persistent_buffers_set": set(), "_init_kwargs": {"z_dim": 512} if name == "G" else {}}
-        return _Persistent(persistence._reconstruct_persistent_obj,
-                           {"type": "class", "version": 6, "module_src": source, "class_name": name, "state": state})
-
-    return build(tree, "G")
-
-
-def _dumps(obj, persistence) -> bytes:
-    saved = {name: sys.modules.get(name) for name in ("torch_utils", "torch_utils.persistence")}
-    sys.modules["torch_utils"], sys.modules["torch_utils.persistence"] = types.ModuleType("torch_utils"), persistence
-    try:
-        return pickle.dumps(obj)
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                del sys.modules[name]
-            else:
-                sys.modules[name] = module
+    tensors = {key: torch.zeros(1).expand(shape) if shape else torch.zeros(())
+               for key, shape, _ in layout if key != leave_out}
+    buffers = {key for key, _, kind in layout if kind != "param"}
+    return persistent_network(tensors, buffers, source, init_kwargs={"z_dim": 512})
 
 
 def test_eg3d_pickles_are_judged_by_what_they_hold_and_none_of_their_code_runs(tmp_path, generator_layout, capsys):
     marker = tmp_path / "code_ran"
-    source = f"open({str(marker)!r}, 'w').write('ran')\n"
-    persistence = _persistence_module()
-    G = _generator(generator_layout, persistence, source)
+    source = writes_marker(marker)
+    G = _generator(generator_layout, source)
     download = tmp_path / "download"
     (download / "eg3d").mkdir(parents=True)
     (download / "May").mkdir()
     files = {
         # the FFHQ pickle under a name that says nothing: a dict with G, D, G_ema and whatever training left
         "eg3d/network-snapshot-000400.pkl": {"G": G, "D": None, "G_ema": G, "training_set_kwargs": {"res": 512},
-                                             "augment_pipe": _RunsCode(source)},
+                                             "augment_pipe": RunsCode(source)},
         "May/G_tune.pkl": G,                                              # a person's fine-tuned generator
-        "ffhq-incomplete.pkl": {"G_ema": _generator(generator_layout, persistence, source,
+        "ffhq-incomplete.pkl": {"G_ema": _generator(generator_layout, source,
                                                     leave_out="superresolution.block0.conv0.weight")},
         "snapshot-stats.pkl": {"G": G, "stats": [1, 2]},
-        "payload.pkl": _RunsCode(source),
+        "payload.pkl": RunsCode(source),
     }
     for name, obj in files.items():
-        (download / name).write_bytes(_dumps(obj, persistence))
-    torch.save({"deltaplane_predictor": {}, "payload": _RunsCode(source)}, download / "May" / "May_tune.pt")
+        (download / name).write_bytes(persistence_pickle(obj))
+    torch.save({"deltaplane_predictor": {}, "payload": RunsCode(source)}, download / "May" / "May_tune.pt")
     models = tmp_path / "models"
     assert cli.main(["models", "import", str(download), "--models-dir", str(models)]) == 0
     out = capsys.readouterr().out
@@ -236,9 +165,6 @@ def test_eg3d_pickles_are_judged_by_what_they_hold_and_none_of_their_code_runs(t
     pickle.loads((download / "payload.pkl").read_bytes())
     assert marker.read_text() == "ran"
     marker.unlink()
-    sys.modules["torch_utils"], sys.modules["torch_utils.persistence"] = types.ModuleType("torch_utils"), persistence
-    try:
+    with importable_persistence():
         pickle.loads((download / "May" / "G_tune.pkl").read_bytes())
-    finally:
-        del sys.modules["torch_utils.persistence"], sys.modules["torch_utils"]
     assert marker.read_text() == "ran"

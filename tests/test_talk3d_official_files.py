@@ -3,14 +3,11 @@ converted to safetensors and to a persona (`r3dp convert`)."""
 
 from __future__ import annotations
 
-import collections
 import json
-import pickle
-import sys
-import types
 
 import pytest
 import torch
+from fakes.pickles import RunsCode, persistence_pickle, persistent_network, writes_marker
 
 from r3dp_core.cli import main
 from r3dp_core.errors import ModelFileError
@@ -18,15 +15,6 @@ from r3dp_core.parity.case import synth_state_dict
 from r3dp_core.talk3d.model import MODULES, load_talk3d
 from r3dp_core.talk3d.official_files import read_eg3d_generator, read_talk3d_checkpoint
 from r3dp_core.talk3d.persona import read_persona
-
-
-class _RunsCommand:
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        import os
-        return os.system, (self.command,)
 
 
 @pytest.fixture(scope="module")
@@ -49,64 +37,18 @@ def _official_checkpoint(weights, path, marker, superresolution=None):
     optimizer = torch.optim.Adam(params)
     checkpoint = {**nested, "null_vector": weights["null_vector"], "epoch": 3, "iter": 1200,
                   "optimizer": optimizer, "scheduler": torch.optim.lr_scheduler.StepLR(optimizer, 10),
-                  "payload": _RunsCommand(f"touch {marker}")}
+                  "payload": RunsCode(writes_marker(marker))}
     if superresolution is not None:
         checkpoint["superresolution"] = superresolution
     torch.save(checkpoint, path)
 
 
-class _Persistent:
-    def __init__(self, reconstruct, meta):
-        self.reconstruct, self.meta = reconstruct, meta
-
-    def __reduce__(self):
-        return self.reconstruct, (self.meta,)
-
-
 def _persistence_pickle(weights, kinds, path, marker, wrap_in_dict=False):
     """A pickled generator as NVIDIA's persistence writes it: every module carries source that runs on load."""
-    persistence = types.ModuleType("torch_utils.persistence")
-
-    def _reconstruct_persistent_obj(meta):
-        exec(compile(meta["module_src"], "<persistent>", "exec"), {})  # noqa: S102 — what the real one does
-        return meta
-
-    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
-    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
-    persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
-    source = f"open({str(marker)!r}, 'w').write('ran')\n"
-    tree: dict = {}
-    for key, value in weights.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-
-    def build(node, name):
-        params, buffers, modules = collections.OrderedDict(), collections.OrderedDict(), collections.OrderedDict()
-        for part, child in node.items():
-            if isinstance(child, dict):
-                modules[part] = build(child, part)
-            elif kinds[child_key[id(child)]] == "param":
-                params[part] = torch.nn.Parameter(child)
-            else:
-                buffers[part] = child
-        state = {"_parameters": params, "_buffers": buffers, "_modules": modules,
-                 "_non_persistent_buffers_set": set(), "_init_args": (),
-                 "_init_kwargs": {"z_dim": 512, "rendering_kwargs": {"box_warp": 1}} if name == "G" else {}}
-        return _Persistent(_reconstruct_persistent_obj, {"type": "class", "version": 6, "module_src": source,
-                                                         "class_name": name, "state": state})
-
-    child_key = {id(value): key for key, value in weights.items()}
-    generator = build(tree, "G")
-    sys.modules["torch_utils"] = types.ModuleType("torch_utils")
-    sys.modules["torch_utils.persistence"] = persistence
-    try:
-        data = pickle.dumps({"G": generator, "D": None, "G_ema": generator} if wrap_in_dict else generator, protocol=4)
-    finally:
-        del sys.modules["torch_utils.persistence"], sys.modules["torch_utils"]
-    path.write_bytes(data)
+    generator = persistent_network(weights, {k for k, kind in kinds.items() if kind != "param"}, writes_marker(marker),
+                                   init_kwargs={"z_dim": 512, "rendering_kwargs": {"box_warp": 1}})
+    path.write_bytes(persistence_pickle({"G": generator, "D": None, "G_ema": generator} if wrap_in_dict
+                                        else generator))
 
 
 def test_checkpoint_loads_strictly_and_its_pickled_objects_never_run(tmp_path, talk3d_weights):
