@@ -331,19 +331,80 @@ def verify_download(spec: ModelFile, partial: Path, server_size: int | None) -> 
                              f"the partial file was removed, run `{FETCH_COMMAND}` again.")
 
 
-# Hugging Face folders r3dp snapshots: slot key → (revision, folder check), imported lazily (those modules import
-# this one). HuBERT: the snapshot the official Real3D-Portrait code pins. wav2vec2: Talk3D's preprocessing
-# (RAD-NeRF's asr.py) loads it by name with no revision and no pinned snapshot is known, so the main branch.
+# The Hugging Face models r3dp snapshots into the ``hubert`` and ``wav2vec2`` slots: ids, revisions and the
+# folder checks (no torch needed). HuBERT: the snapshot the official Real3D-Portrait code pins. wav2vec2: Talk3D's
+# preprocessing (RAD-NeRF's asr.py) loads it by name with no revision and no pinned snapshot is known, so the main
+# branch. ``audio.hubert`` and ``talk3d.audio_features`` read these from here.
+HUBERT_MODEL_ID = "facebook/hubert-large-ls960-ft"
+HUBERT_REVISION = "ece5fabbf034c1073acae96d5401b25be96709d8"   # the snapshot the official code pins
+HUBERT_FEATURE_DIM = 1024
+WAV2VEC2_MODEL_ID = "cpierse/wav2vec2-large-xlsr-53-esperanto"
+WAV2VEC2_REVISION = "main"
+WAV2VEC2_LOGIT_DIM = 44       # the Esperanto CTC vocabulary ([UNK] 42, [PAD] 43)
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def _read_transformers_config(folder: Path, needed_by: str) -> dict:
+    import json
+
+    config_path = folder / "config.json"
+    try:
+        return json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{config_path} cannot be read as a transformers config ({exc}); {needed_by}'s "
+                             "config.json.") from None
+
+
+def check_hubert_folder(folder: str | Path) -> None:
+    """Check a HuBERT folder without loading it: ``config.json`` of a HuBERT with 1024-d features, and weights.
+
+    Raises:
+        ModelFileError: naming what is wrong and where to get the right model.
+    """
+    folder = Path(folder)
+    config = _read_transformers_config(folder, f"HuBERT needs {HUBERT_MODEL_ID}")
+    if not isinstance(config, dict) or config.get("model_type") != "hubert":
+        kind = config.get("model_type") if isinstance(config, dict) else None
+        raise ModelFileError(f"{folder} holds a '{kind}' model, not HuBERT: the audio model needs {HUBERT_MODEL_ID}.")
+    if config.get("hidden_size") != HUBERT_FEATURE_DIM:
+        raise ModelFileError(f"{folder} holds a HuBERT with {config.get('hidden_size')}-d features; the audio model "
+                             f"needs {HUBERT_MODEL_ID} ({HUBERT_FEATURE_DIM}-d).")
+    if not any((folder / name).is_file() for name in HUB_WEIGHT_FILES):
+        raise ModelFileError(f"{folder} has HuBERT's config.json but no weights ({' or '.join(HUB_WEIGHT_FILES)}); "
+                             f"download {HUBERT_MODEL_ID} again.")
+
+
+def check_wav2vec2_folder(folder: str | Path) -> None:
+    """Check a wav2vec2 folder without loading it: a CTC ``config.json`` with the 44-symbol head, and weights.
+
+    Raises:
+        ModelFileError: naming what is wrong and where to get the right model.
+    """
+    folder = Path(folder)
+    config = _read_transformers_config(folder, f"Talk3D needs {WAV2VEC2_MODEL_ID}")
+    kind = config.get("model_type") if isinstance(config, dict) else None
+    if kind != "wav2vec2":
+        raise ModelFileError(f"{folder} holds a '{kind}' model, not wav2vec2: Talk3D's audio features need "
+                             f"{WAV2VEC2_MODEL_ID}.")
+    if config.get("vocab_size") != WAV2VEC2_LOGIT_DIM:
+        raise ModelFileError(f"{folder} holds a wav2vec2 CTC model with {config.get('vocab_size')} output symbols; "
+                             f"Talk3D's audio features need {WAV2VEC2_MODEL_ID} ({WAV2VEC2_LOGIT_DIM} symbols).")
+    if not any((folder / name).is_file() for name in HUB_WEIGHT_FILES):
+        raise ModelFileError(f"{folder} has wav2vec2's config.json but no weights "
+                             f"({' or '.join(HUB_WEIGHT_FILES)}); download {WAV2VEC2_MODEL_ID} again.")
+
+
+# slot key → (revision, folder check)
+_HUB_FOLDER_RULES = {
+    "hubert": (HUBERT_REVISION, check_hubert_folder),
+    "wav2vec2": (WAV2VEC2_REVISION, check_wav2vec2_folder),
+}
+
+
 def _hub_folder_rules(key: str):
-    if key == "hubert":
-        from .audio.hubert import HUBERT_REVISION, check_hubert_folder
-
-        return HUBERT_REVISION, check_hubert_folder
-    if key == "wav2vec2":
-        from .talk3d.audio_features import check_wav2vec2_folder
-
-        return "main", check_wav2vec2_folder
-    raise KeyError(f"{key} is not a Hugging Face folder r3dp fetches")
+    if key not in _HUB_FOLDER_RULES:
+        raise KeyError(f"{key} is not a Hugging Face folder r3dp fetches")
+    return _HUB_FOLDER_RULES[key]
 
 
 def fetch_hub_folder(spec: ModelFile | str, models_dir: Path, snapshot_download=None) -> Path:

@@ -167,15 +167,11 @@ def verify_tflite(path: Path) -> None:
 
 
 def verify_hubert(path: Path) -> None:
-    from .audio.hubert import check_hubert_folder
-
-    check_hubert_folder(path)
+    model_files.check_hubert_folder(path)
 
 
 def verify_wav2vec2(path: Path) -> None:
-    from .talk3d.audio_features import check_wav2vec2_folder
-
-    check_wav2vec2_folder(path)
+    model_files.check_wav2vec2_folder(path)
 
 
 # Transformers folders: slot key → verifier.
@@ -315,18 +311,14 @@ class Candidate:
 
 def _transformers_folders(root: Path) -> list[Path]:
     """Folders holding a transformers ``config.json`` next to weights (HuBERT or wav2vec2 candidates)."""
-    from .audio.hubert import HUBERT_WEIGHT_FILES
-
     return sorted(config.parent for config in root.rglob("config.json")
-                  if any((config.parent / name).exists() for name in HUBERT_WEIGHT_FILES))
+                  if any((config.parent / name).exists() for name in model_files.HUB_WEIGHT_FILES))
 
 
 def _transformers_slot(folder: Path) -> tuple[str | None, str]:
     """The slot of a transformers folder by its ``config.json``'s ``model_type`` (``hubert``; ``wav2vec2`` with
     Talk3D's 44-symbol head), or None and the reason it is skipped."""
     import json
-
-    from .talk3d.audio_features import LOGIT_DIM, WAV2VEC2_MODEL_ID, check_wav2vec2_folder
 
     try:
         config = json.loads((folder / "config.json").read_text())
@@ -335,15 +327,15 @@ def _transformers_slot(folder: Path) -> tuple[str | None, str]:
     kind = config.get("model_type") if isinstance(config, dict) else None
     if kind == "hubert":
         return "hubert", ""
-    if kind == "wav2vec2" and config.get("vocab_size") == LOGIT_DIM:
+    if kind == "wav2vec2" and config.get("vocab_size") == model_files.WAV2VEC2_LOGIT_DIM:
         return "wav2vec2", ""
     if kind == "wav2vec2":
         try:
-            check_wav2vec2_folder(folder)
+            model_files.check_wav2vec2_folder(folder)
         except ModelFileError as exc:
             return None, str(exc)
     return None, (f"a '{kind}' transformers model; r3dp uses HuBERT ({model_files.BY_KEY['hubert'].hub_repo}) and "
-                  f"Talk3D's wav2vec2 ({WAV2VEC2_MODEL_ID})")
+                  f"Talk3D's wav2vec2 ({model_files.WAV2VEC2_MODEL_ID})")
 
 
 def _checkpoint_hint(path: Path, root: Path) -> str | None:

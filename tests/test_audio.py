@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from r3dp_core.audio import hubert as hubert_mod
+from r3dp_core import model_files
 from r3dp_core.audio.blink import blink_schedule
 from r3dp_core.audio.hubert import (
     clip_bounds,
@@ -297,10 +297,10 @@ def test_hubert_is_found_in_the_models_folder_and_the_hf_cache(tmp_path, monkeyp
     assert "facebook/hubert-large-ls960-ft" in message
     assert str(models / "hubert" / "hubert-large-ls960-ft") in message and "hf download" in message
 
-    snapshot = tmp_path / "hf" / "models--facebook--hubert-large-ls960-ft" / "snapshots" / hubert_mod.HUBERT_REVISION
+    snapshot = tmp_path / "hf" / "models--facebook--hubert-large-ls960-ft" / "snapshots" / model_files.HUBERT_REVISION
     tiny_hubert.save_pretrained(snapshot)
     (snapshot.parents[1] / "refs").mkdir()
-    (snapshot.parents[1] / "refs" / "main").write_text(hubert_mod.HUBERT_REVISION)
+    (snapshot.parents[1] / "refs" / "main").write_text(model_files.HUBERT_REVISION)
     assert find_hubert(models) == snapshot
 
     # the real snapshot is a HubertForCTC checkpoint: the encoder loads without its CTC head

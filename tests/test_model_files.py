@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from r3dp_core import cli, model_files
-from r3dp_core.audio.hubert import HUBERT_REVISION
 from r3dp_core.errors import ModelFileError
-from r3dp_core.model_files import BY_KEY, DownloadError, download, fetch_hubert
+from r3dp_core.model_files import BY_KEY, HUBERT_REVISION, DownloadError, download, fetch_hubert
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"   # 10,244 bytes
 
@@ -207,8 +206,6 @@ def _fake_snapshot(calls: list):
 
 
 def test_hubert_is_fetched_into_its_slot_and_checked(tmp_path):
-    from r3dp_core.audio.hubert import HUBERT_REVISION
-
     calls = []
     target = fetch_hubert(tmp_path, snapshot_download=_fake_snapshot(calls))
     assert target == tmp_path / "hubert" / "hubert-large-ls960-ft"

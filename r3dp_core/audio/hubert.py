@@ -16,12 +16,11 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..model_files import default_models_dir, find_hub_folder
+from ..model_files import HUBERT_FEATURE_DIM, HUBERT_MODEL_ID, default_models_dir, find_hub_folder
 
-HUBERT_MODEL_ID = "facebook/hubert-large-ls960-ft"
-HUBERT_REVISION = "ece5fabbf034c1073acae96d5401b25be96709d8"   # the snapshot the official code pins
+# The model id, pinned revision and the folder check (``check_hubert_folder``) live with the slot in ``model_files``.
 HUBERT_SUBDIR = Path("hubert") / "hubert-large-ls960-ft"
-FEATURE_DIM = 1024
+FEATURE_DIM = HUBERT_FEATURE_DIM
 HOP = 320                    # samples per feature frame (20 ms)
 RECEPTIVE_FIELD = 400
 CLIP_STRIDE = 320_000        # official clip starts: every 1000 frames
@@ -69,35 +68,6 @@ def find_hubert(models_dir: str | Path | None = None) -> Path:
         f"  hf download {HUBERT_MODEL_ID} --local-dir \"{folder}\"\n"
         f"; older huggingface_hub: huggingface-cli download ...), or import a downloaded snapshot with "
         f"`r3dp models import PATH` (config.json + model.safetensors or pytorch_model.bin).")
-
-
-HUBERT_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def check_hubert_folder(folder: str | Path) -> None:
-    """Check a HuBERT folder without loading it: ``config.json`` of a HuBERT with 1024-d features, and weights.
-
-    Raises:
-        ModelFileError: naming what is wrong and where to get the right model.
-    """
-    import json
-
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{config_path} cannot be read as a transformers config ({exc}); HuBERT needs "
-                             f"{HUBERT_MODEL_ID}'s config.json.") from None
-    if not isinstance(config, dict) or config.get("model_type") != "hubert":
-        kind = config.get("model_type") if isinstance(config, dict) else None
-        raise ModelFileError(f"{folder} holds a '{kind}' model, not HuBERT: the audio model needs {HUBERT_MODEL_ID}.")
-    if config.get("hidden_size") != FEATURE_DIM:
-        raise ModelFileError(f"{folder} holds a HuBERT with {config.get('hidden_size')}-d features; the audio model "
-                             f"needs {HUBERT_MODEL_ID} ({FEATURE_DIM}-d).")
-    if not any((folder / name).is_file() for name in HUBERT_WEIGHT_FILES):
-        raise ModelFileError(f"{folder} has HuBERT's config.json but no weights ({' or '.join(HUBERT_WEIGHT_FILES)}); "
-                             f"download {HUBERT_MODEL_ID} again.")
 
 
 def load_hubert(models_dir: str | Path | None = None, device: str | torch.device = "cpu",

@@ -24,12 +24,17 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from ..model_files import default_models_dir, find_hub_folder
+from ..model_files import (
+    WAV2VEC2_LOGIT_DIM,
+    WAV2VEC2_MODEL_ID,
+    check_wav2vec2_folder,
+    default_models_dir,
+    find_hub_folder,
+)
 
-WAV2VEC2_MODEL_ID = "cpierse/wav2vec2-large-xlsr-53-esperanto"
+# The model id and the folder check live with the slot in ``model_files``.
 WAV2VEC2_SUBDIR = Path("wav2vec2") / "wav2vec2-large-xlsr-53-esperanto"
-WAV2VEC2_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-LOGIT_DIM = 44                # the Esperanto CTC vocabulary ([UNK] 42, [PAD] 43)
+LOGIT_DIM = WAV2VEC2_LOGIT_DIM   # the Esperanto CTC vocabulary ([UNK] 42, [PAD] 43)
 SAMPLE_RATE = 16_000
 CHUNK = 320                   # samples per chunk = per logit row (20 ms)
 WINDOW = 16                   # logit rows per video-frame window
@@ -196,31 +201,6 @@ def find_wav2vec2(models_dir: str | Path | None = None) -> Path:
         f"Face cache. Download it once with `r3dp models fetch --talk3d` (or\n  hf download {WAV2VEC2_MODEL_ID} "
         f"--local-dir \"{folder}\"\n), or import "
         "a downloaded snapshot with `r3dp models import PATH` (config.json + model.safetensors or pytorch_model.bin).")
-
-
-def check_wav2vec2_folder(folder: str | Path) -> None:
-    """Check a wav2vec2 folder without loading it: a CTC ``config.json`` with the 44-symbol head, and weights.
-
-    Raises:
-        ModelFileError: naming what is wrong and where to get the right model.
-    """
-    folder = Path(folder)
-    config_path = folder / "config.json"
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{config_path} cannot be read as a transformers config ({exc}); Talk3D needs "
-                             f"{WAV2VEC2_MODEL_ID}'s config.json.") from None
-    kind = config.get("model_type") if isinstance(config, dict) else None
-    if kind != "wav2vec2":
-        raise ModelFileError(f"{folder} holds a '{kind}' model, not wav2vec2: Talk3D's audio features need "
-                             f"{WAV2VEC2_MODEL_ID}.")
-    if config.get("vocab_size") != LOGIT_DIM:
-        raise ModelFileError(f"{folder} holds a wav2vec2 CTC model with {config.get('vocab_size')} output symbols; "
-                             f"Talk3D's audio features need {WAV2VEC2_MODEL_ID} ({LOGIT_DIM} symbols).")
-    if not any((folder / name).is_file() for name in WAV2VEC2_WEIGHT_FILES):
-        raise ModelFileError(f"{folder} has wav2vec2's config.json but no weights "
-                             f"({' or '.join(WAV2VEC2_WEIGHT_FILES)}); download {WAV2VEC2_MODEL_ID} again.")
 
 
 def stream_config_for(folder: str | Path) -> StreamConfig:
