@@ -19,7 +19,8 @@ import pytest
 from r3dp_core import cli, model_files
 from r3dp_core.batch import ray_backend
 from r3dp_core.batch.jobs import load_jobs, models_request
-from r3dp_core.batch.run import BatchEvent, WorkerSetup, run_batch
+from r3dp_core.batch.run import run_batch
+from r3dp_core.batch.types import BatchEvent, WorkerSetup
 from r3dp_core.batch.worker import JobResult
 from r3dp_core.errors import InputError
 from r3dp_core.geometry import framing

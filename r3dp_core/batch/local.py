@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .run import BatchEvent, WorkerSetup, interrupted
+from .types import BatchEvent, WorkerSetup, interrupted
 from .worker import BatchWorker
 
 

@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from ..errors import InputError
 from ..video_io import partial_files
 from .jobs import Job, photo_key
-from .run import BatchEvent, WorkerSetup, interrupted
+from .types import BatchEvent, WorkerSetup, interrupted
 from .worker import BatchWorker, JobResult, JobStopped
 
 #: attempts per job: the first, and one retry on another worker if the first one's worker died
