@@ -450,7 +450,7 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline.paste_back import MAX_PHOTO_SIDE
+    from .geometry.framing import MAX_PHOTO_SIDE
     from .pipeline.pose import EASINGS, MAX_POSE_STRENGTH, POSE_MODES, PoseRecipe
     from .pipeline.request import OUTPUT_MODES
 

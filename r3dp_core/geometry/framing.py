@@ -31,6 +31,9 @@ landmark box must cover at least that fraction of the square.
   face off-centre, and not shrunk as the official code does, which would change the face's size). Replicated
   edges were chosen over reflection because a mirrored copy of a face or shoulder would be found again by the
   landmarker and the segmenter.
+
+Paste-back puts the animated square back into the photo canvas (:func:`photo_canvas`): the photo capped at
+:data:`MAX_PHOTO_SIDE` and trimmed to even sizes, with the square moved onto it.
 """
 
 from __future__ import annotations
@@ -246,6 +249,26 @@ def _listing(faces: list[DetectedFace], photo_area: float) -> str:
     return "; ".join(f"face {index} covers {_percent(face, photo_area)}" for index, face in enumerate(faces))
 
 
+def parse_face_choice(value: str | int) -> str | int:
+    """A face choice as text (``--face``, a node's combo, a JOBS cell) → ``'largest'`` or an index (left to right).
+
+    Only the form is checked here (an index is a whole number); :func:`choose_face` checks it against the faces.
+
+    Raises:
+        InputError: neither ``'largest'`` nor a whole number.
+
+    Example:
+        >>> parse_face_choice("largest"), parse_face_choice("1")
+        ('largest', 1)
+    """
+    if value == "largest" or isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
+
+
 def choose_face(faces: list[DetectedFace], face: str | int, what: str = "the photo",
                 photo_size: tuple[int, int] | None = None) -> DetectedFace:
     """``'largest'`` (landmark box area, among the faces covering at least :data:`MIN_CHOSEN_FACE` of the photo
@@ -327,6 +350,45 @@ class CropSquare:
 
     def as_tensor_values(self) -> list[int]:
         return [self.left, self.top, self.side]
+
+
+#: The photo canvas's longest side is capped at this (the pasted output's resolution limit).
+MAX_PHOTO_SIDE = 2048
+
+
+def photo_canvas(photo: np.ndarray, square: CropSquare) -> tuple[np.ndarray, CropSquare, list[str]]:
+    """The photo as paste-back's canvas, and the square on it.
+
+    The canvas is the photo with its longest side capped at :data:`MAX_PHOTO_SIDE` (the animated square is
+    rendered at 512², so larger canvases add only untouched photo pixels and encoding time; ``cv2.INTER_AREA``)
+    and an odd width or height trimmed by its last column or row (H.264 needs even sizes).
+
+    Args:
+        photo: ``[H,W,3]`` uint8, the photo the square was cut from.
+        square: the crop square in ``photo``'s pixels.
+
+    Returns:
+        ``(canvas [h,w,3]`` uint8, the square in canvas pixels, notes: one line per change made``)``.
+
+    Example:
+        >>> canvas, square, notes = photo_canvas(np.zeros((301, 400, 3), np.uint8), CropSquare(10, 20, 200))
+        >>> canvas.shape, square, notes
+        ((300, 400, 3), CropSquare(left=10, top=20, side=200), ['odd size 400x301 trimmed to 400x300 for H.264'])
+    """
+    height, width = photo.shape[:2]
+    notes = []
+    scale = min(1.0, MAX_PHOTO_SIDE / max(height, width))
+    canvas = photo
+    if scale < 1.0:
+        size = (max(2, round(width * scale)), max(2, round(height * scale)))
+        canvas = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        notes.append(f"the photo output is capped at {MAX_PHOTO_SIDE} px: {width}x{height} → {size[0]}x{size[1]}")
+        square = square.scaled(size[0] / width)
+    even_h, even_w = canvas.shape[0] // 2 * 2, canvas.shape[1] // 2 * 2
+    if (even_h, even_w) != canvas.shape[:2]:
+        notes.append(f"odd size {canvas.shape[1]}x{canvas.shape[0]} trimmed to {even_w}x{even_h} for H.264")
+        canvas = canvas[:even_h, :even_w]
+    return np.ascontiguousarray(canvas), square, notes
 
 
 def crop_square(face: DetectedFace, height: int, width: int, min_face_area: float) -> CropSquare:

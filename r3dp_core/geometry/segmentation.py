@@ -3,7 +3,8 @@
 Label maps are [T,H,W] integer tensors with MediaPipe's selfie-multiclass classes
 0 background, 1 hair, 2 body skin, 3 face skin, 4 clothes, 5 others (accessories). They come from
 :func:`segment_selfie_multiclass` (the official model, ``selfie_multiclass_256x256.tflite``) or from any other
-segmentation through :func:`label_map_from_masks`.
+segmentation through :func:`label_map_from_masks`. The masks of a label map are :func:`head_mask` and its siblings;
+the masks of an avatar's one-hot ``segmap`` are :func:`segmap_mask`.
 """
 
 from __future__ import annotations
@@ -73,6 +74,28 @@ def person_mask(labels: torch.Tensor) -> torch.Tensor:
 def background_mask(labels: torch.Tensor) -> torch.Tensor:
     """[T,H,W] bool: background only."""
     return class_mask(labels, BACKGROUND_CLASSES)
+
+
+def segmap_mask(segmap: torch.Tensor, classes: Sequence[int], keepdim: bool = False) -> torch.Tensor:
+    """The pixels of ``classes`` in a one-hot segmentation (an avatar's ``segmap``).
+
+    Args:
+        segmap: ``[T,6,H,W]`` float one-hot (:func:`one_hot_segmap`).
+        classes: the classes to keep, e.g. :data:`HEAD_CLASSES` or :data:`PERSON_CLASSES`.
+        keepdim: keep the class axis: ``[T,1,H,W]``.
+
+    Returns:
+        ``[T,H,W]`` (or ``[T,1,H,W]``) float32 in [0,1], 1 where the class is one of ``classes``.
+
+    Example:
+        >>> segmap = one_hot_segmap(torch.tensor([[[BACKGROUND, HAIR], [FACE_SKIN, CLOTHES]]]))
+        >>> segmap_mask(segmap, HEAD_CLASSES)
+        tensor([[[0., 1.],
+                 [1., 0.]]])
+        >>> segmap_mask(segmap, PERSON_CLASSES, keepdim=True).shape
+        torch.Size([1, 1, 2, 2])
+    """
+    return segmap[:, list(classes)].sum(1, keepdim=keepdim).clamp(0, 1).float()
 
 
 def keep_region(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,20 +1,18 @@
-"""Paste-back: the animated 512² square put back into the original photo, frame by frame.
+"""Paste-back: the animated 512² square put back into the original photo, frame by frame, as a streaming stage.
 
 Each 512² frame is resized into the square it was cut from (``framing.crop_square``, kept on the avatar in
-the pixels of the photo canvas) and blended into the photo through a feathered mask that covers the animated
-person: the union of HTB-SR's person mask of the frame (head + torso, so moving hair and shoulders are
-covered) and the person of the source photo (so the original head is replaced where it no longer is), dilated
-and feathered, and faded out towards the square's edges (so the torso and the background continue into the
-photo without a seam). Outside the mask the output pixels are the photo's exactly.
+the pixels of the photo canvas, ``framing.photo_canvas``) and blended into the photo through a feathered mask
+that covers the animated person: the union of HTB-SR's person mask of the frame (head + torso, so moving hair and
+shoulders are covered) and the person of the source photo (so the original head is replaced where it no longer
+is), dilated and feathered, and faded out towards the square's edges (so the torso and the background continue
+into the photo without a seam). Outside the mask the output pixels are the photo's exactly. The mask, the fade
+and the paste are the pure functions of ``geometry/compositing.py``; this module feeds them an avatar's photo,
+square and segmentation, chunk by chunk.
 
 In a photo of several people the avatar's segmentation holds only its own person, and its ``other_people`` marks
 the others inside the square: the blend is exactly 0 on them, grown by the blend's own dilation, and rises over
 the feather width beyond, so a paste changes only its own person's pixels and chained pastes (one person after
 the other) leave the people pasted before them alone.
-
-The photo canvas is the photo with its longest side capped at :data:`MAX_PHOTO_SIDE` (the animated square is
-rendered at 512², so larger canvases add only untouched photo pixels and encoding time) and an odd width or
-height trimmed by its last column or row (H.264 needs even sizes).
 
 :class:`PasteBackSource` is one more streaming stage over the composite source: each chunk is pasted as it
 comes, so memory stays flat in clip length. :class:`ClipPasteSource` pastes a clip already in memory (the Paste
@@ -27,160 +25,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import InputError
+from ..geometry.compositing import BLEND_DILATION, BLEND_FEATHER, FRAME_SIZE, blend_mask, paste, resize_mask
 from ..geometry.framing import CropSquare
+from ..geometry.segmentation import PERSON_CLASSES, segmap_mask
 from ..images import uint8_to_unit
 from .stream import FrameSource, iterate_chunks
-
-#: The photo canvas's longest side is capped at this (the pasted output's resolution limit).
-MAX_PHOTO_SIDE = 2048
-#: The person mask is grown by this many pixels of the 512² frame before feathering (hair strands, motion).
-BLEND_DILATION = 12
-#: Width of the feathered edge in pixels of the 512² frame (also the fade towards the square's borders).
-BLEND_FEATHER = 16
-FRAME_SIZE = 512
-
-
-def photo_canvas(photo: np.ndarray, square: CropSquare) -> tuple[np.ndarray, CropSquare, list[str]]:
-    """The photo as paste-back's canvas (capped and made even, see module docstring) and the square on it.
-
-    Args:
-        photo: ``[H,W,3]`` uint8, the photo the square was cut from.
-        square: the crop square in ``photo``'s pixels.
-    Returns:
-        ``(canvas [h,w,3] uint8, square in canvas pixels, notes)``.
-    """
-    height, width = photo.shape[:2]
-    notes = []
-    scale = min(1.0, MAX_PHOTO_SIDE / max(height, width))
-    canvas = photo
-    if scale < 1.0:
-        size = (max(2, round(width * scale)), max(2, round(height * scale)))
-        canvas = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
-        notes.append(f"the photo output is capped at {MAX_PHOTO_SIDE} px: {width}x{height} → {size[0]}x{size[1]}")
-        square = square.scaled(size[0] / width)
-    even_h, even_w = canvas.shape[0] // 2 * 2, canvas.shape[1] // 2 * 2
-    if (even_h, even_w) != canvas.shape[:2]:
-        notes.append(f"odd size {canvas.shape[1]}x{canvas.shape[0]} trimmed to {even_w}x{even_h} for H.264")
-        canvas = canvas[:even_h, :even_w]
-    return np.ascontiguousarray(canvas), square, notes
-
-
-def _border_fade(size: int, width: float, device: torch.device) -> torch.Tensor:
-    """``[size,size]``: 0 on the outermost pixels rising linearly to 1 at ``width`` pixels inside."""
-    position = torch.arange(size, device=device, dtype=torch.float32)
-    ramp = (torch.minimum(position, size - 1 - position) / width).clamp(0, 1)
-    return ramp[:, None] * ramp[None, :]
-
-
-def blend_mask(person: torch.Tensor | None, source_person: torch.Tensor | None, size: int = FRAME_SIZE,
-               dilation: int = BLEND_DILATION, feather: int = BLEND_FEATHER) -> torch.Tensor:
-    """The paste-back weight of each pixel of the frames.
-
-    Args:
-        person: ``[B,1,size,size]`` HTB-SR's person mask of each frame in [0,1], or None (then the whole square).
-        source_person: ``[1,1,h,w]`` the person of the source square (any size, resized), or None; a second
-            channel ``[1,2,h,w]`` (:func:`source_person_mask`) marks the other people in the square, left alone.
-        size: the frames' side (512 for the real model).
-        dilation, feather: growth and soft-edge width in pixels of a 512² frame (scaled to ``size``).
-    Returns:
-        ``[B or 1,1,size,size]`` in [0,1]; exactly 0 beyond the dilated, feathered person and on the other people
-        grown by ``dilation`` (the fade towards the square's border is :func:`paste`'s, at the pasted size).
-    """
-    scale = size / FRAME_SIZE
-    dilation, feather = round(dilation * scale), max(1, round(feather * scale))
-    radius = max(1, feather // 4)
-    others = None
-    if source_person is not None and source_person.shape[1] > 1:
-        source_person, others = source_person[:, :1], source_person[:, 1:2]
-    if person is None:
-        union = torch.ones(1, 1, size, size)
-    else:
-        union = person.float()
-        if source_person is not None:
-            union = torch.maximum(union, _resized(source_person.to(union), union.shape[-2:]))
-        union = (union > 0.5).float()
-        if dilation > 0:
-            union = _dilated(union, dilation)
-        union = _box_blurs(union, radius)
-    if others is not None and bool(others.any()):
-        union = union * _away_from(_resized(others.to(union), union.shape[-2:]), dilation, radius)
-    return union
-
-
-def _resized(mask: torch.Tensor, size: torch.Size) -> torch.Tensor:
-    if mask.shape[-2:] == size:
-        return mask
-    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
-
-
-def _box_blurs(mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Two box blurs: a soft edge with a finite support (exact zeros and ones beyond it)."""
-    for _ in range(2):
-        mask = F.avg_pool2d(mask, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-    return mask
-
-
-def _away_from(others: torch.Tensor, dilation: int, radius: int) -> torch.Tensor:
-    """``[1,1,S,S]`` in [0,1]: exactly 0 on ``others`` grown by ``dilation`` pixels, rising to exactly 1 over
-    ``4·radius`` pixels beyond (the blurs reach ``2·radius``, so the zeros are grown by that much more first)."""
-    return _box_blurs(1 - _dilated((others > 0.5).float(), dilation + 2 * radius), radius)
-
-
-def _dilated(mask: torch.Tensor, pixels: int) -> torch.Tensor:
-    """The square max filter of side ``2·pixels+1`` as a row pass then a column pass (the same values as one
-    2-D max-pool, at a fraction of its cost for the 25-pixel windows of a 512² mask)."""
-    mask = F.max_pool2d(mask, (1, 2 * pixels + 1), stride=1, padding=(0, pixels))
-    return F.max_pool2d(mask, (2 * pixels + 1, 1), stride=1, padding=(pixels, 0))
-
-
-def paste(frames: torch.Tensor, weights: torch.Tensor, base: torch.Tensor, square: CropSquare,
-          fade: float = BLEND_FEATHER / FRAME_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Blend 512² frames into a base picture at ``square``.
-
-    Args:
-        frames: ``[B,3,512,512]`` float in [0,1].
-        weights: ``[B or 1,1,512,512]`` blend weights (:func:`blend_mask`).
-        base: ``[B or 1,H,W,3]``, uint8 or float in [0,1]: the photo, or frames to paste into.
-        square: where the frames go, in ``base``'s pixels (it may reach past its edges).
-        fade: the weights fade to exactly 0 on the square's outermost pixels over this fraction of its side, so
-            the pasted square has no edge of its own.
-    Returns:
-        ``(images [B,H,W,3]`` of ``base``'s dtype, ``masks [B,H,W]`` float in [0,1])``: outside the mask the
-        images equal ``base`` exactly.
-    """
-    batch = frames.shape[0]
-    height, width = base.shape[1:3]
-    images = base.expand(batch, -1, -1, -1).clone()
-    masks = torch.zeros(batch, height, width, device=frames.device)
-    rows = slice(max(square.top, 0), min(square.top + square.side, height))
-    cols = slice(max(square.left, 0), min(square.left + square.side, width))
-    if rows.start >= rows.stop or cols.start >= cols.stop:
-        return images, masks
-    size = (square.side, square.side)
-    down = square.side < frames.shape[-1]
-    resized = F.interpolate(frames.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
-    weight = F.interpolate(weights.float(), size=size, mode="bilinear", align_corners=False, antialias=down)
-    weight = weight * _border_fade(square.side, max(1.0, fade * square.side), weight.device)
-    inside = (slice(None), slice(None), slice(rows.start - square.top, rows.stop - square.top),
-              slice(cols.start - square.left, cols.stop - square.left))
-    resized, weight = resized[inside].permute(0, 2, 3, 1), weight[inside].permute(0, 2, 3, 1).clamp(0, 1)
-    weight = weight.expand(batch, -1, -1, -1)
-    region = images[:, rows, cols].to(frames.device)
-    if region.dtype == torch.uint8:
-        blended = region.float() * (1 - weight) + resized.clamp(0, 1) * 255 * weight
-        blended = blended.round().clamp(0, 255).to(torch.uint8)
-    else:
-        blended = region * (1 - weight) + resized.clamp(0, 1).to(region.dtype) * weight
-    # Where the weight is 0 the base is kept bit for bit (not merely recomputed).
-    images[:, rows, cols] = torch.where(weight > 0, blended, region).to(images.device)
-    masks[:, rows, cols] = weight[..., 0]
-    return images, masks
 
 
 def source_person_mask(avatar) -> torch.Tensor | None:
@@ -189,11 +42,11 @@ def source_person_mask(avatar) -> torch.Tensor | None:
     (:func:`blend_mask` leaves them alone)."""
     if avatar.segmap is None:
         return None
-    person = avatar.segmap[:, 1:].sum(1, keepdim=True).clamp(0, 1).float()
+    person = segmap_mask(avatar.segmap, PERSON_CLASSES, keepdim=True)
     others = getattr(avatar, "other_people", None)
     if others is None:
         return person
-    return torch.cat([person, _resized(others.float().to(person.device), person.shape[-2:])], 1)
+    return torch.cat([person, resize_mask(others.float().to(person.device), person.shape[-2:])], 1)
 
 
 def avatar_placement(avatar) -> tuple[torch.Tensor, CropSquare]:

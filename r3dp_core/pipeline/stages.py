@@ -17,6 +17,7 @@ from .. import defaults
 from ..errors import InputError
 from ..geometry.crop import prepare_source_image
 from ..geometry.fitting import fit_image
+from ..geometry.framing import photo_canvas
 from ..geometry.inpaint import extract_background, inpaint_torso, resize_background
 from ..geometry.segmentation import (
     head_mask,
@@ -28,7 +29,6 @@ from ..geometry.segmentation import (
 )
 from ..images import as_uint8_frames, u8_image_to_tensor
 from .face import FaceKit
-from .paste_back import photo_canvas
 from .types import Avatar, Motion, PortraitMasks
 
 

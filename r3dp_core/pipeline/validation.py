@@ -18,8 +18,8 @@ import numpy as np
 from .. import defaults, model_files
 from ..audio.energy import SILENCE_DBFS
 from ..errors import InputError
+from ..geometry.framing import MAX_PHOTO_SIDE
 from .inputs import load_image, read_image
-from .paste_back import MAX_PHOTO_SIDE
 from .pose import POSE_MODES
 from .request import OUTPUT_MODES, GenerateRequest
 
