@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def make_inputs(folder: Path, shared: Path, photos: int, seconds: float) -> dict:
     import cv2
 
-    from r3dp_core.parity.synthetic_job import short_speech, write_models_folder, write_portrait, write_wav
+    from r3dp_core.parity.synthetic_job import short_speech, write_models_folder, write_portrait
+    from r3dp_core.standins import write_wav
 
     models = write_models_folder(folder / "models", shared)
     source = cv2.imread(str(shared / "testdata" / "astronaut_512.png"))
@@ -54,7 +55,7 @@ def job_list(path: Path, photos: list[int]) -> Path:
 
 def run(inputs: dict, name: str, photos: list[int], ray: str | None = None, cpus_per_worker: int = 1) -> dict:
     from r3dp_core.batch.run import run_batch
-    from r3dp_core.parity.synthetic_job import tiny_video_model
+    from r3dp_core.standins import tiny_video_model
 
     jobs = job_list(inputs["folder"] / f"{name}.csv", photos)
     report = run_batch(jobs, inputs["folder"] / f"out_{name}", models_dir=inputs["models"], device="cpu",

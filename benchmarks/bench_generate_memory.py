@@ -61,7 +61,8 @@ def prepare(folder: Path, shared_dir: Path, lengths: list[float], photo_size: tu
     import cv2
     import numpy as np
 
-    from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
+    from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder
+    from r3dp_core.standins import write_wav
 
     write_models_folder(folder / "models", shared_dir)
     portrait = cv2.imread(str(shared_dir / "testdata" / "astronaut_512.png"))

@@ -48,7 +48,7 @@ def inputs(shared: Path, photo_size: tuple[int, int], seconds: float):
     import numpy as np
     import torch
 
-    from r3dp_core.pipeline.selftest import synthetic_avatar
+    from r3dp_core.standins import synthetic_avatar
 
     count = int(round(seconds * FPS))
     portrait = cv2.cvtColor(cv2.imread(str(shared / "testdata" / "astronaut_512.png")), cv2.COLOR_BGR2RGB)

@@ -24,14 +24,9 @@ from r3dp_core.batch.types import BatchEvent, WorkerSetup
 from r3dp_core.batch.worker import JobResult
 from r3dp_core.errors import InputError
 from r3dp_core.geometry import framing
-from r3dp_core.parity.synthetic_job import (
-    short_speech,
-    tiny_video_model,
-    write_models_folder,
-    write_portrait,
-    write_wav,
-)
+from r3dp_core.parity.synthetic_job import short_speech, write_models_folder, write_portrait
 from r3dp_core.pipeline.generate import needed_models
+from r3dp_core.standins import tiny_video_model, write_wav
 from r3dp_core.video_io import read_video_frames
 
 SECONDS = 0.2  # 5 frames at 25 fps

@@ -193,8 +193,8 @@ def test_head_pose_validates_shapes():
 # ----------------------------------------------------------------------------------------------- pose recipes
 
 def _portrait_and_motions(frames: int = 12):
-    from r3dp_core.pipeline.selftest import synthetic_avatar
     from r3dp_core.pipeline.types import Motion
+    from r3dp_core.standins import synthetic_avatar
 
     avatar = dataclasses.replace(synthetic_avatar(32), euler=SRC_EULER, trans=SRC_TRANS)
     audio = Motion(exp=torch.zeros(frames, 64))

@@ -21,13 +21,13 @@ from r3dp_core.audio.blink import blink_schedule
 from r3dp_core.device import Precision, resident_mb
 from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
-from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder, write_wav
+from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder
 from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
 from r3dp_core.pipeline.request import GenerateRequest
-from r3dp_core.pipeline.selftest import synthetic_face_model
 from r3dp_core.pipeline.stages import with_blinks
 from r3dp_core.pipeline.validation import validate
+from r3dp_core.standins import synthetic_face_model, write_wav
 from r3dp_core.video_io import probe_video, read_video_frames
 
 SECONDS = 0.32  # 8 frames at 25 fps

@@ -347,7 +347,7 @@ def test_smoothing_window_reuses_the_official_camera_smoothing():
 # ------------------------------------------------------------------------------ through the head-pose recipe
 
 def _portrait(euler=(0.05, -0.12, 0.02), trans=(0.02, -0.03, -1.5)):
-    from r3dp_core.pipeline.selftest import synthetic_avatar
+    from r3dp_core.standins import synthetic_avatar
 
     return dataclasses.replace(synthetic_avatar(32), euler=torch.tensor([euler]), trans=torch.tensor([trans]))
 

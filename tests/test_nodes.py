@@ -125,7 +125,7 @@ def test_missing_model_error_names_file_folders_and_source(comfy):
 # ----------------------------------------------------------------------------------------------- execute → core
 
 def _avatar(planes=True, size=64):
-    from r3dp_core.pipeline.selftest import synthetic_avatar
+    from r3dp_core.standins import synthetic_avatar
 
     avatar = synthetic_avatar(size)
     if planes:
@@ -352,8 +352,8 @@ class _VideoModel(torch.nn.Module):
 @pytest.fixture()
 def chain(comfy):
     from r3dp_core.geometry.secc import SECCMesh
-    from r3dp_core.pipeline.selftest import synthetic_face_model
     from r3dp_core.pipeline.types import Motion
+    from r3dp_core.standins import synthetic_face_model
 
     nodes = comfy.nodes
     bfm = synthetic_face_model(grid=8)

@@ -12,9 +12,15 @@ import torch.utils._pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.compositing import BLEND_FEATHER, blend_mask, paste
-from r3dp_core.geometry.framing import MAX_PHOTO_SIDE, CropSquare, photo_canvas
-from r3dp_core.pipeline.paste_back import PasteBackSource
+from r3dp_core.geometry.framing import CropSquare
+from r3dp_core.pipeline.paste_back import (
+    BLEND_FEATHER,
+    MAX_PHOTO_SIDE,
+    PasteBackSource,
+    blend_mask,
+    paste,
+    photo_canvas,
+)
 from r3dp_core.pipeline.types import Avatar
 
 
@@ -80,7 +86,7 @@ def test_photo_canvas_makes_odd_sizes_even_and_caps_large_photos():
 
 
 def _avatar_with_photo(photo: np.ndarray, square: CropSquare, size: int = 64) -> Avatar:
-    from r3dp_core.pipeline.selftest import synthetic_avatar
+    from r3dp_core.standins import synthetic_avatar
 
     avatar = synthetic_avatar(size)
     segmap = torch.zeros(1, 6, size, size)

@@ -205,7 +205,7 @@ def test_mouth_gain_scales_only_the_driving_mouth():
     from r3dp_core.geometry.secc import SECCMesh
     from r3dp_core.pipeline.face import FaceGeometry
     from r3dp_core.pipeline.frame_chain import secc_images, secc_source
-    from r3dp_core.pipeline.selftest import synthetic_avatar, synthetic_face_model
+    from r3dp_core.standins import synthetic_avatar, synthetic_face_model
 
     bfm = synthetic_face_model()
     face = FaceGeometry(bfm, SECCMesh(bfm.triangles, bfm.ncc_code()))

@@ -12,7 +12,7 @@ from r3dp_core.geometry.landmarks import EYE_IDS
 from r3dp_core.geometry.secc import SECCMesh, project_to_screen, render_secc
 from r3dp_core.geometry.secc_edit import blink_secc, mouth_region_weights, scale_mouth_motion
 from r3dp_core.parity.synth_bfm import synth_face_model
-from r3dp_core.pipeline.selftest import synthetic_face_model
+from r3dp_core.standins import synthetic_face_model
 
 
 def _inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 
 from r3dp_core import cli
 from r3dp_core.geometry.landmarks import detect_faces, detect_image_points, write_standin_landmarker
-from r3dp_core.pipeline.selftest import standin_face_layout
+from r3dp_core.standins import standin_face_layout
 from r3dp_core.video_io import probe_video, read_video_frames
 
 

@@ -16,7 +16,6 @@ import torch
 
 from r3dp_core import cli
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.compositing import BLEND_DILATION, blend_mask
 from r3dp_core.geometry.framing import (
     CropSquare,
     DetectedFace,
@@ -27,7 +26,7 @@ from r3dp_core.geometry.framing import (
     find_faces,
 )
 from r3dp_core.geometry.segmentation import BACKGROUND, CLOTHES, FACE_SKIN, restrict_to_person
-from r3dp_core.pipeline.paste_back import paste_frames, source_person_mask
+from r3dp_core.pipeline.paste_back import BLEND_DILATION, blend_mask, paste_frames, source_person_mask
 from r3dp_core.pipeline.types import Avatar
 
 
@@ -239,8 +238,8 @@ def test_chained_pastes_leave_the_person_pasted_first_alone():
 
 def test_each_portrait_gets_its_own_natural_motion_seed():
     from r3dp_core.pipeline.pose import PoseRecipe, portrait_seed, resolve_pose
-    from r3dp_core.pipeline.selftest import synthetic_avatar
     from r3dp_core.pipeline.types import Motion
+    from r3dp_core.standins import synthetic_avatar
 
     avatar = dataclasses.replace(synthetic_avatar(32), euler=torch.tensor([[0.05, -0.1, 0.0]]))
     motion = Motion(exp=torch.zeros(60, 64))

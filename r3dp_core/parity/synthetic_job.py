@@ -1,9 +1,10 @@
 """A whole job made of synthetic stand-ins: a models folder in the layouts users download, and inputs.
 
 Weights come from the shared parity manifests (``synth_weights.py``), the BFM from the shared synthetic-BFM
-recipe, the face landmarker from ``shared/models``; HuBERT is a one-layer model with the large model's
-feature size. The pictures such models make are meaningless, but every loader and every stage of the real
-job runs on them: the end-to-end tests and the memory benchmark use this folder. Nothing is downloaded.
+recipe, the face landmarker from ``shared/models``; HuBERT is the one-layer stand-in of ``r3dp_core.standins``
+(which also holds the tiny video model and the wav writer the tests use with this folder). The pictures such
+models make are meaningless, but every loader and every stage of the real job runs on them: the end-to-end tests
+and the memory benchmark use this folder. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..standins import write_tiny_hubert
 
 
 def write_trainer_checkpoint(folder: Path, parity_dir: Path, name: str, step: int) -> Path:
@@ -32,19 +35,6 @@ def write_trainer_checkpoint(folder: Path, parity_dir: Path, name: str, step: in
     config = json.loads((parity_dir / f"config_{name}.json").read_text())
     (target / "config.yaml").write_text(yaml.safe_dump(config))
     return checkpoint
-
-
-def write_tiny_hubert(folder: Path) -> Path:
-    """A 1-layer HuBERT with the large model's 1024-d features and 320-sample hop (random, seeded weights)."""
-    from transformers import HubertConfig, HubertModel
-
-    torch.manual_seed(0)
-    config = HubertConfig(hidden_size=1024, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256,
-                          conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
-                          feat_extract_norm="layer", do_stable_layer_norm=True)
-    target = folder / "hubert" / "hubert-large-ls960-ft"
-    HubertModel(config).eval().save_pretrained(target, safe_serialization=True)
-    return target
 
 
 def write_bfm(folder: Path, shared_dir: Path) -> Path:
@@ -85,21 +75,6 @@ def short_speech(shared_dir: Path, seconds: float) -> tuple[np.ndarray, int]:
     if clip.dtype.kind in "iu":
         clip = clip.astype(np.float32) / float(np.iinfo(clip.dtype).max)
     return clip.astype(np.float32), rate
-
-
-def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("pcm_s16le", rate=rate)
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16",
-                                           layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
 
 
 def face_masks(image: np.ndarray, landmarker: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -160,15 +135,6 @@ def overlapping_people(image: np.ndarray, landmarker: Path, width: int = 1024, m
             inside = (columns - offset >= 0) & (columns - offset < side) & kept
             mask[:, inside] = part[:, (columns - offset)[inside]]
     return photo, masks[0], masks[1], seam
-
-
-def tiny_video_model() -> torch.nn.Module:
-    """The tiny configuration of the video model with seeded random weights (64² frames): the same model on every
-    call, in any process (batch workers build their own)."""
-    from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
-
-    torch.manual_seed(0)
-    return Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
 
 
 def write_portrait(folder: Path, name: str, picture: np.ndarray, landmarker: Path) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from r3dp_core.parity.synthetic_job import face_masks, overlapping_people, short_speech, write_models_folder, write_wav
+from r3dp_core.parity.synthetic_job import face_masks, overlapping_people, short_speech, write_models_folder
+from r3dp_core.standins import write_wav
 
 SHORT_SECONDS = 0.32          # 8 frames at 25 fps: every workflow renders a short clip
 PORTRAIT = "portrait.png"

@@ -1,0 +1,210 @@
+"""Self-contained stand-ins for the model files and inputs of a job: the tiny video model, a one-layer HuBERT,
+a dome-shaped BFM (in memory, or written in the official formats with its MediaPipe index and eye triangles), a
+portrait-shaped test card, a stand-in landmark layout with its head/body masks, a test tone and a wav writer.
+
+``r3dp doctor --selftest`` (``pipeline/selftest.py``) fills a temporary models folder with these; the tests and the
+benchmarks use them too. Nothing here reads the shared reference folder or downloads anything: the stand-ins that
+need ``../shared`` (the parity manifests' weights, the synthetic-BFM recipe, the shared clips) live with the parity
+harness (``parity/synthetic_job.py``). The pictures such models make are meaningless; every loader reads them.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import model_files
+from .geometry.bfm import FaceModel3DMM
+from .geometry.landmarks import NUM_LANDMARKS
+from .pipeline.types import Avatar
+
+DOME_GRID = 48
+
+
+def synthetic_face_model(grid: int = 48, seed: int = 0) -> FaceModel3DMM:
+    """A dome-shaped stand-in for the BFM: a grid mesh with random identity/expression bases."""
+    generator = torch.Generator().manual_seed(seed)
+    u, v = torch.meshgrid(torch.linspace(-1, 1, grid), torch.linspace(-1, 1, grid), indexing="ij")
+    depth = (1 - (u**2 + v**2).clamp(max=1)).sqrt()
+    mean_shape = torch.stack([0.75 * v, -1.0 * u, 0.55 * depth], dim=-1).reshape(-1, 3)
+    n = mean_shape.shape[0]
+    ids = torch.arange(n).reshape(grid, grid)
+    quads = torch.stack([ids[:-1, :-1], ids[1:, :-1], ids[1:, 1:], ids[:-1, 1:]], dim=-1).reshape(-1, 4)
+    triangles = torch.cat([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    return FaceModel3DMM(mean_shape=mean_shape - mean_shape.mean(0),
+                         id_base=0.01 * torch.randn(3 * n, 80, generator=generator),
+                         exp_base=0.01 * torch.randn(3 * n, 64, generator=generator),
+                         triangles=triangles,
+                         keypoints68=torch.randint(1, n, (68,), generator=generator),
+                         mp468_index=torch.randint(0, n, (468,), generator=generator))
+
+
+def synthetic_avatar(size: int = 512) -> Avatar:
+    """A portrait-shaped test card: head ellipse, shoulders, gradient background."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    head = (x / 0.35) ** 2 + ((y + 0.2) / 0.45) ** 2 < 1
+    body = (y > 0.45) & (x.abs() < 0.8)
+    image = torch.stack([x, y, x * y], 0).unsqueeze(0) * 0.5
+    labels = torch.zeros(size, size, dtype=torch.long)
+    labels[body] = 4
+    labels[head] = 3
+    segmap = torch.nn.functional.one_hot(labels, 6).permute(2, 0, 1).float()[None]
+    zero3 = torch.zeros(1, 3)
+    return Avatar(image=image, id=torch.zeros(1, 80), exp=torch.zeros(1, 64), euler=zero3, trans=zero3.clone(),
+                  head_image=torch.where(head, image, -1.0), torso_image=torch.where(body, image, -1.0),
+                  background=image.flip(-1), segmap=segmap)
+
+
+def _dome_vertices(grid: int = DOME_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """The stand-in face: a dome over a ``grid``² lattice (x right, y up, z out, ±0.75 × ±1 units) and its
+    triangles (0-based)."""
+    u, v = np.meshgrid(np.linspace(-1, 1, grid), np.linspace(-1, 1, grid), indexing="ij")
+    depth = np.sqrt(np.clip(1 - (u**2 + v**2), 0, None))
+    vertices = np.stack([0.75 * v, -1.0 * u, 0.55 * depth], axis=-1).reshape(-1, 3)
+    ids = np.arange(grid * grid).reshape(grid, grid)
+    quads = np.stack([ids[:-1, :-1], ids[1:, :-1], ids[1:, 1:], ids[:-1, 1:]], axis=-1).reshape(-1, 4)
+    triangles = np.concatenate([quads[:, [0, 1, 2]], quads[:, [0, 2, 3]]])
+    return vertices - vertices.mean(0), triangles
+
+
+def standin_face_layout() -> np.ndarray:
+    """478 landmark positions (normalised image coordinates) of the stand-in landmarker: a sunflower pattern
+    filling an ellipse in the middle of the photo, a quarter of its area (no crop is needed)."""
+    index = np.arange(NUM_LANDMARKS) + 0.5
+    radius = np.sqrt(index / NUM_LANDMARKS)
+    angle = index * math.pi * (3 - math.sqrt(5))
+    return np.stack([0.5 + 0.3 * radius * np.cos(angle), 0.45 + 0.36 * radius * np.sin(angle)], axis=-1)
+
+
+def _smooth_basis(vertices: np.ndarray, count: int, scale: float, rng: np.random.Generator) -> np.ndarray:
+    """``[3N, count]`` deformation modes that are low-order polynomials of the vertex position: any
+    combination keeps the surface smooth (random per-vertex modes would crumple it)."""
+    x, y = vertices[:, 0] / 0.75, vertices[:, 1]
+    features = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)             # [N, 6]
+    weights = rng.standard_normal((count, 3, features.shape[1])) * scale
+    modes = np.einsum("nj,kij->nik", features, weights)                                  # [N, 3, count]
+    return modes.reshape(-1, count).astype(np.float32)
+
+
+def write_standin_bfm(folder: Path, layout: np.ndarray, seed: int = 0) -> Path:
+    """``BFM/`` with a dome in the official formats: ``BFM_model_front.mat`` (meanshape, idBase, exBase, tri,
+    keypoints), the MediaPipe index (each landmark on the dome vertex under its ``layout`` position, the dome
+    spanning the landmarks' box) and the two eye-triangle files (1-based, like the official ones)."""
+    import scipy.io
+
+    from .geometry.secc import LEFT_EYE_FACES_FILE, RIGHT_EYE_FACES_FILE
+
+    rng = np.random.default_rng(seed)
+    vertices, triangles = _dome_vertices()
+    low, high = layout.min(0), layout.max(0)
+    # landmark → dome coordinates: the landmarks' box onto 90 % of the dome's (image y down, dome y up)
+    target_x = ((layout[:, 0] - low[0]) / (high[0] - low[0]) * 2 - 1) * 0.9 * 0.75
+    target_y = -((layout[:, 1] - low[1]) / (high[1] - low[1]) * 2 - 1) * 0.9
+    distance = (vertices[None, :, 0] - target_x[:, None]) ** 2 + (vertices[None, :, 1] - target_y[:, None]) ** 2
+    mp_index = distance.argmin(1)
+    centroids = vertices[triangles].mean(1)
+    eyes = [np.flatnonzero(np.hypot(centroids[:, 0] - side * 0.25, centroids[:, 1] - 0.3) < 0.08) + 1
+            for side in (-1, 1)]
+    target = folder / "BFM"
+    target.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(target / "BFM_model_front.mat", {
+        "meanshape": vertices.reshape(1, -1).astype(np.float32),
+        "idBase": _smooth_basis(vertices, 80, 0.02, rng),
+        "exBase": _smooth_basis(vertices, 64, 0.015, rng),
+        "tri": (triangles + 1).astype(np.float64),
+        "keypoints": (mp_index[:68] + 1).astype(np.float64)[None]})
+    np.save(target / "index_mp468_from_mesh35709.npy", mp_index[:468].astype(np.int64))
+    np.save(target / LEFT_EYE_FACES_FILE, eyes[0].astype(np.int64))
+    np.save(target / RIGHT_EYE_FACES_FILE, eyes[1].astype(np.int64))
+    return target / "BFM_model_front.mat"
+
+
+def tiny_video_model() -> torch.nn.Module:
+    """The tiny configuration of the video model with seeded random weights (64² frames): the same model on every
+    call, in any process (batch workers build their own)."""
+    from .models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+
+    torch.manual_seed(0)
+    return Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
+
+
+def write_tiny_hubert(folder: Path) -> Path:
+    """A 1-layer HuBERT with the large model's 1024-d features and 320-sample hop (random, seeded weights)."""
+    from transformers import HubertConfig, HubertModel
+
+    torch.manual_seed(0)
+    config = HubertConfig(hidden_size=1024, num_hidden_layers=1, num_attention_heads=4, intermediate_size=256,
+                          conv_dim=(32,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                          feat_extract_norm="layer", do_stable_layer_norm=True)
+    target = folder / "hubert" / "hubert-large-ls960-ft"
+    HubertModel(config).eval().save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def write_standin_models(folder: Path, layout: np.ndarray, landmarker: Path | None, seed: int = 0) -> torch.nn.Module:
+    """Fill ``folder`` with a stand-in for every file of a job, in the layouts users download: the video model (the
+    tiny configuration of the same architecture, as safetensors), the audio model (the real architecture, random
+    weights, trainer ``.ckpt``), the one-layer HuBERT, the dome BFM laid out under ``layout``, and the face
+    landmarker (``landmarker`` copied, else the stand-in landmarker reporting ``layout``). Returns the tiny video
+    model, loaded back from its file with strict keys."""
+    from .checkpoint import load_checkpoint, load_into, save_safetensors
+    from .geometry.landmarks import write_standin_landmarker
+    from .models.a2m_vae import A2MConfig, AudioToMotionVAE
+    from .models.secc2plane_torso import Secc2PlaneTorso, tiny_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    video_file = folder / model_files.BY_KEY["video_model"].alternatives[0]
+    save_safetensors(Secc2PlaneTorso(tiny_config()).state_dict(), video_file,
+                     {"format": "pt", "r3dp_model": "secc2plane_torso"})
+    video_model = Secc2PlaneTorso(tiny_config())
+    load_into(video_model, load_checkpoint(video_file, expected="secc2plane_torso").state_dict, str(video_file))
+    audio_file = folder / model_files.BY_KEY["audio_model"].relpath
+    audio_file.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": {"model": AudioToMotionVAE(A2MConfig()).state_dict()}}, audio_file)
+    write_tiny_hubert(folder)
+    write_standin_bfm(folder, layout, seed)
+    landmarker_slot = folder / model_files.BY_KEY["face_landmarker"].relpath
+    if landmarker is not None:
+        shutil.copyfile(landmarker, landmarker_slot)
+    else:
+        write_standin_landmarker(landmarker_slot, layout)
+    return video_model.eval().requires_grad_(False)
+
+
+def standin_masks(layout: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Head (landmark ellipse grown for hair) and body (below the chin) masks, uint8 [H,W]: the segmenter's
+    stand-in."""
+    y, x = np.mgrid[0:height, 0:width]
+    points = layout * (width, height)
+    (left, top), (right, bottom) = points.min(0), points.max(0)
+    centre_x, centre_y = (left + right) / 2, (top + bottom) / 2
+    head = ((x - centre_x) / (0.65 * (right - left))) ** 2 + ((y - centre_y) / (0.65 * (bottom - top))) ** 2 < 1
+    body = (y > bottom - 0.05 * (bottom - top)) & (np.abs(x - centre_x) < 0.9 * (right - left)) & ~head
+    return head.astype(np.uint8) * 255, body.astype(np.uint8) * 255
+
+
+def standin_speech(seconds: float, rate: int = 16000) -> np.ndarray:
+    """A 180 Hz tone, amplitude-modulated at 3 Hz (float32 samples in [-0.3, 0.3]): speech's stand-in."""
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
+    """A mono 16-bit PCM wav of ``samples`` (floats, clipped to [-1, 1]) at ``rate`` Hz."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate)
+        stream.layout = "mono"
+        frame = av.AudioFrame.from_ndarray((np.clip(samples, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                           layout="mono")
+        frame.sample_rate = rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
