@@ -12,15 +12,9 @@ import torch.utils._pytree
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.framing import CropSquare
-from r3dp_core.pipeline.paste_back import (
-    BLEND_FEATHER,
-    MAX_PHOTO_SIDE,
-    PasteBackSource,
-    blend_mask,
-    paste,
-    photo_canvas,
-)
+from r3dp_core.geometry.compositing import BLEND_FEATHER, blend_mask, paste
+from r3dp_core.geometry.framing import MAX_PHOTO_SIDE, CropSquare, photo_canvas
+from r3dp_core.pipeline.paste_back import PasteBackSource
 from r3dp_core.pipeline.types import Avatar
 
 

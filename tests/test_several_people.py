@@ -16,6 +16,7 @@ import torch
 
 from r3dp_core import cli
 from r3dp_core.errors import InputError
+from r3dp_core.geometry.compositing import BLEND_DILATION, blend_mask
 from r3dp_core.geometry.framing import (
     CropSquare,
     DetectedFace,
@@ -26,7 +27,7 @@ from r3dp_core.geometry.framing import (
     find_faces,
 )
 from r3dp_core.geometry.segmentation import BACKGROUND, CLOTHES, FACE_SKIN, restrict_to_person
-from r3dp_core.pipeline.paste_back import BLEND_DILATION, blend_mask, paste_frames, source_person_mask
+from r3dp_core.pipeline.paste_back import paste_frames, source_person_mask
 from r3dp_core.pipeline.types import Avatar
 
 
