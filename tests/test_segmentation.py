@@ -20,6 +20,7 @@ from r3dp_core.geometry.segmentation import (
     FACE_SKIN,
     HAIR,
     OTHERS,
+    SegmenterFileError,
     background_mask,
     check_label_map,
     class_mask,
@@ -32,6 +33,7 @@ from r3dp_core.geometry.segmentation import (
     torso_mask,
 )
 from r3dp_core.model_files import BY_KEY
+from r3dp_core.pipeline.face import FaceKit
 
 
 @pytest.fixture()
@@ -97,6 +99,11 @@ def test_label_map_validation(labels):
 
 
 SEGMENTER_URL = BY_KEY["segmenter"].url
+
+
+def kit_segment(images, model):
+    """The segmenter as a job runs it (``FaceKit.segment``): its file errors say where to get the file."""
+    return FaceKit(geometry=None, landmarker_path=Path("unused"), segmenter_path=model).segment(images)
 
 
 def fake_labels(rgb: np.ndarray) -> np.ndarray:
@@ -187,12 +194,12 @@ def test_segmenter_wrapper_rejects_segmenters_with_other_classes(fake_mediapipe)
     model, created, settings = fake_mediapipe
     settings["classes"] = 2                                               # e.g. the hair segmenter
     with pytest.raises(ModelFileError, match="2 classes, not 6") as error:
-        segment_selfie_multiclass(np.zeros((8, 8, 3), np.uint8), model)
+        kit_segment(np.zeros((8, 8, 3), np.uint8), model)
     assert str(model) in str(error.value) and SEGMENTER_URL in str(error.value)
     assert created[0].closed
     settings.update(classes=6, error=ValueError("CalculatorGraph::Run() failed"))
     with pytest.raises(ModelFileError, match="Run\\(\\) failed") as error:
-        segment_selfie_multiclass(np.zeros((8, 8, 3), np.uint8), model)
+        kit_segment(np.zeros((8, 8, 3), np.uint8), model)
     assert str(model) in str(error.value) and SEGMENTER_URL in str(error.value)
 
 
@@ -200,12 +207,17 @@ def test_segmenter_wrapper_reports_missing_and_corrupt_files(tmp_path):
     image = np.zeros((32, 32, 3), np.uint8)
     missing = tmp_path / "selfie_multiclass_256x256.tflite"
     with pytest.raises(ModelFileError, match="not found") as error:
+        kit_segment(image, missing)
+    assert str(error.value) == (f"Segmentation model {missing} not found; download selfie_multiclass_256x256.tflite "
+                                f"from {SEGMENTER_URL}, or pass your own head/body masks instead.")
+    # the geometry function alone names the problem and the masks' way out; where the file comes from is the loader's
+    with pytest.raises(SegmenterFileError) as error:
         segment_selfie_multiclass(image, missing)
-    assert str(missing) in str(error.value) and SEGMENTER_URL in str(error.value)
+    assert str(error.value) == f"Segmentation model {missing} not found; pass your own head/body masks instead."
     bogus = tmp_path / "bogus.tflite"
     bogus.write_bytes(b"\0" * 64)                                        # real MediaPipe: not a flatbuffer
     with pytest.raises(ModelFileError, match="not MediaPipe's 6-class selfie segmenter") as error:
-        segment_selfie_multiclass(image, bogus)
+        kit_segment(image, bogus)
     assert str(bogus) in str(error.value) and SEGMENTER_URL in str(error.value)
     assert "selfie_multiclass_256x256.tflite" in str(error.value)
 
@@ -213,12 +225,13 @@ def test_segmenter_wrapper_reports_missing_and_corrupt_files(tmp_path):
 OTHER_MODELS_SCRIPT = """
 import gc, json, sys
 import numpy as np
+from pathlib import Path
 from r3dp_core.errors import ModelFileError
-from r3dp_core.geometry.segmentation import segment_selfie_multiclass
+from r3dp_core.pipeline.face import FaceKit
 messages = []
 for model in sys.argv[1:]:
     try:
-        segment_selfie_multiclass(np.zeros((32, 48, 3), np.uint8), model)
+        FaceKit(None, Path("unused"), Path(model)).segment(np.zeros((32, 48, 3), np.uint8))
     except ModelFileError as error:
         messages.append(str(error))
 gc.collect()

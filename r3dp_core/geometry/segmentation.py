@@ -18,7 +18,6 @@ import torch
 from ..defaults import MASK_THRESHOLD
 from ..errors import InputError, ModelFileError
 from ..images import as_uint8_frames
-from ..model_files import BY_KEY
 
 BACKGROUND, HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS = range(6)
 NUM_CLASSES = 6
@@ -27,8 +26,6 @@ TORSO_CLASSES = (BODY_SKIN, CLOTHES)
 PERSON_CLASSES = (HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS)
 TORSO_WITH_BACKGROUND_CLASSES = (BACKGROUND, BODY_SKIN, CLOTHES)
 BACKGROUND_CLASSES = (BACKGROUND,)
-
-_GET_SEGMENTER = f"download {BY_KEY['segmenter'].relpath} from {BY_KEY['segmenter'].url}"
 
 
 def check_label_map(labels: torch.Tensor) -> torch.Tensor:
@@ -213,9 +210,24 @@ def label_map_from_masks(head: torch.Tensor, body: torch.Tensor | None = None,
     return labels.long()
 
 
-def _not_the_segmenter(path: Path, reason: object) -> str:
-    return (f"{path} is not MediaPipe's 6-class selfie segmenter ({reason}); {_GET_SEGMENTER}, or pass your own "
-            "head/body masks instead.")
+class SegmenterFileError(ModelFileError):
+    """The segmenter file is missing or is not MediaPipe's 6-class selfie segmenter.
+
+    ``problem`` names the file and what is wrong with it. The message adds the way out this module knows (the
+    caller's own masks); the loader, which knows where the file comes from, adds how to get it: ``with_source``.
+    """
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; pass your own head/body masks instead.")
+        self.problem = problem
+
+    def with_source(self, how_to_get: str) -> ModelFileError:
+        """The same error with ``how_to_get`` (e.g. ``download X from URL``) before the masks' way out."""
+        return ModelFileError(f"{self.problem}; {how_to_get}, or pass your own head/body masks instead.")
+
+
+def _not_the_segmenter(path: Path, reason: object) -> SegmenterFileError:
+    return SegmenterFileError(f"{path} is not MediaPipe's 6-class selfie segmenter ({reason})")
 
 
 def _close_once(segmenter) -> None:
@@ -243,15 +255,15 @@ def segment_selfie_multiclass(images: torch.Tensor | np.ndarray, model_path: str
         [T,H,W] int64 label map on the input's device (MediaPipe returns the mask at the input's size).
 
     Raises:
-        ModelFileError: the file is missing, not a MediaPipe segmenter, or a segmenter with other than 6 classes.
+        SegmenterFileError: the file is missing, not a MediaPipe segmenter, or a segmenter with other than 6
+            classes (the message does not say where to get the file: the caller adds it, see ``with_source``).
     """
     from mediapipe import Image, ImageFormat
     from mediapipe.tasks.python import BaseOptions, vision
 
     path = Path(model_path)
     if not path.is_file():
-        raise ModelFileError(f"Segmentation model {path} not found; {_GET_SEGMENTER}, or pass your own head/body "
-                             "masks instead.")
+        raise SegmenterFileError(f"Segmentation model {path} not found")
     frames = as_uint8_frames(images)
     labels = np.empty(frames.shape[:3], dtype=np.uint8)
     # the confidence masks, one per class, tell the 6-class model from other segmenters with valid labels 0..5
@@ -266,12 +278,11 @@ def segment_selfie_multiclass(images: torch.Tensor | np.ndarray, model_path: str
                 result = segmenter.segment(Image(image_format=ImageFormat.SRGB, data=frame))
                 classes = len(result.confidence_masks or ())
                 if classes != NUM_CLASSES:
-                    raise ModelFileError(_not_the_segmenter(path, f"it segments into {classes} classes, not "
-                                                                  f"{NUM_CLASSES}"))
+                    raise _not_the_segmenter(path, f"it segments into {classes} classes, not {NUM_CLASSES}")
                 label[...] = result.category_mask.numpy_view().reshape(label.shape)   # GRAY8 comes as [H,W,1]
         finally:
             _close_once(segmenter)
     except (RuntimeError, ValueError) as exc:
-        raise ModelFileError(_not_the_segmenter(path, exc)) from exc
+        raise _not_the_segmenter(path, exc) from exc
     device = images.device if isinstance(images, torch.Tensor) else torch.device("cpu")
     return check_label_map(torch.from_numpy(labels).to(device))

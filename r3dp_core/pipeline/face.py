@@ -35,3 +35,15 @@ class FaceKit:
     @property
     def bfm(self) -> FaceModel3DMM:
         return self.geometry.bfm
+
+    def segment(self, images):
+        """``geometry.segmentation.segment_selfie_multiclass`` with ``segmenter_path``; a missing or wrong file's
+        error says where to get the segmenter (the models folder's slot and its address)."""
+        from .. import model_files
+        from ..geometry.segmentation import SegmenterFileError, segment_selfie_multiclass
+
+        try:
+            return segment_selfie_multiclass(images, self.segmenter_path)
+        except SegmenterFileError as exc:
+            spec = model_files.BY_KEY["segmenter"]
+            raise exc.with_source(f"download {spec.relpath} from {spec.url}") from exc.__cause__

@@ -25,7 +25,6 @@ from ..geometry.segmentation import (
     label_map_from_masks,
     one_hot_segmap,
     restrict_to_person,
-    segment_selfie_multiclass,
 )
 from ..images import as_uint8_frames, u8_image_to_tensor
 from .face import FaceKit
@@ -64,7 +63,7 @@ def prepare_source(image: np.ndarray | torch.Tensor, kit: FaceKit, labels: torch
         if kit.segmenter_path is None:
             raise InputError("No segmentation given and no segmenter model loaded: load "
                              "selfie_multiclass_256x256.tflite or pass a head mask.")
-        labels = segment_selfie_multiclass(image_512, kit.segmenter_path)[0]
+        labels = kit.segment(image_512)[0]
     labels = labels.reshape(image_512.shape[:2]).cpu().long()
     other_people = None
     if source.other_faces:
