@@ -20,9 +20,9 @@ PACKAGE = "r3dp_core"
 PARITY = f"{PACKAGE}.parity"
 COMFYUI_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "server", "execution", "nodes")
 
-#: Import edges (importer, imported) still being removed by someone else's change, ignored by the cycle check. Each
-#: entry names the loop it closes and who removes it; once that change lands the entry is stale (a warning names it)
-#: and goes.
+#: Import edges (importer, imported) still being removed by someone else's change, ignored by the loop and layer
+#: checks. Each entry names the loop it closes and who removes it; once that change lands the entry is stale (a
+#: warning names it) and goes.
 PENDING_BACK_EDGES: dict[tuple[str, str], str] = {
     # cli -> batch.run -> batch.jobs -> cli (jobs builds its rows' requests from generate's argparse parser):
     # engineer B's move of generate's options and request builder out of cli.py (#24 item 1).
@@ -181,6 +181,38 @@ def test_no_import_loops():
     pruned = {name: {t for t in targets if (name, t) not in PENDING_BACK_EDGES} for name, targets in graph.items()}
     loops = [" -> ".join(shortest_cycle(pruned, component)) for component in strongly_connected(pruned)]
     assert not loops, "import loops in r3dp_core:\n  " + "\n  ".join(loops)
+
+
+#: The package's layers, lowest first: a module imports only from its own layer and those below (README, Development:
+#: render/ and geometry/ know nothing of the networks, models/ uses render/, audio/ runs models/, pipeline/ sits on
+#: top). The parity harness sits above everything and nothing imports it (next test).
+LAYERS = (
+    ("errors", "defaults"),
+    ("images", "device", "inert_pickle", "checkpoint", "model_files", "video_io", "performance"),
+    ("render", "geometry"),
+    ("models",),
+    ("audio", "talk3d"),
+    ("model_import", "gdrive"),
+    ("pipeline", "standins"),
+    ("batch",),
+    ("cli",),
+    ("parity",),
+)
+
+
+def test_layers_only_lean_downward():
+    rank = {area: level for level, areas in enumerate(LAYERS) for area in areas}
+
+    def area(module: str) -> str:
+        return module.split(".")[1] if "." in module else ""
+
+    graph = import_graph()
+    unplaced = sorted({area(name) for name in graph} - set(rank) - {""})
+    assert not unplaced, f"place these in LAYERS: {unplaced}"
+    upward = sorted(f"{name} imports {target}" for name, targets in graph.items() for target in targets
+                    if area(target) and rank[area(target)] > rank[area(name)]
+                    and (name, target) not in PENDING_BACK_EDGES)
+    assert not upward, "imports that lean upward:\n  " + "\n  ".join(upward)
 
 
 def test_only_the_parity_harness_imports_itself():
