@@ -14,6 +14,7 @@ from r3dp_core.geometry.bfm import compute_rotation
 from r3dp_core.geometry.camera import (
     EG3D_FOCAL,
     HeadPose,
+    camera_to_pose,
     driving_pose,
     eg3d_cameras,
     keyframe_pose,
@@ -44,6 +45,21 @@ def test_zero_pose_camera_is_the_documented_one():
     torch.testing.assert_close(cam[:16].reshape(4, 4), c2w, atol=1e-7, rtol=0)
     assert cam[16:].tolist() == [EG3D_FOCAL, 0, 0.5, 0, EG3D_FOCAL, 0.5, 0, 0, 1]
     assert eg3d_cameras(torch.zeros(2, 3), torch.zeros(2, 3)).dtype == torch.float32
+
+
+def test_camera_to_pose_inverts_eg3d_cameras():
+    t = torch.arange(40, dtype=torch.float64)
+    euler = torch.stack([0.1 * torch.sin(t / 5), 0.05 + 0.4 * torch.sin(t / 7), 0.03 * torch.cos(t / 3)], 1)
+    trans = torch.stack([0.1 * torch.sin(t / 4), 0.05 * torch.cos(t / 6), torch.full_like(t, 0.3)], 1)
+    back_euler, back_trans = camera_to_pose(eg3d_cameras(euler, trans, dtype=torch.float64))
+    assert back_euler.dtype == back_trans.dtype == torch.float64
+    # eg3d_cameras computes in float32 (as the official code does): the round trip is exact to float32
+    torch.testing.assert_close(back_euler, euler, atol=1e-6, rtol=0)
+    torch.testing.assert_close(back_trans, trans, atol=1e-5, rtol=0)
+    # the yaw and pitch of a camera path: the orbit's quarter period (frame 2 of 8) is 20 degrees of pure yaw
+    path, _ = camera_to_pose(orbit_pose(torch.zeros(1, 3), torch.zeros(1, 3), 8, yaw_deg=20.0).cameras(None))
+    assert math.degrees(float(path[2, 1])) == pytest.approx(20.0, abs=1e-4)
+    assert float(path[:, 0].abs().max()) < 1e-6 and float(path[:, 2].abs().max()) < 1e-6
 
 
 def test_camera_looks_at_the_head_from_the_posed_direction():

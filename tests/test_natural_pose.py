@@ -1,5 +1,5 @@
-"""Natural head motion, pose strength and pose smoothing (r3dp_core.geometry.natural_pose), speech energy and
-speech activity (r3dp_core.audio.energy)."""
+"""Natural head motion and pose strength (r3dp_core.geometry.natural_pose), pose smoothing through the recipe,
+speech energy and speech activity (r3dp_core.audio.energy)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,8 @@ import torch
 from r3dp_core.audio.energy import speech_activity, speech_energy
 from r3dp_core.audio.io import Audio16k, load_audio
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.camera import HeadPose, eg3d_cameras
-from r3dp_core.geometry.natural_pose import (
-    NaturalMotionLimits,
-    apply_deviation,
-    camera_to_pose,
-    natural_head_motion,
-    scale_pose,
-    smooth_pose,
-)
+from r3dp_core.geometry.camera import camera_to_pose, eg3d_cameras
+from r3dp_core.geometry.natural_pose import NaturalMotionLimits, apply_deviation, natural_head_motion, scale_pose
 
 DEG = 180 / math.pi
 
@@ -319,29 +312,6 @@ def test_natural_deviation_adds_to_a_base_pose():
     assert new_euler.shape == new_trans.shape == (50, 3)
     assert torch.allclose(new_euler - euler, deviation[:, :3]) and torch.allclose(new_trans - trans, deviation[:, 3:])
     assert torch.equal(new_trans[:, 2], trans[:, 2].expand(50))  # depth fixed, as official
-
-
-def test_smoothing_window_reuses_the_official_camera_smoothing():
-    euler, trans = _driving_pose()
-    jitter = torch.randn(40, 3, generator=torch.Generator().manual_seed(0)) * 0.02
-    noisy = euler + jitter
-    back_e, back_t = camera_to_pose(eg3d_cameras(noisy, trans, dtype=torch.float64))
-    assert torch.allclose(back_e.float(), noisy, atol=1e-5) and torch.allclose(back_t.float(), trans, atol=1e-5)
-    same_e, same_t = smooth_pose(noisy, trans, 1)
-    assert torch.equal(same_e, noisy) and torch.equal(same_t, trans)
-    roughness = []
-    for window in (1, 3, 7, 15):
-        smooth_e, smooth_t = smooth_pose(noisy, trans, window)
-        assert smooth_e.shape == (40, 3) and smooth_e.dtype == noisy.dtype
-        # exactly what the renderer gets from HeadPose.cameras(window)
-        assert torch.allclose(eg3d_cameras(smooth_e, smooth_t), HeadPose(noisy, trans).cameras(window), atol=1e-5)
-        roughness.append(float(torch.diff(smooth_e, n=2, dim=0).abs().mean()))
-    assert roughness[0] > 2 * roughness[1] > 0 and roughness[1] > roughness[2] > roughness[3]
-    constant_e, constant_t = smooth_pose(euler[:1].expand(20, 3), trans[:1].expand(20, 3), 7)
-    assert torch.allclose(constant_e, euler[:1].expand(20, 3), atol=1e-6)
-    assert torch.allclose(constant_t, trans[:1].expand(20, 3), atol=1e-5)
-    with pytest.raises(InputError, match="odd number of frames"):
-        smooth_pose(euler, trans, 4)
 
 
 # ------------------------------------------------------------------------------ through the head-pose recipe

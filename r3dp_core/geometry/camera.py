@@ -56,6 +56,18 @@ def eg3d_cameras(euler: torch.Tensor, trans: torch.Tensor, *, dtype: torch.dtype
     return torch.cat([top, bottom, k], -1)
 
 
+def camera_to_pose(cameras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inverse of :func:`eg3d_cameras`: ``[T,25]`` → ``(euler, trans)`` ``[T,3]`` float64 (a camera path → the head
+    pose, e.g. its yaw and pitch)."""
+    cam = cameras.to(torch.float64)
+    pose = cam[:, :12].reshape(-1, 3, 4)
+    rot = pose[:, :, :3] * pose.new_tensor([1.0, -1.0, -1.0])  # undo the OpenGL → OpenCV column flip
+    centre = pose[:, :, 3] - pose.new_tensor([0.0, CAMERA_OFFSET_Y, CAMERA_OFFSET_Z])
+    trans = -(rot.transpose(1, 2) @ (centre / CAMERA_SCALE).unsqueeze(-1)).squeeze(-1)
+    trans = trans + trans.new_tensor([0.0, 0.0, CAMERA_DISTANCE])
+    return rotation_to_euler(rot), trans
+
+
 def matrix_to_quaternion(matrix: torch.Tensor) -> torch.Tensor:
     """Rotation matrices ``[...,3,3]`` (column-vector convention) → unit quaternions ``[...,4]`` (x, y, z, w).
 
@@ -269,7 +281,7 @@ def keyframe_pose(key_frames: Sequence[int], key_euler: torch.Tensor, key_trans:
 
 
 __all__ = [
-    "CAMERA_SCALE", "EG3D_CENTER", "EG3D_FOCAL", "HeadPose", "driving_pose", "eg3d_cameras", "keyframe_pose",
-    "matrix_to_quaternion", "mirror_index", "orbit_pose", "quaternion_to_matrix", "smooth_camera_sequence",
-    "static_pose",
+    "CAMERA_SCALE", "EG3D_CENTER", "EG3D_FOCAL", "HeadPose", "camera_to_pose", "driving_pose", "eg3d_cameras",
+    "keyframe_pose", "matrix_to_quaternion", "mirror_index", "orbit_pose", "quaternion_to_matrix",
+    "smooth_camera_sequence", "static_pose",
 ]

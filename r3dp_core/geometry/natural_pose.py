@@ -1,4 +1,5 @@
-"""Head-pose shaping: natural (speech-aware) head motion, pose strength and pose smoothing.
+"""Head-pose shaping: natural (speech-aware) head motion and pose strength (pose smoothing with any window is
+:meth:`r3dp_core.geometry.camera.HeadPose.cameras`).
 
 Poses follow :mod:`r3dp_core.geometry.camera`: ``euler [T,3]`` = (pitch, yaw, roll) in radians and ``trans [T,3]``
 in the 3DMM's decimetres. A *deviation* ``[T,6]`` = (Δpitch, Δyaw, Δroll, Δx, Δy, Δz) is added to a base pose
@@ -35,8 +36,6 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
-from .bfm import CAMERA_DISTANCE, rotation_to_euler
-from .camera import CAMERA_OFFSET_Y, CAMERA_OFFSET_Z, CAMERA_SCALE, SMOOTH_KERNEL, eg3d_cameras, smooth_camera_sequence
 
 
 @dataclass(frozen=True)
@@ -257,41 +256,4 @@ def scale_pose(euler: torch.Tensor, trans: torch.Tensor, strength: float, refere
     return ref_euler + strength * (euler - ref_euler), ref_trans + strength * (trans - ref_trans)
 
 
-def camera_to_pose(cameras: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inverse of :func:`~r3dp_core.geometry.camera.eg3d_cameras`: ``[T,25]`` → ``(euler, trans)`` ``[T,3]``."""
-    cam = cameras.to(torch.float64)
-    pose = cam[:, :12].reshape(-1, 3, 4)
-    rot = pose[:, :, :3] * pose.new_tensor([1.0, -1.0, -1.0])  # undo the OpenGL → OpenCV column flip
-    centre = pose[:, :, 3] - pose.new_tensor([0.0, CAMERA_OFFSET_Y, CAMERA_OFFSET_Z])
-    trans = -(rot.transpose(1, 2) @ (centre / CAMERA_SCALE).unsqueeze(-1)).squeeze(-1)
-    trans = trans + trans.new_tensor([0.0, 0.0, CAMERA_DISTANCE])
-    return rotation_to_euler(rot), trans
-
-
-def smooth_pose(euler: torch.Tensor, trans: torch.Tensor, window: int = SMOOTH_KERNEL
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The official camera smoothing (:func:`smooth_camera_sequence`) with a chosen window, as a pose.
-
-    The pose becomes EG3D cameras, each is averaged over ``window`` frames (rotations by their chordal mean,
-    camera centres by their plain mean, a window truncated at the clip's ends), and the result turns back into
-    a pose, so ``eg3d_cameras(*smooth_pose(e, t, k))`` equals ``HeadPose(e, t).cameras(k)``.
-
-    Args:
-        euler, trans: ``[T,3]``.
-        window: odd number of frames; 7 is the official fixed window, 1 leaves the pose unchanged.
-
-    Returns:
-        ``(euler, trans)`` ``[T,3]`` in the inputs' dtype and device.
-    """
-    if window < 1 or window % 2 == 0:
-        raise InputError(f"The pose smoothing window must be an odd number of frames >= 1 (official 7, 1 = none), "
-                         f"got {window}.")
-    if window == 1:
-        return euler.clone(), trans.clone()
-    smoothed = smooth_camera_sequence(eg3d_cameras(euler, trans, dtype=torch.float64), window)
-    new_euler, new_trans = camera_to_pose(smoothed)
-    return new_euler.to(euler.device, euler.dtype), new_trans.to(trans.device, trans.dtype)
-
-
-__all__ = ["NaturalMotionLimits", "apply_deviation", "camera_to_pose", "natural_head_motion", "scale_pose",
-           "smooth_pose"]
+__all__ = ["NaturalMotionLimits", "apply_deviation", "natural_head_motion", "scale_pose"]
