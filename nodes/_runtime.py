@@ -30,6 +30,17 @@ def offload_device() -> torch.device:
     return mm.unet_offload_device()
 
 
+def node_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """A precision widget's dtype on ComfyUI's ``device``: the core's rule (``r3dp_core.device.resolve_dtype``)
+    with ComfyUI's verdict on fp16 for ``auto``; fp16 on a CPU falls back to fp32 (with a warning)."""
+    import comfy.model_management as mm
+
+    from r3dp_core.device import resolve_dtype
+
+    fp16_safe = None if device.type == "cpu" else bool(mm.should_use_fp16(device))
+    return resolve_dtype(precision, device, fp16_safe=fp16_safe, refuse_cpu_fp16=False)
+
+
 def check_interrupt() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed Cancel (called between chunks)."""
     import comfy.model_management as mm
@@ -102,6 +113,22 @@ class Progress:
     def update(self, done: int, preview: torch.Tensor | None = None) -> None:
         image = ("JPEG", frame_to_pil(preview), IMAGE_SIZE) if preview is not None else None
         self._bar.update_absolute(done, self.total, image)
+
+
+def node_host(node_id: str | None):
+    """The ``Host`` of a node's core call (``r3dp_core.pipeline.host``): the models on ComfyUI's compute device
+    for the call (:func:`on_compute_device`), ComfyUI's progress bar of the node with the latest frame as preview,
+    and Cancel honoured between steps."""
+    from r3dp_core.pipeline.host import Host
+
+    bar: list[Progress] = []
+
+    def progress(done: int, total: int, preview: torch.Tensor | None = None) -> None:
+        if not bar or bar[0].total != total:
+            bar[:] = [Progress(total, node_id)]
+        bar[0].update(done, preview)
+
+    return Host(place=on_compute_device, progress=progress, should_stop=check_interrupt)
 
 
 def temp_file(suffix: str) -> tuple[str, str, str]:

@@ -3,11 +3,11 @@
 | socket | Python value |
 |---|---|
 | R3DP_VIDEO_MODEL, R3DP_AUDIO_MODEL, R3DP_HUBERT, R3DP_BFM, ... | loaded models (see ``loaders``) |
-| R3DP_BFM | ``FaceGeometry`` (the 3DMM and the SECC mesh) |
+| R3DP_BFM | ``FaceGeometry`` (the 3DMM and the SECC mesh), shown as ``face_geometry`` (the type string stays) |
 | R3DP_AVATAR | ``list[Avatar]``, one per portrait (canonical tri-plane + source fit, crops, segmentation) |
 | R3DP_MOTION | ``Motion`` (expression ``[T,64]``, fps, optional pose, blink schedule and audio) |
 | R3DP_CAMERA | ``PoseRecipe`` (resolved against each portrait and the motion by the render stage) |
-| R3DP_PNCC, R3DP_PLANES, R3DP_RENDER | ``Stream``: lazy per-portrait frame sources, pulled in chunks downstream |
+| R3DP_PNCC, R3DP_PLANES, R3DP_RENDER | ``PortraitStreams``: lazy per-portrait frame sources, pulled in chunks |
 | R3DP_FRAMES | ``ClipPasteSource``: one clip's frames pasted into its photo on demand (Paste Back (stream)) |
 
 R3DP_PNCC keeps the name the node was asked for; the core calls the same images SECC.

@@ -15,18 +15,6 @@ from ._api import comfy_io
 BACKGROUND_SIZE = 512
 
 
-def background_plates(background: torch.Tensor, count: int) -> list[torch.Tensor]:
-    """An IMAGE batch of 1 or ``count`` backgrounds → ``count`` plates ``[1,3,512,512]`` in [-1,1] (official resize)."""
-    from r3dp_core.geometry.inpaint import resize_background
-    from r3dp_core.images import comfy_to_uint8, u8_image_to_tensor
-
-    if background.shape[0] not in (1, count):
-        raise InputError(f"{background.shape[0]} backgrounds for {count} portraits; give one background for all or "
-                         "one per portrait.")
-    return [u8_image_to_tensor(resize_background(comfy_to_uint8(background[min(i, background.shape[0] - 1)])))
-            for i in range(count)]
-
-
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
 
@@ -73,6 +61,7 @@ class BackgroundLoader(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, mode: str, color: str, avatar: list[Avatar] | None = None, image: torch.Tensor | None = None):
         from r3dp_core.images import to_comfy_image
+        from r3dp_core.pipeline.portrait_streams import background_plates
 
         if mode == "source":
             if avatar is None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import torch
 
 from r3dp_core import defaults
-from r3dp_core.errors import InputError
+from r3dp_core.pipeline.portrait_streams import PortraitStreams
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import Stream, pull
-from .background import background_plates
 
 
 class HtbsrComposite(comfy_io.ComfyNode):
@@ -52,41 +50,17 @@ class HtbsrComposite(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, render: Stream, head_threshold: float, chunk_size: int, preview: bool,
+    def execute(cls, render: PortraitStreams, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
-        from r3dp_core.images import to_comfy_image
-        from r3dp_core.pipeline.frame_chain import composite_source, torso_keypoint_tracks
+        from r3dp_core.pipeline.portrait_streams import composite_clips
 
-        from ._runtime import write_preview_video
+        from ._runtime import node_host, write_preview_video
 
-        if render.poses is None or render.video_model is None:
-            raise InputError("HTB-SR Composite needs the output of Volume Render.")
-        count = len(render.sources)
-        plates = background_plates(background, count) if background is not None else [None] * count
-        frames = [[] for _ in range(count)]
-        masks = {name: [[] for _ in range(count)] for name in ("head_mask", "torso_mask", "person_mask")}
-
-        def consume(portrait, start, stop, out):
-            frames[portrait].append(to_comfy_image(out.image))
-            for name, parts in masks.items():
-                parts[portrait].append(getattr(out, name)[:, 0].float().cpu())
-            return out.image[-1]
-
-        def composite(p: int):  # built inside the pull: the portrait's reference is prepared on the compute device
-            avatar = render.avatars[p]
-            keypoints = torso_keypoint_tracks(render.face, avatar, render.motion, render.poses[p])
-            return composite_source(render.video_model.module, avatar, render.sources[p], keypoints, plates[p],
-                                    head_threshold)
-
-        pull(render, chunk_size, cls.hidden.unique_id, consume, source_for=composite)
-        images = [torch.cat(parts) for parts in frames]
-        fps = float(render.motion.fps)
-        audio = render.motion.audio
-        ui = None
-        if preview:
-            ui = {"r3dp_video": [write_preview_video(clip, fps, audio) for clip in images]}
-        return comfy_io.NodeOutput(images, *([torch.cat(p) for p in masks[name]] for name in masks),
-                                   [audio] * count, [fps] * count, ui=ui)
+        clips = composite_clips(render, background, head_threshold, chunk_size, node_host(cls.hidden.unique_id))
+        ui = {"r3dp_video": [write_preview_video(c, clips.fps, clips.audio) for c in clips.images]} if preview else None
+        count = len(clips.images)
+        return comfy_io.NodeOutput(clips.images, clips.head_masks, clips.torso_masks, clips.person_masks,
+                                   [clips.audio] * count, [clips.fps] * count, ui=ui)
 
 
 NODES = [HtbsrComposite]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 
 from r3dp_core import defaults
-from r3dp_core.errors import InputError
 from r3dp_core.pipeline.face import FaceGeometry
-from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
@@ -29,7 +27,8 @@ class ImageToTriplane(comfy_io.ComfyNode):
                 comfy_io.Image.Input("image", tooltip="The portrait(s): a photo with one clearly visible face; a "
                                                       "batch animates several portraits with the same motion."),
                 t.VideoModel.Input("video_model", tooltip="From Load Video Model."),
-                t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM (for the 3DMM fit)."),
+                t.Bfm.Input("bfm", display_name="face_geometry",
+                            tooltip="The face geometry (BFM 3DMM) from Load BFM 3DMM, for the 3DMM fit."),
                 t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
                 t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
                 comfy_io.Float.Input("min_face_area", default=defaults.MIN_FACE_AREA, min=0.05, max=0.8, step=0.01,
@@ -53,37 +52,17 @@ class ImageToTriplane(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, image: torch.Tensor, video_model: VideoModel, bfm: FaceGeometry, landmarker, segmenter: Segmenter,
                 min_face_area: float, face: str):
-        from r3dp_core.geometry.segmentation import HEAD_CLASSES
-        from r3dp_core.images import comfy_to_uint8, to_comfy_image
+        from r3dp_core.geometry.framing import parse_face_choice
+        from r3dp_core.pipeline.avatars import prepare_portraits
         from r3dp_core.pipeline.face import FaceKit
-        from r3dp_core.pipeline.stages import make_avatar, prepare_source
 
-        from ._runtime import Progress, check_interrupt, on_compute_device
+        from ._runtime import node_host
 
-        if image.ndim != 4 or image.shape[0] == 0:
-            raise InputError(f"Image→Triplane needs an IMAGE batch [N,H,W,C], got {tuple(image.shape)}.")
-        face_choice = face if face == "largest" else int(face)
         kit = FaceKit(bfm, landmarker_path=landmarker, segmenter_path=segmenter.path)
-        progress = Progress(image.shape[0] * 2, cls.hidden.unique_id)
-        avatars = []
-        for index in range(image.shape[0]):
-            check_interrupt()
-            u8 = comfy_to_uint8(image[index])
-            try:
-                prepared = prepare_source(u8, kit, min_face_area=min_face_area, face=face_choice,
-                                          masks=segmenter.masks_for(index))
-            except InputError as exc:
-                raise InputError(f"Image→Triplane, portrait {index + 1} of {image.shape[0]}: {exc}") from None
-            progress.update(2 * index + 1)
-            with on_compute_device(video_model.module), torch.inference_mode():
-                avatar = make_avatar(video_model.module, prepared)
-            avatar = Avatar(**{**avatar.to("cpu").__dict__, "planes": avatar.planes.detach().float().cpu()})
-            avatars.append(avatar)
-            progress.update(2 * index + 2, preview=avatar.image[0])
-        crops = torch.cat([to_comfy_image(a.image) for a in avatars])
-        heads = torch.cat([to_comfy_image(a.head_image) for a in avatars])
-        masks = torch.cat([a.segmap[:, list(HEAD_CLASSES)].sum(1) for a in avatars]).clamp(0, 1).float()
-        return comfy_io.NodeOutput(avatars, crops, heads, masks)
+        out = prepare_portraits(image, video_model.module, kit, min_face_area=min_face_area,
+                                face=parse_face_choice(face), masks=segmenter.masks,
+                                host=node_host(cls.hidden.unique_id))
+        return comfy_io.NodeOutput(out.avatars, out.crops, out.heads, out.head_masks)
 
 
 NODES = [ImageToTriplane]

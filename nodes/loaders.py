@@ -1,4 +1,8 @@
-"""Model loaders: dropdowns of the files found in every ``real3dportrait`` model folder.
+"""Model loader nodes: dropdowns of the files found in every ``real3dportrait`` model folder.
+
+The files are read by ``r3dp_core.pipeline.loaders`` (the CLI's loaders); these nodes choose the file, park the
+model on ComfyUI's offload device and decide its precision once (``_runtime.node_dtype``: the core's
+``device.resolve_dtype`` with ComfyUI's verdict on fp16).
 
 The expected official file name is always offered (first) even when absent, so a shared workflow validates
 and the node can say exactly which file is missing, where it was looked for and where to get it. Loaded
@@ -7,7 +11,6 @@ models wait on ComfyUI's offload device; the nodes that compute move them to the
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,28 +24,11 @@ from . import _paths
 from . import _types as t
 from ._api import comfy_io
 
-log = logging.getLogger(__name__)
-
 PRECISIONS = ["auto", "fp32", "fp16", "bf16"]
 _PRECISION_TOOLTIP = ("Compute precision on the GPU: auto = fp16 where ComfyUI deems it safe, else fp32. Weights "
                       "stay fp32 and only the convolution networks run in fp16/bf16 (autocast); the volume "
                       "renderer and compositing stay fp32. On the CPU, auto is fp32 and bf16 is used only when "
                       "chosen (about 2x faster there); fp16 falls back to fp32.")
-
-
-def compute_dtype(choice: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype for ``choice`` on ``device`` (on the CPU: fp32, or bf16 when chosen explicitly)."""
-    import comfy.model_management as mm
-
-    if device.type == "cpu":
-        if choice == "bf16":
-            return torch.bfloat16
-        if choice == "fp16":
-            log.warning("r3dp: fp16 was chosen but ComfyUI computes on the CPU, which has no fast fp16; using fp32")
-        return torch.float32
-    if choice == "auto":
-        return torch.float16 if mm.should_use_fp16(device) else torch.float32
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[choice]
 
 
 @dataclass
@@ -107,12 +93,12 @@ class LoadVideoModel(comfy_io.ComfyNode):
         from r3dp_core.performance import optimize_for_inference
         from r3dp_core.pipeline.loaders import load_video_model
 
-        from ._runtime import on_compute_device
+        from ._runtime import node_dtype, on_compute_device
 
         module = load_video_model(_paths.resolve_model_file("video_model", ckpt_name), fold=False)
         # Optimised where it will run: the low-precision stages record the compute device's autocast type.
         with on_compute_device(module) as device:
-            dtype = compute_dtype(precision, device)
+            dtype = node_dtype(precision, device)
             optimize_for_inference(module, dtype)
         return comfy_io.NodeOutput(VideoModel(module, dtype, ckpt_name))
 
@@ -165,11 +151,11 @@ class LoadHubert(comfy_io.ComfyNode):
     def execute(cls, model_folder: str, precision: str):
         from r3dp_core.audio.hubert import load_hubert_folder
 
-        from ._runtime import compute_device, offload_device
+        from ._runtime import compute_device, node_dtype, offload_device
 
         folder = _paths.resolve_model_folder("hubert", model_folder)
         model = load_hubert_folder(folder).requires_grad_(False).to(offload_device())
-        return comfy_io.NodeOutput(Hubert(model, compute_dtype(precision, compute_device()), model_folder))
+        return comfy_io.NodeOutput(Hubert(model, node_dtype(precision, compute_device()), model_folder))
 
 
 class LoadBFM(comfy_io.ComfyNode):
@@ -179,14 +165,18 @@ class LoadBFM(comfy_io.ComfyNode):
             node_id="R3DP_LoadBFM",
             display_name="Load BFM 3DMM",
             category=f"{t.CATEGORY}/loaders",
-            description="Loads the Basel Face Model (BFM_model_front.mat) with the MediaPipe index and the eye-hole "
-                        "triangle files beside it; used for 3DMM fitting, PNCC/SECC rendering and torso keypoints.",
+            description="Loads the face geometry: the Basel Face Model 3DMM (BFM_model_front.mat) with the MediaPipe "
+                        "index and the eye-hole triangle files beside it, and the SECC mesh built from them; used for "
+                        "3DMM fitting, PNCC/SECC rendering and torso keypoints.",
             inputs=[
                 comfy_io.Combo.Input("bfm_file", options=_paths.suffix_options("bfm", (".mat",)),
                                      tooltip="BFM/BFM_model_front.mat; index_mp468_from_mesh35709.npy and "
                                              "bfm_{left,right}_eye_faces.npy must sit in the same folder."),
             ],
-            outputs=[t.Bfm.Output(display_name="bfm")],  # a FaceGeometry
+            # a FaceGeometry; the socket type stays R3DP_BFM, so saved links keep working
+            outputs=[t.Bfm.Output(display_name="face_geometry",
+                                  tooltip="The BFM 3DMM and its SECC mesh, for Image → Triplane, PNCC Builder and "
+                                          "Video → 3DMM.")],
         )
 
     @classmethod

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from r3dp_core.pipeline.portrait_streams import PortraitStreams
 from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import Stream, check_portraits
 from .loaders import VideoModel
 
 
@@ -28,12 +28,10 @@ class MotionAdapter(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, avatar: list[Avatar], pncc: Stream, video_model: VideoModel):
-        from r3dp_core.pipeline.frame_chain import plane_source
+    def execute(cls, avatar: list[Avatar], pncc: PortraitStreams, video_model: VideoModel):
+        from r3dp_core.pipeline.portrait_streams import plane_streams
 
-        check_portraits(avatar, pncc, "Motion Adapter")
-        sources = [plane_source(video_model.module, portrait, secc) for portrait, secc in zip(avatar, pncc.sources)]
-        return comfy_io.NodeOutput(pncc.with_sources(sources, avatars=list(avatar), video_model=video_model))
+        return comfy_io.NodeOutput(plane_streams(avatar, pncc, video_model.module))
 
 
 NODES = [MotionAdapter]

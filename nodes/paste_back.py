@@ -27,23 +27,11 @@ _FEATHER_TOOLTIP = "Width of the soft blend edge, in pixels of the 512² frame."
 
 def _sources(images: list, avatar: list, feather: list, person_mask: list | None, background: list | None,
              background_name: str) -> list:
-    """One ``ClipPasteSource`` per clip (validated; nothing is pasted yet)."""
-    from r3dp_core.pipeline.paste_back import ClipPasteSource
+    """The list inputs of a Paste Back node (each avatar input a list of avatars) → ``paste_back.clip_sources``."""
+    from r3dp_core.pipeline.paste_back import clip_sources
 
     avatars = [a for group in avatar for a in (group if isinstance(group, list) else [group])]
-    if len(avatars) not in (1, len(images)):
-        raise InputError(f"Paste Back: {len(images)} clip(s) but {len(avatars)} avatar(s); connect the avatar "
-                         "output that made these frames.")
-    for name, given in (("person_mask", person_mask), (background_name, background)):
-        if given is not None and len(given) not in (1, len(images)):
-            raise InputError(f"Paste Back: {len(images)} clip(s) but {len(given)} {name}; give one, or one per "
-                             "clip.")
-
-    def pick(values: list | None, index: int):
-        return None if values is None else values[min(index, len(values) - 1)]
-
-    return [ClipPasteSource(clip, pick(avatars, i), pick(person_mask, i), pick(background, i), int(feather[0]))
-            for i, clip in enumerate(images)]
+    return clip_sources(images, avatars, person_mask, background, int(feather[0]), background_name)
 
 
 class PasteBack(comfy_io.ComfyNode):
@@ -79,19 +67,12 @@ class PasteBack(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, images: list, avatar: list, feather: list, person_mask: list | None = None,
                 background_frames: list | None = None):
-        from r3dp_core.pipeline.paste_back import clip_images
+        from r3dp_core.pipeline.paste_back import paste_clips
 
-        from ._runtime import Progress, check_interrupt
+        from ._runtime import node_host
 
         sources = _sources(images, avatar, feather, person_mask, background_frames, "background_frames")
-        progress = Progress(sum(s.num_frames for s in sources), cls.hidden.unique_id)
-        results, offset = [], 0
-        for source in sources:
-            def report(done, _total, last, offset=offset):
-                progress.update(offset + done, preview=last)
-
-            results.append(clip_images(source, on_chunk=report, should_stop=check_interrupt))
-            offset += source.num_frames
+        results = paste_clips(sources, node_host(cls.hidden.unique_id))
         return comfy_io.NodeOutput([r[0] for r in results], [r[1] for r in results])
 
 
@@ -165,17 +146,16 @@ class SaveVideo(comfy_io.ComfyNode):
 
         from r3dp_core.pipeline.paste_back import ClipPasteSource, write_clip_video
 
-        from ._runtime import Progress, check_interrupt
+        from ._runtime import node_host
 
         if not isinstance(frames, ClipPasteSource):
             raise InputError("Save Video (r3dp): frames must come from Paste Back (stream).")
         folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), frames.width, frames.height)
         name = f"{filename}_{counter:05}_.mp4"
-        progress = Progress(frames.num_frames, cls.hidden.unique_id)
-        write_clip_video(frames, os.path.join(folder, name), fps, audio, chunk_size=chunk_size,
-                         on_chunk=lambda done, _total, last: progress.update(done, preview=last),
-                         should_stop=check_interrupt)
+        host = node_host(cls.hidden.unique_id)
+        write_clip_video(frames, os.path.join(folder, name), fps, audio, chunk_size=chunk_size, on_chunk=host.report,
+                         should_stop=host.should_stop)
         saved = {"filename": name, "subfolder": subfolder, "type": "output"}
         return comfy_io.NodeOutput(ui={"images": [saved], "animated": (True,)})
 

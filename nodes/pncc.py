@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
-import torch
-
 from r3dp_core import defaults
-from r3dp_core.errors import InputError
 from r3dp_core.pipeline.face import FaceGeometry
 from r3dp_core.pipeline.types import Avatar, Motion
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
+from ._stream import PREVIEW_CHUNK_TOOLTIP, linked_preview
 
 
 class PnccBuilder(comfy_io.ComfyNode):
@@ -31,7 +26,8 @@ class PnccBuilder(comfy_io.ComfyNode):
             inputs=[
                 t.Motion.Input("motion", tooltip="The driving motion (Audio→3DMM, Video→3DMM or Load Motion)."),
                 t.Avatar.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
-                t.Bfm.Input("bfm", tooltip="From Load BFM 3DMM."),
+                t.Bfm.Input("bfm", display_name="face_geometry",
+                            tooltip="The face geometry (BFM 3DMM and SECC mesh) from Load BFM 3DMM."),
                 comfy_io.Boolean.Input("blink", default=defaults.BLINK,
                                        tooltip="Blink (eyes close by editing the PNCC): the motion's own schedule, "
                                                "else the official periodic one (video-driven and loaded motions "
@@ -56,18 +52,10 @@ class PnccBuilder(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, motion: Motion, avatar: list[Avatar], bfm: FaceGeometry, blink: bool, preview_chunk: int,
                 mouth_scale: float = 1.0, seed: int = defaults.SEED):
-        from r3dp_core.pipeline.frame_chain import secc_source
-        from r3dp_core.pipeline.stages import with_blinks
+        from r3dp_core.pipeline.portrait_streams import secc_streams
 
-        if motion.num_frames < 1:
-            raise InputError("The motion has no frames.")
-        face = replace(bfm)  # the stream's own: its mesh moves to the compute device while frames are pulled
-        driving = with_blinks(motion, blink, seed)
-        with torch.inference_mode():
-            sources = [secc_source(face, a, driving, mouth_gain=mouth_scale) for a in avatar]
-        stream = Stream(avatars=list(avatar), motion=motion, sources=sources, face=face)
-        images = preview_frames(cls, stream, preview_chunk, lambda x: x) if output_is_linked(cls, 1) else None
-        return comfy_io.NodeOutput(stream, images)
+        secc = secc_streams(motion, avatar, bfm, blink=blink, mouth_scale=mouth_scale, seed=seed)
+        return comfy_io.NodeOutput(secc, linked_preview(cls, 1, secc, preview_chunk))
 
 
 NODES = [PnccBuilder]

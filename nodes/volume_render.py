@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from r3dp_core import defaults
-from r3dp_core.errors import InputError
+from r3dp_core.pipeline.portrait_streams import PortraitStreams
 from r3dp_core.pipeline.pose import PoseRecipe
 
 from . import _types as t
 from ._api import comfy_io
-from ._stream import PREVIEW_CHUNK_TOOLTIP, Stream, output_is_linked, preview_frames
+from ._stream import PREVIEW_CHUNK_TOOLTIP, linked_preview
 
 
 class VolumeRender(comfy_io.ComfyNode):
@@ -40,21 +40,11 @@ class VolumeRender(comfy_io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, planes: Stream, seed: int, preview_chunk: int, camera: PoseRecipe | None = None):
-        from r3dp_core.pipeline.frame_chain import render_source
-        from r3dp_core.pipeline.pose import resolve_pose
+    def execute(cls, planes: PortraitStreams, seed: int, preview_chunk: int, camera: PoseRecipe | None = None):
+        from r3dp_core.pipeline.portrait_streams import raw_rgb, render_streams
 
-        if planes.video_model is None:
-            raise InputError("Volume Render needs tri-planes from Motion Adapter.")
-        recipe = camera if camera is not None else PoseRecipe(mode="auto")
-        # each portrait its own natural-motion seed (pose.portrait_seed), so that people do not sway in sync
-        poses = [resolve_pose(recipe, portrait, planes.motion, index) for index, portrait in enumerate(planes.avatars)]
-        sources = [render_source(planes.video_model.module, source, pose, seed)
-                   for source, pose in zip(planes.sources, poses)]
-        stream = planes.with_sources(sources, poses=poses)
-        raw = (preview_frames(cls, stream, preview_chunk, lambda r: r.feature_image[:, :3])
-               if output_is_linked(cls, 1) else None)
-        return comfy_io.NodeOutput(stream, raw)
+        renders = render_streams(planes, camera, seed)
+        return comfy_io.NodeOutput(renders, linked_preview(cls, 1, renders, preview_chunk, raw_rgb))
 
 
 NODES = [VolumeRender]

@@ -48,17 +48,32 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``'auto'``/None → fp32 on CPU, fp16 on CUDA/MPS; explicit names: fp32, fp16, bf16 (not fp16 on CPU)."""
+def resolve_dtype(name: str | torch.dtype | None, device: torch.device, *, fp16_safe: bool | None = None,
+                  refuse_cpu_fp16: bool = True) -> torch.dtype:
+    """The compute dtype for ``name`` on ``device``.
+
+    Args:
+        name: ``'auto'``/None → fp32 on the CPU, fp16 on an accelerator (fp32 there when ``fp16_safe`` is False);
+            explicit names: fp32, fp16, bf16 (and their long forms).
+        device: where the networks compute.
+        fp16_safe: a host's verdict on fp16 for this accelerator (ComfyUI's ``should_use_fp16``), read by
+            ``'auto'`` only; None: fp16 is taken as safe on every accelerator.
+        refuse_cpu_fp16: fp16 on the CPU is refused (the CLI: the user chose the device). False: it falls back
+            to fp32 with a warning (ComfyUI: the device is ComfyUI's, and a workflow's fp16 was chosen for a GPU).
+    """
     if isinstance(name, torch.dtype):
         dtype = name
     elif name is None or name == "auto":
-        dtype = torch.float32 if device.type == "cpu" else torch.float16
+        dtype = torch.float32 if device.type == "cpu" or fp16_safe is False else torch.float16
     elif name in _DTYPES:
         dtype = _DTYPES[name]
     else:
         raise R3DPError(f"Unknown dtype {name!r}: use one of auto, fp32, fp16, bf16.")
     if device.type == "cpu" and dtype == torch.float16:
+        if not refuse_cpu_fp16:
+            warnings.warn(f"{name} was chosen but the networks compute on the CPU, which has no fast fp16; using "
+                          "fp32", RuntimeWarning, stacklevel=2)
+            return torch.float32
         raise R3DPError(f"{name} on the CPU is not supported (slow and imprecise there); use fp32 or bf16 on the "
                         "CPU, or fp16 on a GPU.")
     if device.type == "cpu" and dtype == torch.bfloat16 and not cpu_has_native_bfloat16():

@@ -47,6 +47,20 @@ def test_bf16_on_a_cpu_that_emulates_it_warns_and_names_the_faster_choice(monkey
     assert isinstance(device.cpu_has_native_bfloat16(), bool)
 
 
+def test_a_hosts_fp16_verdict_and_its_cpu_fallback():
+    """ComfyUI decides whether fp16 is safe on its GPU and may compute on the CPU whatever a workflow chose: the
+    one dtype rule takes its verdict for 'auto' and turns a workflow's fp16 into fp32 there, with a warning."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_dtype("auto", cuda, fp16_safe=False) is torch.float32
+    assert resolve_dtype("auto", cuda, fp16_safe=True) is torch.float16
+    assert resolve_dtype("fp16", cuda, fp16_safe=False) is torch.float16  # an explicit choice is kept
+    assert resolve_dtype("auto", cpu, fp16_safe=True) is torch.float32
+    with pytest.raises(R3DPError, match="fp16 on the CPU is not supported"):
+        resolve_dtype("fp16", cpu)
+    with pytest.warns(RuntimeWarning, match="fp16 was chosen but the networks compute on the CPU"):
+        assert resolve_dtype("fp16", cpu, refuse_cpu_fp16=False) is torch.float32
+
+
 def test_bad_choices_say_what_to_use():
     with pytest.raises(R3DPError, match="Unknown dtype 'fp8'.*auto, fp32, fp16, bf16"):
         resolve_dtype("fp8", torch.device("cpu"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import dataclasses
+import importlib
 import inspect
 import math
 import os
@@ -123,6 +124,16 @@ def test_missing_model_error_names_file_folders_and_source(comfy):
 
 
 # ----------------------------------------------------------------------------------------------- execute → core
+
+def test_precision_widgets_follow_the_core_dtype_rule(comfy):
+    node_dtype = importlib.import_module("nodes._runtime").node_dtype
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert node_dtype("auto", cuda) is torch.float32  # the fake ComfyUI deems fp16 unsafe on its GPU
+    assert node_dtype("fp16", cuda) is torch.float16 and node_dtype("bf16", cuda) is torch.bfloat16
+    assert node_dtype("auto", cpu) is torch.float32 and node_dtype("fp32", cpu) is torch.float32
+    with pytest.warns(RuntimeWarning, match="CPU"):
+        assert node_dtype("fp16", cpu) is torch.float32  # a workflow's fp16 on a CPU-only ComfyUI still runs
+
 
 def _avatar(planes=True, size=64):
     from r3dp_core.standins import synthetic_avatar
@@ -390,7 +401,7 @@ def test_stage_nodes_only_wire_lazy_sources(comfy, chain):
     assert [type(s) for s in planes.sources] == [PlaneSource, PlaneSource]
     assert [type(s) for s in render.sources] == [RenderSource, RenderSource]
     assert planes.sources[0].secc is pncc.sources[0] and render.sources[1].planes is planes.sources[1]
-    assert [len(p) for p in render.poses] == [5, 5] and render.video_model is chain.video
+    assert [len(p) for p in render.poses] == [5, 5] and render.model is chain.video.module
     assert comfy.state.progress == []
 
 
@@ -585,8 +596,8 @@ def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
 
     gains = []
     real = frame_chain.secc_source
-    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_gain=1.0:
-                        gains.append(mouth_gain) or real(face, avatar, motion, mouth_gain=1.0))
+    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_scale=1.0:
+                        gains.append(mouth_scale) or real(face, avatar, motion, mouth_scale=1.0))
     bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2,
                                                                       0.25)
     bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED).execute(chain.motion, chain.avatars, chain.face, True, 2)
@@ -600,7 +611,7 @@ def test_pncc_builder_blinks_motions_without_a_schedule_of_their_own(comfy, chai
     from r3dp_core.pipeline import frame_chain
 
     driven = []
-    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_gain=1.0:
+    monkeypatch.setattr(frame_chain, "secc_source", lambda face, avatar, motion, mouth_scale=1.0:
                         driven.append(motion) or object())
     node = bound(chain.nodes.pncc.PnccBuilder, dynprompt=UNLINKED)
     assert chain.motion.blink is None  # as Video→3DMM makes it

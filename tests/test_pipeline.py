@@ -156,6 +156,26 @@ def test_video_writer_muxes_audio_and_commits_atomically(tmp_path):
     assert not failed.exists() and list(tmp_path.glob("*.partial*")) == []
 
 
+@pytest.mark.parametrize("rate,muxed", [(44100, 44100), (37800, 44100), (192000, 96000)])
+def test_video_writer_muxes_a_sound_at_its_own_rate_or_the_next_aac_rate(tmp_path, rate, muxed):
+    """Sounds are muxed at their own rate (the original clip); a rate AAC cannot carry is resampled to the next
+    AAC rate up (at most 96 kHz), keeping the sound: a 440 Hz tone stays a 440 Hz tone of the same length."""
+    import av
+
+    t = torch.arange(rate) / rate
+    wave = (0.3 * torch.sin(2 * math.pi * 440 * t))[None, None].repeat(1, 2, 1)
+    out = tmp_path / f"tone_{rate}.mp4"
+    with VideoWriter(out, fps=25, audio={"waveform": wave, "sample_rate": rate}) as writer:
+        writer.write(np.zeros((25, 16, 16, 3), np.uint8))
+    with av.open(str(out)) as container:
+        stream = container.streams.audio[0]
+        assert stream.rate == muxed and len(stream.layout.channels) == 2
+        sound = np.concatenate([frame.to_ndarray() for frame in container.decode(stream)], axis=1)
+    assert muxed <= sound.shape[1] <= muxed + 2048  # 1 s, AAC pads to whole 1024-sample frames
+    spectrum = np.abs(np.fft.rfft(sound[0, :muxed]))
+    assert int(np.argmax(spectrum)) == 440  # 1 Hz bins
+
+
 @pytest.fixture()
 def landmarker_models(tmp_path, shared_dir):
     models = tmp_path / "models"
@@ -200,7 +220,7 @@ def test_generate_lists_every_missing_model_before_reading_inputs(tmp_path, land
     assert "7 model file(s) missing" in err and "selfie" not in err and "face_landmarker.task" not in err
 
 
-def test_mouth_gain_scales_only_the_driving_mouth():
+def test_mouth_scale_scales_only_the_driving_mouth():
     from r3dp_core.errors import InputError
     from r3dp_core.geometry.secc import SECCMesh
     from r3dp_core.pipeline.face import FaceGeometry
@@ -215,7 +235,8 @@ def test_mouth_gain_scales_only_the_driving_mouth():
     motion = Motion(exp=exp)
     plain = secc_source(face, avatar, motion)
     assert torch.equal(plain.chunk(0, 3), secc_images(face, avatar.id, exp))
-    closed, wide = secc_source(face, avatar, motion, mouth_gain=0.0), secc_source(face, avatar, motion, mouth_gain=2.0)
+    closed = secc_source(face, avatar, motion, mouth_scale=0.0)
+    wide = secc_source(face, avatar, motion, mouth_scale=2.0)
     assert torch.equal(closed.cano, plain.cano) and torch.equal(wide.cano, plain.cano)  # exp = 0: nothing to scale
     assert torch.equal(closed.chunk(0, 1), plain.chunk(0, 1))  # frame 0 has exp = 0 too
     for frame in (1, 2):
@@ -225,4 +246,4 @@ def test_mouth_gain_scales_only_the_driving_mouth():
         bigger = (wide.chunk(frame, frame + 1)[0] - neutral).abs().sum()
         assert still < moving < bigger  # the mouth region holds still at 0 and moves more at 2
     with pytest.raises(InputError, match="mouth scale must be between 0 and 3"):
-        secc_source(face, avatar, motion, mouth_gain=4.0)
+        secc_source(face, avatar, motion, mouth_scale=4.0)

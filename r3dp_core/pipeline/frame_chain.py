@@ -1,4 +1,7 @@
-"""The frame chain, one builder per stage: SECC → animated tri-planes → volume render → HTB-SR composite.
+"""The stages that run per frame, lazily: SECC → animated tri-planes → volume render → HTB-SR composite.
+
+The once-per-portrait and once-per-clip stages that feed this chain (the avatar, the motion) are ``stages.py``;
+the same builders for a batch of portraits, with previews and progress, are ``portrait_streams.py``.
 
 Each builder wires one lazy ``FrameSource`` of ``stream.py`` on top of the one before it (nothing is computed
 until frames are pulled) and is the one place that decides which sub-network of the video model the stage
@@ -33,7 +36,7 @@ from .types import Avatar, Motion
 
 
 def secc_images(face: FaceGeometry, identity: torch.Tensor, exp: torch.Tensor, frame_offset: int = 0,
-                mouth_gain: float = 1.0, mouth_weights: torch.Tensor | None = None) -> torch.Tensor:
+                mouth_scale: float = 1.0, mouth_weights: torch.Tensor | None = None) -> torch.Tensor:
     """SECC images of an identity with given expressions at zero pose.
 
     Args:
@@ -41,7 +44,7 @@ def secc_images(face: FaceGeometry, identity: torch.Tensor, exp: torch.Tensor, f
         identity: ``[1,80]`` identity coefficients.
         exp: ``[B,64]`` expression coefficients.
         frame_offset: the sequence index of ``exp[0]`` (drives the official triangle-0 quirk).
-        mouth_gain: scales the expression's motion of the mouth region (``mouth_weights [N]``, see
+        mouth_scale: scales the expression's motion of the mouth region (``mouth_weights [N]``, see
             ``secc_edit.mouth_region_weights``): 1 leaves the expression as it is, 0 holds a neutral mouth.
 
     Returns:
@@ -49,35 +52,35 @@ def secc_images(face: FaceGeometry, identity: torch.Tensor, exp: torch.Tensor, f
     """
     device = face.bfm.mean_shape.device
     identity, exp = identity.to(device), exp.to(device)
-    if mouth_gain == 1.0:
+    if mouth_scale == 1.0:
         shape = face.bfm.compute_shape(identity, exp)
     else:
         weights = mouth_weights.to(device) if mouth_weights is not None else None
-        shape = scale_mouth_motion(face.bfm, identity, exp, mouth_gain, weights)
+        shape = scale_mouth_motion(face.bfm, identity, exp, mouth_scale, weights)
     return render_secc(to_camera(shape), face.secc_mesh, frame_offset=frame_offset)
 
 
-def secc_source(face: FaceGeometry, avatar: Avatar, motion: Motion, mouth_gain: float = 1.0) -> SeccSource:
+def secc_source(face: FaceGeometry, avatar: Avatar, motion: Motion, mouth_scale: float = 1.0) -> SeccSource:
     """The driving SECC of a motion on the avatar's identity, with the canonical and source SECC (rendered now).
 
     Args:
         face: the 3DMM and SECC mesh (their device is where the SECC is rasterised).
         avatar: the portrait; only its identity ``id [1,80]`` is read.
         motion: ``exp [T,64]`` and the blink schedule (None: no blinks).
-        mouth_gain: scales the mouth's motion in every driving frame (and the source, which is frame 0), 0..3.
+        mouth_scale: scales the mouth's motion in every driving frame (and the source, which is frame 0), 0..3.
 
     Returns:
         ``SeccSource`` of ``T`` frames ``[B,3,512,512]`` in [-1,1]; ``cano``/``src`` ``[1,3,512,512]``.
     """
-    if not 0.0 <= mouth_gain <= defaults.MOUTH_SCALE_MAX:
-        raise InputError(f"The mouth scale must be between 0 and {defaults.MOUTH_SCALE_MAX:g}, got {mouth_gain:g}.")
+    if not 0.0 <= mouth_scale <= defaults.MOUTH_SCALE_MAX:
+        raise InputError(f"The mouth scale must be between 0 and {defaults.MOUTH_SCALE_MAX:g}, got {mouth_scale:g}.")
     identity = avatar.id[:1]
     zero = motion.exp.new_zeros(1, 64)
-    weights = mouth_region_weights(face.bfm) if mouth_gain != 1.0 else None
+    weights = mouth_region_weights(face.bfm) if mouth_scale != 1.0 else None
 
     def render(exp: torch.Tensor, first_frame: int) -> torch.Tensor:
         # The sequence index drives the official triangle-0 quirk (every 50th frame and single renders).
-        return secc_images(face, identity, exp, frame_offset=first_frame, mouth_gain=mouth_gain,
+        return secc_images(face, identity, exp, frame_offset=first_frame, mouth_scale=mouth_scale,
                            mouth_weights=weights)
 
     # src is driving frame 0, not the photo's fitted exp: official real3d_infer.py:404 renders exp[0:1] of the
@@ -194,12 +197,12 @@ def composite_source(model: torch.nn.Module, avatar: Avatar, renders: FrameSourc
 
 
 def talking_frames(model: torch.nn.Module, face: FaceGeometry, avatar: Avatar, motion: Motion, pose: HeadPose,
-                   seed: int = 0, head_threshold: float | None = None, mouth_gain: float = 1.0) -> CompositeSource:
+                   seed: int = 0, head_threshold: float | None = None, mouth_scale: float = 1.0) -> CompositeSource:
     """The lazy frame source of a whole clip: the four stages chained for one portrait (chunks of HTB-SR
     outputs, frames + masks). An avatar without its tri-plane gets it here."""
     if avatar.planes is None:
         avatar = make_avatar(model, avatar)
-    secc = secc_source(face, avatar, motion, mouth_gain)
+    secc = secc_source(face, avatar, motion, mouth_scale)
     renders = render_source(model, plane_source(model, avatar, secc), pose, seed)
     return composite_source(model, avatar, renders, torso_keypoint_tracks(face, avatar, motion, pose),
                             head_threshold=head_threshold)

@@ -176,7 +176,7 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
 
     with torch.inference_mode():
         frames = talking_frames(model, models.kit.geometry, avatar, motion, pose, seed=request.seed,
-                                head_threshold=request.head_threshold, mouth_gain=request.mouth_scale)
+                                head_threshold=request.head_threshold, mouth_scale=request.mouth_scale)
         if request.debug_panels:
             frames = DebugPanelSource(frames, avatar.image)
         elif request.output == "photo":

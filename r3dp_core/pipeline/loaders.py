@@ -1,4 +1,9 @@
-"""Loading every model of a job from the models folder, with errors that say what to get and where."""
+"""Loading every model of a job from its file, with errors that say what to get and where.
+
+These functions read a checkpoint or model file from a path and return the module (strict keys, eval mode, on
+the given device): the CLI, the batch workers and the self-test call them, and so do the ComfyUI loader nodes
+(``nodes/loaders.py``), which add the dropdowns of model files, ComfyUI's device placement and precision widget.
+"""
 
 from __future__ import annotations
 

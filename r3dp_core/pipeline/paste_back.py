@@ -17,7 +17,8 @@ the other) leave the people pasted before them alone.
 :class:`PasteBackSource` is one more streaming stage over the composite source: each chunk is pasted as it
 comes, so memory stays flat in clip length. :class:`ClipPasteSource` pastes a clip already in memory (the Paste
 Back nodes' IMAGE frames) range by range: :func:`paste_clip` fills a whole-clip IMAGE from it (allocated once),
-:func:`write_clip_video` encodes it chunk by chunk without ever forming the whole clip.
+:func:`write_clip_video` encodes it chunk by chunk without ever forming the whole clip; :func:`clip_sources` pairs
+the nodes' clips with their avatars, masks and backgrounds, and :func:`paste_clips` pastes them one after the other.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ..geometry.compositing import BLEND_DILATION, BLEND_FEATHER, FRAME_SIZE, bl
 from ..geometry.framing import CropSquare
 from ..geometry.segmentation import PERSON_CLASSES, segmap_mask
 from ..images import uint8_to_unit
+from .host import HERE, Host
 from .stream import FrameSource, iterate_chunks
 
 
@@ -215,6 +217,52 @@ def clip_images(source: ClipPasteSource, *, on_chunk: Callable[[int, int, torch.
         if on_chunk is not None:
             on_chunk(stop, source.num_frames, pasted[-1])
     return images, masks
+
+
+def clip_sources(clips: list[torch.Tensor], avatars: list, person_masks: list[torch.Tensor] | None = None,
+                 backgrounds: list | None = None, feather: int = BLEND_FEATHER,
+                 background_name: str = "background_frames") -> list[ClipPasteSource]:
+    """One :class:`ClipPasteSource` per clip, checked (nothing is pasted yet): the Paste Back nodes' inputs.
+
+    Args:
+        clips: ``[T,S,S,3]`` frames of each clip.
+        avatars: the avatars the clips were made from: one for all clips, or one per clip.
+        person_masks: HTB-SR's person mask of each clip (one for all, or one per clip), or None.
+        backgrounds: what each clip is pasted into (``ClipPasteSource``'s ``background``: one for all, or one per
+            clip), or None for each avatar's photo.
+        feather: soft edge width in pixels of a 512² frame.
+        background_name: what the error messages call ``backgrounds``.
+
+    Raises:
+        InputError: the numbers do not pair up, or a clip, mask or background does not fit (``ClipPasteSource``).
+    """
+    if len(avatars) not in (1, len(clips)):
+        raise InputError(f"Paste Back: {len(clips)} clip(s) but {len(avatars)} avatar(s); connect the avatar "
+                         "output that made these frames.")
+    for name, given in (("person_mask", person_masks), (background_name, backgrounds)):
+        if given is not None and len(given) not in (1, len(clips)):
+            raise InputError(f"Paste Back: {len(clips)} clip(s) but {len(given)} {name}; give one, or one per "
+                             "clip.")
+
+    def pick(values: list | None, index: int):
+        return None if values is None else values[min(index, len(values) - 1)]
+
+    return [ClipPasteSource(clip, pick(avatars, i), pick(person_masks, i), pick(backgrounds, i), feather)
+            for i, clip in enumerate(clips)]
+
+
+def paste_clips(sources: list[ClipPasteSource], host: Host = HERE) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every clip of ``sources`` as an IMAGE batch and its masks (:func:`clip_images`), clip after clip, with
+    progress over all their frames (the latest pasted frame as preview) and cancel between chunks."""
+    total = sum(source.num_frames for source in sources)
+    results, offset = [], 0
+    for source in sources:
+        def report(done: int, _total: int, last: torch.Tensor, offset: int = offset) -> None:
+            host.report(offset + done, total, last)
+
+        results.append(clip_images(source, on_chunk=report, should_stop=host.should_stop))
+        offset += source.num_frames
+    return results
 
 
 def paste_clip(frames: torch.Tensor, avatar, person: torch.Tensor | None = None,

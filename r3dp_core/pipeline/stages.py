@@ -1,8 +1,10 @@
-"""The per-portrait and per-clip stages of a talking-portrait job, shared by the CLI and the ComfyUI nodes.
+"""The stages that run once, eagerly: once per portrait and once per clip, shared by the CLI and the ComfyUI nodes.
 
 ``prepare_source`` (crop, landmarks, 3DMM fit, segmentation, torso/background plates) and ``make_avatar``
-(canonical tri-plane) run once per portrait, ``speech_motion`` once per clip; the frames themselves are made by
-the lazy stage sources of ``frame_chain.py``.
+(canonical tri-plane) run once per portrait, ``speech_motion`` once per clip, and each returns its value. What
+runs per frame is not here: ``frame_chain.py`` builds those stages as lazy sources (nothing computed until frames
+are pulled), ``portrait_streams.py`` builds them for a batch of portraits (the stage nodes), and ``avatars.py``
+runs these per-portrait stages over a batch of photos (Image → Triplane).
 """
 
 from __future__ import annotations
