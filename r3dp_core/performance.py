@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -190,10 +189,3 @@ def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
         return dataclasses.replace(value, **{f.name: map_tensors(getattr(value, f.name), fn)
                                              for f in dataclasses.fields(value) if f.init})
     return value
-
-
-def psnr(image: torch.Tensor, reference: torch.Tensor) -> float:
-    """Peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2, i.e. the usual PSNR of [0, 1]
-    images); ``inf`` when identical."""
-    mse = (image.double() - reference.double()).square().mean().item()
-    return math.inf if mse == 0 else 10 * math.log10(4 / mse)

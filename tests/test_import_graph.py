@@ -188,7 +188,7 @@ def test_no_import_loops():
 #: top). The parity harness sits above everything and nothing imports it (next test).
 LAYERS = (
     ("errors", "defaults"),
-    ("images", "device", "inert_pickle", "checkpoint", "model_files", "video_io", "performance"),
+    ("images", "device", "inert_pickle", "checkpoint", "model_files", "video_io", "performance", "metrics"),
     ("render", "geometry"),
     ("models",),
     ("audio", "talk3d"),
