@@ -6,14 +6,12 @@ import pytest
 import torch
 
 from r3dp_core.errors import ModelFileError
-from r3dp_core.geometry.bfm import FaceModel3DMM
 from r3dp_core.geometry.rasterizer import interpolate_vertex_attributes, rasterize_triangles
 from r3dp_core.geometry.secc import (
     SECCMesh,
     project_to_screen,
     remove_triangles,
     render_secc,
-    render_secc_for_expressions,
     secc_mesh,
 )
 from r3dp_core.parity.case import ParityCase
@@ -247,30 +245,6 @@ def test_secc_mesh_removes_the_official_eye_triangles(official_data):
         secc_mesh(tri[:1000], eye_faces, colors)
     with pytest.raises(ModelFileError, match=r"shape \(35709, 2\): expected \[num_vertices, 3\]"):
         secc_mesh(tri, eye_faces, colors[:, :2])
-
-
-def test_render_secc_for_expressions_uses_zero_pose_vertices():
-    vertices, faces, colors = _grid_face(16)
-    mean_shape = torch.cat([0.3 * vertices[:, :2], 10 - vertices[:, 2:]], -1)     # to_camera: z ← 10 − z
-    generator = torch.Generator().manual_seed(0)
-    n = mean_shape.shape[0]
-    model = FaceModel3DMM(mean_shape, 0.001 * torch.randn(3 * n, 80, generator=generator),
-                          0.001 * torch.randn(3 * n, 64, generator=generator), faces, torch.arange(1, 69),
-                          torch.arange(468) % n)
-    mesh = SECCMesh(faces, colors)
-    id_coeff = torch.randn(1, 80, generator=generator)
-    exp = torch.randn(3, 64, generator=generator)
-    exp[0] = 0
-    secc = render_secc_for_expressions(model, mesh, id_coeff, exp, frames_per_chunk=2, face0_period=2)
-    zeros = torch.zeros(3, 3)
-    expected = render_secc(model.vertices_cam(id_coeff, exp, zeros, zeros), mesh, face0_period=2)
-    assert secc.shape == (3, 3, 512, 512)
-    # per-chunk vertex matmuls may differ from the whole-clip one in the last ulp, which can move an edge pixel
-    differs = ((secc - expected).abs() > 1e-5).any(1)
-    assert int(differs.sum()) <= 12 and (expected[:, 0] > -1).sum() > 3 * 10000
-    assert not torch.equal(secc[1], secc[2])                                      # expressions change the render
-    cano = render_secc_for_expressions(model, mesh, id_coeff, torch.zeros(1, 64))
-    assert int(((cano[0] - secc[0]).abs() > 1e-5).any(0).sum()) <= 4
 
 
 @pytest.fixture(scope="module")

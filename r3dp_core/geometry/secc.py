@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from ..errors import ModelFileError
-from .bfm import FaceModel3DMM
 from .rasterizer import interpolate_vertex_attributes, rasterize_triangles
 
 SECC_IMAGE_SIZE = 512
@@ -128,30 +127,3 @@ def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_I
         if mask is not None:
             mask[start:stop] = fragments.mask[:, None].float()
     return (secc, mask) if return_mask else secc
-
-
-def render_secc_for_expressions(face_model: FaceModel3DMM, mesh: SECCMesh, id_coeff: torch.Tensor,
-                                exp_coeff: torch.Tensor, frames_per_chunk: int = 8,
-                                face0_period: int | None = OFFICIAL_FACE0_PERIOD, frame_offset: int = 0
-                                ) -> torch.Tensor:
-    """SECC of one identity with each expression at zero pose, as the official cano/src/driving renders.
-
-    Args:
-        face_model: the 3DMM (its ``vertices_cam`` gives the camera-space vertices, camera 10 dm away).
-        mesh: from :func:`secc_mesh` with ``face_model.triangles``.
-        id_coeff: [1,80] (or [T,80]); exp_coeff: [T,64] (zeros for the canonical SECC).
-        frames_per_chunk, face0_period, frame_offset: as in :func:`render_secc`; vertices are built per chunk too.
-
-    Returns:
-        [T,3,512,512] float32 in [-1,1] on ``exp_coeff.device``.
-    """
-    frames = exp_coeff.shape[0]
-    parts = []
-    for start in range(0, frames, frames_per_chunk):
-        exp = exp_coeff[start:start + frames_per_chunk]
-        ids = id_coeff if id_coeff.shape[0] == 1 else id_coeff[start:start + frames_per_chunk]
-        zeros = exp.new_zeros(exp.shape[0], 3)
-        vertices = face_model.vertices_cam(ids.to(exp), exp, zeros, zeros)
-        parts.append(render_secc(vertices, mesh, frames_per_chunk=frames_per_chunk, face0_period=face0_period,
-                                 frame_offset=frame_offset + start))
-    return torch.cat(parts)
