@@ -52,7 +52,7 @@ class HeadPose(comfy_io.ComfyNode):
                                        tooltip="Smooth the camera over pose_smoothing frames (the official "
                                                "behaviour; removes jitter from driving poses). Off: raw cameras, "
                                                "as pose_smoothing 1."),
-                comfy_io.Boolean.Input("map_to_source", default=PoseRecipe.map_to_source,
+                comfy_io.Boolean.Input("map_to_source", default=PoseRecipe.map_to_init_pose,
                                        tooltip="Driving mode: start from the photo's pose and apply the driving "
                                                "video's pose changes (official default)."),
                 t.Motion.Input("motion", optional=True,
@@ -97,7 +97,7 @@ class HeadPose(comfy_io.ComfyNode):
         if mode == "driving" and (motion is None or motion.euler is None):
             raise InputError("Head Pose 'driving' needs a motion with head pose: connect Video→3DMM's motion.")
         return comfy_io.NodeOutput(PoseRecipe(
-            mode=mode, pose_motion=motion, map_to_source=map_to_source, orbit_yaw_degrees=yaw_degrees,
+            mode=mode, pose_motion=motion, map_to_init_pose=map_to_source, orbit_yaw_degrees=yaw_degrees,
             orbit_pitch_degrees=pitch_degrees, orbit_loops=loops, keyframes=keyframes, easing=easing,
             pose_smoothing=pose_smoothing if smooth_cameras else 1, pose_strength=pose_strength, seed=seed,
             natural_on_top=natural_on_top))

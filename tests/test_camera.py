@@ -232,7 +232,7 @@ def test_pose_recipes_resolve_every_mode_like_the_camera_paths():
     followed = resolve_pose(PoseRecipe(pose_motion=video), avatar, audio)
     expected = driving_pose(video.euler, video.trans, 12, SRC_EULER, SRC_TRANS)
     assert torch.equal(followed.euler, expected.euler) and torch.equal(followed.trans, expected.trans)
-    own = resolve_pose(PoseRecipe(mode="driving", map_to_source=False), avatar, video)
+    own = resolve_pose(PoseRecipe(mode="driving", map_to_init_pose=False), avatar, video)
     unmapped = driving_pose(video.euler, video.trans, 5, map_to_init_pose=False)
     assert torch.equal(own.euler, unmapped.euler)
     orbit = resolve_pose(PoseRecipe(mode="orbit", orbit_yaw_degrees=10, orbit_pitch_degrees=4, orbit_loops=2),

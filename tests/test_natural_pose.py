@@ -390,7 +390,7 @@ def test_pose_strength_scales_a_driving_pose_and_leaves_drawn_paths_alone():
         # linear about the first frame (the photo's pose, since the driving pose is mapped onto it)
         assert torch.allclose(pose.euler - avatar.euler, strength * (mapped.euler - avatar.euler), atol=1e-6)
         assert torch.allclose(pose.trans - avatar.trans, strength * (mapped.trans - avatar.trans), atol=1e-6)
-    unmapped = resolve_pose(PoseRecipe(mode="driving", map_to_source=False, pose_strength=0.0), avatar, video)
+    unmapped = resolve_pose(PoseRecipe(mode="driving", map_to_init_pose=False, pose_strength=0.0), avatar, video)
     assert torch.allclose(unmapped.euler, euler[:1].expand(40, 3))  # held at the driving pose's first frame
     # static has nothing to scale; orbit angles are given in degrees and keep them
     audio = Motion(exp=torch.zeros(40, 64))
