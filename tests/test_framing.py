@@ -14,7 +14,7 @@ import torch
 
 from r3dp_core.errors import InputError
 from r3dp_core.geometry.crop import prepare_source_image, resize_square
-from r3dp_core.geometry.framing import CropSquare, DetectedFace, choose_face, crop_square, face_area_in, find_faces
+from r3dp_core.geometry.framing import CropSquare, DetectedFace, choose_face, crop_square, find_faces
 from r3dp_core.geometry.landmarks import detect_landmarks_image
 
 
@@ -83,7 +83,7 @@ def test_crop_square_follows_the_face_area_rule_and_pads_instead_of_shifting():
     face = _face(500, 300, 600, 420)                       # 100x120 box, centre (550, 360), in a 2000x1000 photo
     square = crop_square(face, 1000, 2000, 0.2)
     assert square.side == round(np.sqrt(100 * 120 / 0.2))  # 245: the face covers 0.2 of the square
-    assert face_area_in(face, square) == pytest.approx(0.2, rel=0.01)
+    assert face.area / square.side**2 == pytest.approx(0.2, rel=0.01)
     assert (square.left + square.side / 2, square.top + square.side / 2) == pytest.approx((550, 360), abs=1)
     assert crop_square(face, 1000, 2000, 0.4).side == round(np.sqrt(100 * 120 / 0.4))
     # near the corner the square stays centred on the face and reaches past the photo ...
@@ -110,13 +110,13 @@ def test_crop_square_follows_the_face_area_rule_and_pads_instead_of_shifting():
 def _official_source_image(image, landmarker_path, min_face_area_percent=0.2, face="largest"):
     """Today's front end before this change (official ``crop_img_on_face_area_percent``), for a face that fits:
     the face is measured on the photo squashed to 512², the file is kept unchanged, its landmarks found on it."""
-    from r3dp_core.geometry.crop import face_area_fraction
     from r3dp_core.geometry.landmarks import detect_image_points
 
     original = np.asarray(image)
     squashed = resize_square(original)
     points, found = detect_image_points(squashed[None], landmarker_path, face=face)
-    assert found[0] and face_area_fraction(points[0]) >= min_face_area_percent, "only the face-fits case"
+    face_area = DetectedFace(np.asarray(points[0], np.float64)).area / 512**2    # of the squashed 512² photo
+    assert found[0] and face_area >= min_face_area_percent, "only the face-fits case"
     landmarks = detect_landmarks_image(original, landmarker_path, face=face).points[0]
     return SimpleNamespace(image=torch.from_numpy(original), image_512=torch.from_numpy(squashed), points=landmarks,
                            square=CropSquare(0, 0, original.shape[0]), photo_size=original.shape[:2],

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError
-from r3dp_core.geometry.crop import face_area_fraction, prepare_source_image
+from r3dp_core.geometry.crop import prepare_source_image
+from r3dp_core.geometry.framing import DetectedFace
 from r3dp_core.geometry.inpaint import extract_background, inpaint_torso, resize_background
 from r3dp_core.geometry.landmarks import detect_landmarks_image
 from r3dp_core.geometry.segmentation import BODY_SKIN, CLOTHES, FACE_SKIN, HAIR
@@ -121,6 +122,11 @@ def test_resize_background_squashes_with_inter_linear():
     assert np.array_equal(result.numpy(), cv2.resize(image, (512, 512), interpolation=cv2.INTER_LINEAR))
 
 
+def _face_area(points, size: int = 512) -> float:
+    """The landmarks' box area as a fraction of a ``size``² image (the official face-area measure)."""
+    return DetectedFace(np.asarray(points, np.float64)).area / size**2
+
+
 def test_prepare_source_image_crops_small_faces(landmarker_model, portrait_path):
     portrait = cv2.cvtColor(cv2.imread(str(portrait_path)), cv2.COLOR_BGR2RGB)
     source = prepare_source_image(portrait, landmarker_model)
@@ -128,11 +134,11 @@ def test_prepare_source_image_crops_small_faces(landmarker_model, portrait_path)
     assert source.cropped and source.image.shape == (side, side, 3) and source.image.dtype == torch.uint8
     assert 150 < side < 300  # the square at the photo's own resolution
     assert torch.equal(source.image_512, torch.from_numpy(cv2.resize(source.image.numpy(), (512, 512))))
-    before = face_area_fraction(detect_landmarks_image(portrait, landmarker_model).points[0])
-    after = face_area_fraction(detect_landmarks_image(source.image_512, landmarker_model).points[0])
+    before = _face_area(detect_landmarks_image(portrait, landmarker_model).points[0])
+    after = _face_area(detect_landmarks_image(source.image_512, landmarker_model).points[0])
     assert before < 0.1 and 0.15 < after < 0.3
     # the landmarks handed to the fit are the chosen face's, in the square's pixels
-    assert face_area_fraction(source.points, side) == pytest.approx(after, abs=0.03)
+    assert _face_area(source.points, side) == pytest.approx(after, abs=0.03)
     # a mask of the photo follows the same square: mapping the photo's own channels gives the 512² source
     for channel in range(3):
         mapped = source.map_plane(portrait[..., channel].astype(np.float32))

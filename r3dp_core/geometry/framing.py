@@ -405,8 +405,3 @@ def crop_square(face: DetectedFace, height: int, width: int, min_face_area: floa
         return CropSquare(left, top, short)
     side = max(1, round(target))
     return CropSquare(round(cx - side / 2), round(cy - side / 2), side)
-
-
-def face_area_in(face: DetectedFace, square: CropSquare) -> float:
-    """The face's landmark-box area as a fraction of the square's area."""
-    return face.area / square.side ** 2
