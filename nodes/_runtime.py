@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
-IMAGE_SIZE = 512
+from r3dp_core.defaults import FRAME_SIZE
 
 
 def compute_device() -> torch.device:
@@ -111,7 +111,7 @@ class Progress:
         self.total = total
 
     def update(self, done: int, preview: torch.Tensor | None = None) -> None:
-        image = ("JPEG", frame_to_pil(preview), IMAGE_SIZE) if preview is not None else None
+        image = ("JPEG", frame_to_pil(preview), FRAME_SIZE) if preview is not None else None
         self._bar.update_absolute(done, self.total, image)
 
 

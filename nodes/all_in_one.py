@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.options import GENERATE
 
 from . import _paths
 from . import _types as t
@@ -59,15 +60,16 @@ class TalkingPortrait(comfy_io.ComfyNode):
                                      tooltip="static: the photo's pose (official) · driving: the driving video's pose "
                                              "· orbit: a novel-view sweep around the head · natural: a calm head "
                                              "motion that follows the speech (seeded by seed)."),
-                comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,
+                comfy_io.Float.Input("mouth_amplitude", **GENERATE["mouth_amp"].widget_kwargs(), step=0.01,
                                      tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g})."),
-                comfy_io.Float.Input("temperature", default=defaults.TEMPERATURE, min=0.0, max=1.0, step=0.01,
+                comfy_io.Float.Input("temperature", **GENERATE["temperature"].widget_kwargs(), step=0.01,
                                      tooltip="Randomness of the audio-driven motion "
                                              f"(official {defaults.TEMPERATURE:g})."),
-                comfy_io.Boolean.Input("blink", default=defaults.BLINK, tooltip="Blink every 5 s (audio-driven)."),
-                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, control_after_generate=True,
+                comfy_io.Boolean.Input("blink", **GENERATE["blink"].widget_kwargs(),
+                                       tooltip="Blink every 5 s (audio-driven)."),
+                comfy_io.Int.Input("seed", **GENERATE["seed"].widget_kwargs(), control_after_generate=True,
                                    tooltip="Seed of the motion sampling, blinks and renderer jitter."),
-                comfy_io.Int.Input("chunk_size", default=defaults.CHUNK_SIZE, min=1, max=256,
+                comfy_io.Int.Input("chunk_size", **GENERATE["chunk_size"].widget_kwargs(),
                                    tooltip="Frames computed together (halved automatically on out-of-memory)."),
                 comfy_io.Combo.Input("precision", options=PRECISIONS, default="auto",
                                      tooltip="GPU compute precision of the networks (CPU always fp32)."),

@@ -6,6 +6,7 @@ import torch
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
+from r3dp_core.pipeline.options import GENERATE
 
 from . import _types as t
 from ._api import comfy_io
@@ -26,15 +27,15 @@ class AudioToMotion(comfy_io.ComfyNode):
                 comfy_io.Audio.Input("audio", tooltip="The voice clip (any sample rate; channel 0 drives the lips)."),
                 t.AudioModel.Input("audio_model", tooltip="From Load Audio Model."),
                 t.Hubert.Input("hubert", tooltip="From Load HuBERT."),
-                comfy_io.Float.Input("mouth_amplitude", default=defaults.MOUTH_AMP, min=0.0, max=2.0, step=0.01,
+                comfy_io.Float.Input("mouth_amplitude", **GENERATE["mouth_amp"].widget_kwargs(), step=0.01,
                                      tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g}; 0.3 subtle, "
                                              "0.7 strong)."),
-                comfy_io.Float.Input("temperature", default=defaults.TEMPERATURE, min=0.0, max=1.0, step=0.01,
+                comfy_io.Float.Input("temperature", **GENERATE["temperature"].widget_kwargs(), step=0.01,
                                      tooltip="Randomness of the sampled motion "
                                              f"(official {defaults.TEMPERATURE:g}; 0 = deterministic)."),
-                comfy_io.Boolean.Input("blink", default=defaults.BLINK,
+                comfy_io.Boolean.Input("blink", **GENERATE["blink"].widget_kwargs(),
                                        tooltip="Blink every 5 s, as official (8-12 frame blinks)."),
-                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, control_after_generate=True,
+                comfy_io.Int.Input("seed", **GENERATE["seed"].widget_kwargs(), control_after_generate=True,
                                    tooltip="Seed of the motion sampling and the blink lengths."),
             ],
             outputs=[t.Motion.Output(display_name="motion"),

@@ -6,14 +6,12 @@ import re
 
 import torch
 
+from r3dp_core.defaults import FRAME_SIZE
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.types import Avatar
 
 from . import _types as t
 from ._api import comfy_io
-
-BACKGROUND_SIZE = 512
-
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})$")
 
@@ -74,7 +72,7 @@ class BackgroundLoader(comfy_io.ComfyNode):
             return comfy_io.NodeOutput(torch.cat([to_comfy_image(p) for p in plates]))
         if mode == "color":
             rgb = torch.tensor(parse_colour(color), dtype=torch.float32)
-            return comfy_io.NodeOutput(rgb.expand(1, BACKGROUND_SIZE, BACKGROUND_SIZE, 3).clone())
+            return comfy_io.NodeOutput(rgb.expand(1, FRAME_SIZE, FRAME_SIZE, 3).clone())
         raise InputError(f"Unknown background mode {mode!r}; use source, image or color.")
 
 

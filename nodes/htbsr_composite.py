@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from r3dp_core import defaults
+from r3dp_core.pipeline.options import GENERATE
 from r3dp_core.pipeline.portrait_streams import PortraitStreams
 
 from . import _types as t
@@ -27,10 +28,10 @@ class HtbsrComposite(comfy_io.ComfyNode):
                 comfy_io.Image.Input("background", optional=True,
                                      tooltip="Optional background (Background Loader or any IMAGE; one for all "
                                              "portraits or one per portrait). Default: the photo's own background."),
-                comfy_io.Float.Input("head_threshold", default=defaults.HEAD_THRESHOLD, min=0.0, max=1.0, step=0.01,
+                comfy_io.Float.Input("head_threshold", **GENERATE["head_threshold"].widget_kwargs(), step=0.01,
                                      tooltip=f"Ray-weight above which a pixel counts as head (official "
                                              f"{defaults.HEAD_THRESHOLD:g})."),
-                comfy_io.Int.Input("chunk_size", default=defaults.CHUNK_SIZE, min=1, max=256,
+                comfy_io.Int.Input("chunk_size", **GENERATE["chunk_size"].widget_kwargs(),
                                    tooltip="Frames computed together. Larger is faster on big GPUs; an out-of-memory "
                                            "error halves it automatically."),
                 comfy_io.Boolean.Input("preview", default=True,

@@ -6,6 +6,7 @@ import torch
 
 from r3dp_core import defaults
 from r3dp_core.pipeline.face import FaceGeometry
+from r3dp_core.pipeline.options import GENERATE
 
 from . import _types as t
 from ._api import comfy_io
@@ -31,11 +32,12 @@ class ImageToTriplane(comfy_io.ComfyNode):
                             tooltip="The face geometry (BFM 3DMM) from Load BFM 3DMM, for the 3DMM fit."),
                 t.Landmarker.Input("landmarker", tooltip="From Load Face Landmarker."),
                 t.Segmenter.Input("segmenter", tooltip="From Load Selfie Segmenter, or Segmentation from Masks."),
-                comfy_io.Float.Input("min_face_area", default=defaults.MIN_FACE_AREA, min=0.05, max=0.8, step=0.01,
+                comfy_io.Float.Input("min_face_area", **GENERATE["min_face_area"].widget_kwargs(), step=0.01,
                                      tooltip="The square cut around the face is sized so the face covers at least "
                                              f"this fraction of it (official {defaults.MIN_FACE_AREA:g}; 0.15-0.5 are "
                                              "sensible)."),
-                comfy_io.Combo.Input("face", options=["largest", *(str(i) for i in range(8))], default="largest",
+                comfy_io.Combo.Input("face", options=["largest", *(str(i) for i in range(8))],
+                                     **GENERATE["face"].widget_kwargs(),
                                      tooltip="Which face to animate when the photo shows several: the largest "
                                              "(faces under 1 % of the photo are never picked as largest), or the "
                                              "n-th counting from the left (0 = leftmost). Two Image → Triplane "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from r3dp_core import defaults
 from r3dp_core.pipeline.face import FaceGeometry
+from r3dp_core.pipeline.options import GENERATE
 from r3dp_core.pipeline.types import Avatar, Motion
 
 from . import _types as t
@@ -28,17 +29,17 @@ class PnccBuilder(comfy_io.ComfyNode):
                 t.Avatar.Input("avatar", tooltip="The portrait(s) whose identity is animated (Image→Triplane)."),
                 t.Bfm.Input("bfm", display_name="face_geometry",
                             tooltip="The face geometry (BFM 3DMM and SECC mesh) from Load BFM 3DMM."),
-                comfy_io.Boolean.Input("blink", default=defaults.BLINK,
+                comfy_io.Boolean.Input("blink", **GENERATE["blink"].widget_kwargs(),
                                        tooltip="Blink (eyes close by editing the PNCC): the motion's own schedule, "
                                                "else the official periodic one (video-driven and loaded motions "
                                                "too, as the official pipeline blinks every driving SECC)."),
-                comfy_io.Int.Input("preview_chunk", default=defaults.CHUNK_SIZE, min=1, max=256,
+                comfy_io.Int.Input("preview_chunk", **GENERATE["chunk_size"].widget_kwargs(),
                                    tooltip=PREVIEW_CHUNK_TOOLTIP),
-                comfy_io.Float.Input("mouth_scale", default=defaults.MOUTH_SCALE, min=0.0, max=defaults.MOUTH_SCALE_MAX,
-                                     step=0.05, optional=True,
+                comfy_io.Float.Input("mouth_scale", **GENERATE["mouth_scale"].widget_kwargs(), step=0.05,
+                                     optional=True,
                                      tooltip="Scale the mouth's motion in the PNCC (1 = as driven, 0 = closed, "
                                              ">1 exaggerated); works for audio- and video-driven motion."),
-                comfy_io.Int.Input("seed", default=defaults.SEED, min=0, max=2**31 - 1, optional=True,
+                comfy_io.Int.Input("seed", **GENERATE["seed"].widget_kwargs(), optional=True,
                                    control_after_generate=False,  # a fixed schedule: no re-run on every queue
                                    tooltip="Blink timing of a motion that has no blinks of its own (video-driven "
                                            "or loaded)."),

@@ -12,7 +12,6 @@ import re
 import sys
 from pathlib import Path
 
-from . import defaults
 from .errors import InputError, R3DPError
 
 CONVERTIBLE = ("secc2plane_torso", "secc2plane", "audio2secc_vae")
@@ -331,42 +330,13 @@ def _selftest(args: argparse.Namespace) -> None:
     print(f"selftest    wrote {result.path}")
 
 
-def _face_choice(value: str) -> str | int:
-    if value == "largest":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
-
-
-def generate_request(args: argparse.Namespace):
-    """The ``GenerateRequest`` of parsed ``generate`` options (``r3dp batch`` builds its jobs' requests here too)."""
-    from .pipeline.request import GenerateRequest
-
-    return GenerateRequest(
-        image=Path(args.image), out=Path(args.out), audio=Path(args.audio) if args.audio else None,
-        pose_video=Path(args.pose_video) if args.pose_video else None,
-        expression_video=Path(args.expression_video) if args.expression_video else None,
-        bg=Path(args.bg) if args.bg else None, camera=args.camera, keyframes=args.keyframes,
-        easing=args.easing, pose_strength=args.pose_strength, pose_smoothing=args.pose_smoothing,
-        natural_on_top=args.natural_on_top, mouth_amp=args.mouth_amp,
-        mouth_scale=args.mouth_scale, blink=args.blink,
-        temperature=args.temperature, seed=args.seed, device=args.device, dtype=args.dtype,
-        chunk_size=args.chunk_size, min_face_area=args.min_face_area, face=_face_choice(args.face),
-        output=args.output, models_dir=Path(args.models_dir) if args.models_dir else None,
-        head_mask=Path(args.head_mask) if args.head_mask else None,
-        body_mask=Path(args.body_mask) if args.body_mask else None, debug_panels=args.debug_panels,
-        motion=Path(args.motion) if args.motion else None, map_to_init_pose=args.map_to_init_pose,
-        head_threshold=args.head_threshold)
-
-
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import model_files
     from .pipeline.generate import generate, load_masks
+    from .pipeline.request import request_from_options
     from .pipeline.validation import describe, validate
 
-    request = generate_request(args)
+    request = request_from_options(args)
     if args.dry_run:
         models_dir = model_files.default_models_dir(request.models_dir)
         inputs = validate(request, models_dir)
@@ -449,13 +419,8 @@ def progress_bar(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}]"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .geometry.framing import MAX_PHOTO_SIDE
-    from .pipeline.pose import EASINGS, MAX_POSE_STRENGTH, POSE_MODES, PoseRecipe
-    from .pipeline.request import OUTPUT_MODES
-
-    parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_convert(sub) -> None:
+    """``r3dp convert IN OUT``: official checkpoints (or a Talk3D person) to safetensors."""
     convert = sub.add_parser("convert", help="convert official files to safetensors (or a Talk3D person to a persona)",
                              description="Convert an official Real3D-Portrait .ckpt (any layout), a Talk3D checkpoint "
                                          "or an EG3D generator .pkl to a flat .safetensors file with exactly the "
@@ -474,78 +439,20 @@ def build_parser() -> argparse.ArgumentParser:
                                               "person folder or its checkpoints/ folder")
     convert.set_defaults(func=cmd_convert)
 
+
+def _add_generate(sub) -> None:
+    """``r3dp generate``: its options are the option table's (``pipeline/options.py``)."""
+    from .pipeline.options import add_generate_arguments
+
     gen = sub.add_parser("generate", help="photo + voice clip (or driving video) -> talking mp4",
                          description="Render a talking-portrait video. Inputs are validated before any model "
                                      "is loaded; the mp4 is written only when complete.")
-    gen.add_argument("--image", required=True, help="portrait photo")
-    gen.add_argument("--audio", help="speech clip (wav/flac/ogg/mp3, 8-48 kHz)")
-    gen.add_argument("--out", required=True, help="output .mp4")
-    gen.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
-    gen.add_argument("--pose-video", help="video whose head pose drives the camera")
-    gen.add_argument("--expression-video", help="video whose expressions drive the face (instead of audio)")
-    gen.add_argument("--bg", help="background image (default: extracted from the portrait)")
-    gen.add_argument("--camera", default=PoseRecipe.mode, choices=POSE_MODES,
-                     help="head pose: auto (the pose video's, the expression video's or the motion file's pose if "
-                          "any, else natural), static (the photo's pose, official default), driving, orbit, "
-                          "keyframes, natural (a calm seeded head motion that follows the speech)")
-    gen.add_argument("--keyframes", default=PoseRecipe.keyframes,
-                     help="with --camera keyframes: 'seconds: yaw, pitch; ...' in degrees from the photo's pose, "
-                          "e.g. '0: 0, 0; 2: 15, 0; 4: -15, 5'")
-    gen.add_argument("--easing", default=PoseRecipe.easing, choices=EASINGS,
-                     help="with --camera keyframes: smooth (ease in and out of every key) or linear")
-    gen.add_argument("--pose-strength", type=float, default=PoseRecipe.pose_strength,
-                     help=f"scale the head's motion, 0-{MAX_POSE_STRENGTH:g}: a driving pose about its first frame "
-                          "(0 = held, 1 = as driven, 2 = doubled); natural motion about the photo's pose (linear up "
-                          "to 1, livelier above, always within the same absolute bounds); orbit and keyframe angles "
-                          "are not scaled")
-    gen.add_argument("--pose-smoothing", type=int, default=PoseRecipe.pose_smoothing,
-                     help=f"frames the camera is averaged over, odd (official {PoseRecipe.pose_smoothing}; 1 = none)")
-    gen.add_argument("--natural-on-top", action="store_true",
-                     help="with --camera orbit or keyframes: add natural head motion to the path")
-    gen.add_argument("--mouth-amp", type=float, default=defaults.MOUTH_AMP,
-                     help=f"mouth amplitude the audio model is conditioned on (official {defaults.MOUTH_AMP:g}; audio "
-                          "driving only)")
-    gen.add_argument("--mouth-scale", type=float, default=defaults.MOUTH_SCALE,
-                     help="scale the mouth's motion in the rendered face, "
-                          f"0-{defaults.MOUTH_SCALE_MAX:g} (1 = as driven; audio and video)")
-    gen.add_argument("--blink", action=argparse.BooleanOptionalAction, default=defaults.BLINK, help="periodic blinks")
-    gen.add_argument("--temperature", type=float, default=defaults.TEMPERATURE,
-                     help="audio-to-motion sampling temperature")
-    gen.add_argument("--seed", type=int, default=defaults.SEED,
-                     help="random seed (latent noise, blinks, natural head motion, renderer)")
-    gen.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    gen.add_argument("--dtype", default="auto",
-                     help="auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
-    gen.add_argument("--chunk-size", type=int, default=defaults.CHUNK_SIZE,
-                     help="frames rendered together (memory vs speed)")
-    gen.add_argument("--face", default="largest",
-                     help="which face to animate when the photo shows several: largest (never a face under 1 %% of "
-                          "the photo; --dry-run lists every face found), or an index 0, 1, ... counting faces from "
-                          "left to right")
-    gen.add_argument("--min-face-area", type=float, default=defaults.MIN_FACE_AREA,
-                     help="the face covers at least this fraction of the square cut around it (official "
-                          f"{defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)")
-    gen.add_argument("--output", default="crop", choices=OUTPUT_MODES,
-                     help="crop: the 512x512 animated square; photo: pasted back into the photo at its resolution "
-                          f"(longest side capped at {MAX_PHOTO_SIDE} px)")
-    gen.add_argument("--head-mask", help="mask image of the head with hair (white on black, the photo's size), "
-                                         "used instead of the selfie segmenter")
-    gen.add_argument("--body-mask", help="with --head-mask: mask image of the rest of the person (neck, shoulders)")
-    gen.add_argument("--debug-panels", action="store_true",
-                     help="write source | SECC | raw render | depth | final side by side (2560x512) to inspect a run")
-    gen.add_argument("--motion", help="motion file driving the face instead of audio: an r3dp .safetensors motion "
-                                      "(Save Motion) or an official .npy coefficient dict (exp [T,64], optional "
-                                      "euler/trans [T,3] for the head pose); --audio, if given, is its sound")
-    gen.add_argument("--map-to-init-pose", action=argparse.BooleanOptionalAction, default=True,
-                     help="a driving head pose starts at the photo's pose and applies the driving pose's changes "
-                          "(official default); --no-map-to-init-pose uses the driving pose as it is")
-    gen.add_argument("--head-threshold", type=float, default=defaults.HEAD_THRESHOLD,
-                     help="HTB-SR: rendered head opacity above which a pixel counts as solid head, 0-1 (official "
-                          f"{defaults.HEAD_THRESHOLD:g})")
-    gen.add_argument("--dry-run", action="store_true",
-                     help="validate every input and report what would be done, without loading any other model")
+    add_generate_arguments(gen)
     gen.set_defaults(func=cmd_generate)
 
+
+def _add_models(sub) -> None:
+    """``r3dp models [list|fetch|import]``."""
     models = sub.add_parser("models", help="list present and missing model files, fetch or import them",
                             description="list: what the models folder holds and lacks. fetch: download every "
                                         "missing file that has a public address (HuBERT included), with resume and "
@@ -575,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "own size, a decompression bomb (default 200)")
     models.set_defaults(func=cmd_models)
 
+
+def _add_doctor(sub) -> None:
+    """``r3dp doctor [--selftest]``."""
     doctor = sub.add_parser("doctor", help="check the environment; --selftest runs the whole job on stand-in models")
     doctor.add_argument("--models-dir", help="models folder to check")
     doctor.add_argument("--selftest", action="store_true",
@@ -585,32 +495,28 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds of the example speech the self-test uses (default 1.2; 25 frames per second)")
     doctor.add_argument("--out", help="the self-test's mp4 (default: r3dp-selftest.mp4 in the temporary folder)")
     doctor.set_defaults(func=cmd_doctor)
+
+
+def _add_batch(sub) -> None:
+    """``r3dp batch JOBS``: its own options are the batch table's (``pipeline/options.py``); its rows' are
+    generate's."""
+    from .pipeline.options import BATCH, add_arguments
+
     batch = sub.add_parser("batch", help="render every job of a CSV/JSONL list, locally or on a Ray cluster",
                            description="Render many clips: JOBS is a CSV (header row) or JSONL file whose columns "
                                        "are generate's options with underscores (image, audio, out, seed, ...; an "
                                        "empty cell means the default). Every row is checked first; bad rows are "
                                        "reported with their line and the others run. DIR/results.jsonl records "
                                        "every row; outputs that already exist are skipped.")
-    batch.add_argument("jobs", metavar="JOBS", help="job list (.csv or .jsonl); relative input paths are taken "
-                                                   "from its folder")
-    batch.add_argument("--out-dir", required=True, metavar="DIR", help="output folder; each row's out is relative "
-                                                                       "to it, and results.jsonl is written there")
-    batch.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
-    batch.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (each Ray worker: its GPU)")
-    batch.add_argument("--dtype", default="auto", help="auto, fp32, fp16 or bf16")
-    batch.add_argument("--strict", action="store_true", help="render nothing if any row is bad")
-    batch.add_argument("--force", action="store_true", help="render jobs whose output already exists again")
-    batch.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
-                       help="render on Ray (pip install 'r3dp[ray]'): no ADDRESS starts a local cluster, 'auto' "
-                            "joins the running one, or give its address; every path must be readable by every node")
-    batch.add_argument("--cpus-per-worker", type=int,
-                       help="with --ray on a cluster without GPUs: CPUs per worker (default: the smaller of 4 and the "
-                            "CPUs of the largest node; one worker per free GPU otherwise)")
-    batch.add_argument("--worker-start-timeout", type=float, metavar="SECONDS",
-                       help="with --ray: seconds a worker may take to be scheduled and load its models before it is "
-                            "given up and reported (default 600)")
+    add_arguments(batch, BATCH)
     batch.set_defaults(func=cmd_batch)
-    parser.subcommands = sub.choices  # name -> sub-parser: `r3dp batch` reads generate's options from it
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_convert, _add_generate, _add_models, _add_doctor, _add_batch):
+        add(sub)
     return parser
 
 

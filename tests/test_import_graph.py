@@ -23,11 +23,7 @@ COMFYUI_MODULES = ("comfy", "comfy_api", "comfy_extras", "folder_paths", "server
 #: Import edges (importer, imported) still being removed by someone else's change, ignored by the loop and layer
 #: checks. Each entry names the loop it closes and who removes it; once that change lands the entry is stale (a
 #: warning names it) and goes.
-PENDING_BACK_EDGES: dict[tuple[str, str], str] = {
-    # cli -> batch.run -> batch.jobs -> cli (jobs builds its rows' requests from generate's argparse parser):
-    # engineer B's move of generate's options and request builder out of cli.py (#24 item 1).
-    ("r3dp_core.batch.jobs", "r3dp_core.cli"): "cli <-> batch: generate's parser and request builder leave cli.py",
-}
+PENDING_BACK_EDGES: dict[tuple[str, str], str] = {}
 
 
 def module_files() -> dict[str, tuple[Path, bool]]:

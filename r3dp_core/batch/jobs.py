@@ -1,9 +1,10 @@
 """A batch's job list: the rows of a JOBS file (CSV or JSONL) as ``generate`` requests.
 
 The columns are ``r3dp generate``'s options with underscores (``image``, ``audio``, ``out``, ``seed``,
-``head_mask``, ...), read from the generate command's own parser, so that a new generate option is a new
-column without anything else to change; an empty cell (or a JSON ``null``) means the option's default.
-A row is parsed exactly as its options would be on the command line, so the messages are generate's.
+``head_mask``, ...), read from generate's option table (``pipeline/options.py``, which ``r3dp generate``'s parser
+is built from too), so that a new generate option is a new column without anything else to change; an empty
+cell (or a JSON ``null``) means the option's default. A row is parsed exactly as its options would be on the
+command line, so the messages are generate's.
 Relative input paths are taken from the JOBS file's folder, ``out`` from the output folder; every path in
 a request is absolute, so that a worker on another machine reads the same files.
 """
@@ -43,9 +44,9 @@ class Job:
 
 
 def _generate_parser() -> argparse.ArgumentParser:
-    from ..cli import build_parser
+    from ..pipeline.options import generate_parser
 
-    parser = build_parser().subcommands["generate"]
+    parser = generate_parser()
 
     def fail(message: str):
         raise InputError(message)
@@ -152,7 +153,7 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
     Raises:
         InputError: the file is missing, of an unknown format, or has columns that are not generate options.
     """
-    from ..cli import generate_request
+    from ..pipeline.request import request_from_options
 
     path, out_dir = Path(path).resolve(), Path(out_dir).resolve()
     parser = _generate_parser()
@@ -167,7 +168,7 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
             continue
         try:
             args = parser.parse_args(row_arguments(row, options) + batch)
-            jobs.append(Job(line, _absolute(generate_request(args), path.parent, out_dir)))
+            jobs.append(Job(line, _absolute(request_from_options(args), path.parent, out_dir)))
         except InputError as exc:
             jobs.append(Job(line, error=str(exc)))
     return jobs

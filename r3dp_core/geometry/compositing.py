@@ -15,10 +15,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..defaults import FRAME_SIZE  # the side of the animated frames the pixel widths below are given for
 from .framing import CropSquare
 
-#: The side of the animated frames the pixel widths below are given for.
-FRAME_SIZE = 512
 #: The person mask is grown by this many pixels of the 512² frame before feathering (hair strands, motion).
 BLEND_DILATION = 12
 #: Width of the feathered edge in pixels of the 512² frame (also the fade towards the square's borders).

@@ -12,18 +12,23 @@ import cv2
 import numpy as np
 import torch
 
-from ..defaults import MIN_FACE_AREA
+from ..defaults import FRAME_SIZE, MIN_FACE_AREA
 from ..errors import InputError
 from ..images import as_uint8_frames
 from .framing import CropSquare, DetectedFace, choose_face, crop_square, face_warnings, find_faces
 from .landmarks import NO_FACE_ADVICE, FaceChoice, detect_faces
 
-SOURCE_SIZE = 512
 
-
-def resize_square(image: np.ndarray, size: int = SOURCE_SIZE) -> np.ndarray:
+def resize_square(image: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
     """uint8 [H,W,3] → [size,size,3] with cv2 INTER_LINEAR, aspect ratio ignored (official resize)."""
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def face_area_fraction(landmarks: torch.Tensor | np.ndarray, size: int = FRAME_SIZE) -> float:
+    """Area of the landmarks' bounding box [N,2] (pixels of a size² image) as a fraction of the image."""
+    points = np.asarray(landmarks, dtype=np.float64)
+    extent = points.max(0) - points.min(0)
+    return float(extent[0] * extent[1]) / size ** 2
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..defaults import FRAME_SIZE
 from ..errors import InputError
 from ..images import as_uint8_frames
 from .segmentation import BACKGROUND, BODY_SKIN, CLOTHES, HEAD_CLASSES, check_label_map
@@ -23,7 +24,6 @@ NECK_DILATION = 3              # vertical dilation of the body-skin mask, in pix
 FILL_DARKENING = 0.98          # colour factor per row away from the source pixel
 NECK_BLUR_SIGMA = 4            # the official call passes cv2.BORDER_DEFAULT (= 4) where sigmaX goes
 CERTAIN_BACKGROUND_DISTANCE = 10.0
-BACKGROUND_SIZE = 512
 
 
 def _single_frame(image: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def extract_background(image: torch.Tensor | np.ndarray, labels: torch.Tensor | 
     return torch.from_numpy(original[nearest_rows, nearest_cols]).to(device)
 
 
-def resize_background(image: torch.Tensor | np.ndarray, size: int = BACKGROUND_SIZE) -> torch.Tensor:
+def resize_background(image: torch.Tensor | np.ndarray, size: int = FRAME_SIZE) -> torch.Tensor:
     """A user background resized to size² (cv2 INTER_LINEAR, aspect ratio ignored, as official). → [size,size,3] u8."""
     frame = as_uint8_frames(image)[0]
     device = image.device if isinstance(image, torch.Tensor) else torch.device("cpu")

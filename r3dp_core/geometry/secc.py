@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..defaults import FRAME_SIZE
 from ..errors import ModelFileError
 from .rasterizer import interpolate_vertex_attributes, rasterize_triangles
 
-SECC_IMAGE_SIZE = 512
 FIT_FOCAL = 1015.0           # focal length of the 224-pixel 3DMM fit space
 FIT_IMAGE_SIZE = 224
 # The official code packs 50 meshes per PyTorch3D call and tests `pix_to_face > 0`, so triangle 0 of the first
@@ -75,7 +75,7 @@ def secc_mesh(tri: torch.Tensor, eye_faces: np.ndarray, colors: torch.Tensor) ->
     return SECCMesh(remove_triangles(tri, torch.from_numpy(eye)), colors.float().contiguous())
 
 
-def project_to_screen(vertices: torch.Tensor, image_size: int = SECC_IMAGE_SIZE,
+def project_to_screen(vertices: torch.Tensor, image_size: int = FRAME_SIZE,
                       focal: float | None = None) -> torch.Tensor:
     """Camera-space vertices [B,V,3] (x right, y up, z = depth > 0) → screen vertices [B,V,3] (col, row, depth).
 
@@ -87,7 +87,7 @@ def project_to_screen(vertices: torch.Tensor, image_size: int = SECC_IMAGE_SIZE,
     return torch.stack([center + focal * x / z, center - focal * y / z, z], dim=-1)
 
 
-def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = SECC_IMAGE_SIZE,
+def render_secc(vertices: torch.Tensor, mesh: SECCMesh, image_size: int = FRAME_SIZE,
                 focal: float | None = None, frames_per_chunk: int = 8,
                 face0_period: int | None = OFFICIAL_FACE0_PERIOD, frame_offset: int = 0,
                 return_mask: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:

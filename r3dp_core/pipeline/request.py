@@ -1,54 +1,72 @@
-"""What a job is asked to do: the CLI's arguments, as a plain dataclass the pipeline and tests share."""
+"""What a job is asked to do: ``r3dp generate``'s options, as a plain dataclass the pipeline and tests share.
+
+Each field is an option of :data:`~r3dp_core.pipeline.options.GENERATE`, whose entry holds its default, range
+and doc; :func:`request_from_options` builds a request from parsed options (the command line, a batch row).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import defaults
+from .options import GENERATE
 from .pose import PoseRecipe
 
-OUTPUT_MODES = ("crop", "photo")
+
+def _default(name: str):
+    return GENERATE[name].default
 
 
 @dataclass
 class GenerateRequest:
-    """One ``r3dp generate`` job; see ``r3dp generate --help`` for each option."""
+    """One ``r3dp generate`` job; see ``r3dp generate --help`` (or the README's table) for each option."""
 
     image: Path
     out: Path
-    audio: Path | None = None
-    pose_video: Path | None = None
-    expression_video: Path | None = None
-    bg: Path | None = None
-    camera: str = PoseRecipe.mode            # the head-pose recipe (see pose_recipe)
-    keyframes: str = PoseRecipe.keyframes
-    easing: str = PoseRecipe.easing
-    pose_strength: float = PoseRecipe.pose_strength
-    pose_smoothing: int = PoseRecipe.pose_smoothing
-    natural_on_top: bool = PoseRecipe.natural_on_top
-    mouth_amp: float = defaults.MOUTH_AMP
-    mouth_scale: float = defaults.MOUTH_SCALE  # scales the mouth's motion in the SECC (audio and video driving)
-    blink: bool = defaults.BLINK
-    temperature: float = defaults.TEMPERATURE
-    seed: int = defaults.SEED
-    device: str = "auto"
-    dtype: str = "auto"
-    chunk_size: int = defaults.CHUNK_SIZE
-    min_face_area: float = defaults.MIN_FACE_AREA
-    face: str | int = "largest"              # or an index into the photo's faces, left to right
-    output: str = "crop"                     # crop: the 512² square; photo: pasted back into the photo
-    models_dir: Path | None = None
-    head_mask: Path | None = None            # instead of the segmenter: the head (with hair) in the photo
-    body_mask: Path | None = None            # with head_mask: the rest of the person
-    debug_panels: bool = False               # source | SECC | raw render | depth | final, side by side
-    motion: Path | None = None               # a motion file (.safetensors of ours, official .npy) drives the face
-    map_to_init_pose: bool = True            # a driving pose starts at the photo's pose (official True)
-    head_threshold: float = defaults.HEAD_THRESHOLD  # HTB-SR: head alpha above this counts as solid head (official 0.9)
+    audio: Path | None = _default("audio")
+    pose_video: Path | None = _default("pose_video")
+    expression_video: Path | None = _default("expression_video")
+    bg: Path | None = _default("bg")
+    camera: str = _default("camera")            # the head-pose recipe (see pose_recipe)
+    keyframes: str = _default("keyframes")
+    easing: str = _default("easing")
+    pose_strength: float = _default("pose_strength")
+    pose_smoothing: int = _default("pose_smoothing")
+    natural_on_top: bool = _default("natural_on_top")
+    mouth_amp: float = _default("mouth_amp")
+    mouth_scale: float = _default("mouth_scale")  # scales the mouth's motion in the SECC (audio and video driving)
+    blink: bool = _default("blink")
+    temperature: float = _default("temperature")
+    seed: int = _default("seed")
+    device: str = _default("device")
+    dtype: str = _default("dtype")
+    chunk_size: int = _default("chunk_size")
+    min_face_area: float = _default("min_face_area")
+    face: str | int = _default("face")          # or an index into the photo's faces, left to right
+    output: str = _default("output")            # crop: the 512² square; photo: pasted back into the photo
+    models_dir: Path | None = _default("models_dir")
+    head_mask: Path | None = _default("head_mask")  # instead of the segmenter: the head (with hair) in the photo
+    body_mask: Path | None = _default("body_mask")  # with head_mask: the rest of the person
+    debug_panels: bool = _default("debug_panels")   # source | SECC | raw render | depth | final, side by side
+    motion: Path | None = _default("motion")        # a motion file (ours, or an official .npy) drives the face
+    map_to_init_pose: bool = _default("map_to_init_pose")  # a driving pose starts at the photo's pose (official True)
+    head_threshold: float = _default("head_threshold")  # HTB-SR: head alpha above this counts as solid head
 
     def pose_recipe(self, pose_motion=None) -> PoseRecipe:
         """The job's head-pose recipe (checked when made); ``pose_motion``: the pose video's motion, if any.
         Natural motion takes the job's seed."""
-        return PoseRecipe(mode=self.camera, pose_motion=pose_motion, map_to_init_pose=self.map_to_init_pose,
+        return PoseRecipe(mode=self.camera, pose_motion=pose_motion, map_to_source=self.map_to_init_pose,
                           keyframes=self.keyframes, easing=self.easing, pose_smoothing=self.pose_smoothing,
                           pose_strength=self.pose_strength, seed=self.seed, natural_on_top=self.natural_on_top)
+
+
+def request_from_options(options) -> GenerateRequest:
+    """The ``GenerateRequest`` of parsed ``generate`` options (an ``argparse.Namespace`` of a parser made by
+    :func:`~r3dp_core.pipeline.options.add_generate_arguments`: ``r3dp generate`` and every row of ``r3dp batch``),
+    each value converted as its entry says (paths to ``Path``, ``face`` to ``'largest'`` or an index).
+
+    Raises:
+        InputError: ``face`` is neither ``largest`` nor an index.
+    """
+    return GenerateRequest(**{option.name: option.convert(getattr(options, option.name))
+                              for option in GENERATE if option.request})

@@ -17,11 +17,13 @@ import numpy as np
 
 from .. import defaults, model_files
 from ..audio.energy import SILENCE_DBFS
+from ..defaults import FRAME_SIZE
 from ..errors import InputError
 from ..geometry.framing import MAX_PHOTO_SIDE
 from .inputs import load_image, read_image
+from .options import GENERATE, OUTPUT_MODES
 from .pose import POSE_MODES
-from .request import OUTPUT_MODES, GenerateRequest
+from .request import GenerateRequest
 
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
@@ -103,6 +105,18 @@ def _read_motion(path: Path, notes: list[str]):
 CAMERAS_WITHOUT_POSE_VIDEO = tuple(mode for mode in POSE_MODES if mode not in ("driving", "auto"))
 
 
+#: The options whose accepted range (in the option table) the head-pose recipe checks, with its own messages.
+RANGES_CHECKED_BY_THE_RECIPE = ("pose_strength", "pose_smoothing")
+
+
+def _check_ranges(request: GenerateRequest, *names: str) -> None:
+    """Refuse the first of the options ``names`` whose value is outside the range its table entry accepts."""
+    for name in names:
+        message = GENERATE[name].range_error(getattr(request, name))
+        if message is not None:
+            raise InputError(message)
+
+
 def _check_options(request: GenerateRequest) -> None:
     if request.audio is None and request.expression_video is None and request.motion is None:
         raise InputError("Give a voice clip (--audio), a driving video (--expression-video) or a motion file "
@@ -113,25 +127,18 @@ def _check_options(request: GenerateRequest) -> None:
         raise InputError(f"--pose-video is followed only by --camera driving (or auto); --camera {request.camera} "
                          "keeps its own head path and would ignore the video. Drop --pose-video, or use "
                          "--camera driving to follow it.")
-    if not 0.0 <= request.head_threshold <= 1.0:
-        raise InputError(f"--head-threshold {request.head_threshold} is outside 0..1 (official 0.9).")
+    _check_ranges(request, "head_threshold")
     request.pose_recipe()  # checks the mode, keyframes, strength and smoothing window
-    if not 0.0 <= request.mouth_amp <= 2.0:
-        raise InputError(f"--mouth-amp {request.mouth_amp} is outside 0..2 (official default {defaults.MOUTH_AMP:g}).")
-    if not 0.0 <= request.mouth_scale <= defaults.MOUTH_SCALE_MAX:
-        raise InputError(f"--mouth-scale {request.mouth_scale} is outside 0..{defaults.MOUTH_SCALE_MAX:g} (1 keeps the "
-                         "motion).")
+    _check_ranges(request, "mouth_amp", "mouth_scale")
     if request.output not in OUTPUT_MODES:
         raise InputError(f"Unknown output {request.output!r}: use one of {', '.join(OUTPUT_MODES)}.")
     if request.debug_panels and request.output != "crop":
-        raise InputError("--debug-panels shows the 512x512 square stage by stage; use it with --output crop.")
-    if not 0.0 < request.min_face_area <= 1.0:
-        raise InputError(f"--min-face-area {request.min_face_area} must be a fraction in (0, 1] "
-                         f"(official {defaults.MIN_FACE_AREA:g}).")
+        raise InputError(f"--debug-panels shows the {FRAME_SIZE}x{FRAME_SIZE} square stage by stage; use it with "
+                         "--output crop.")
+    _check_ranges(request, "min_face_area")
     if request.face != "largest" and not (isinstance(request.face, int) and request.face >= 0):
         raise InputError(f"--face {request.face!r}: give 'largest' or an index 0, 1, ... (faces left to right).")
-    if request.temperature < 0:
-        raise InputError(f"--temperature must be >= 0, got {request.temperature}.")
+    _check_ranges(request, "temperature")
     out = Path(request.out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"{out}: the output must end in .mp4.")
@@ -244,7 +251,8 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     sound = ("audio muxed" if inputs.audio is not None
              else "the expression video's own sound, if it has any" if request.expression_video is not None
              else "the motion file's own sound, if it has any" if request.motion is not None else "")
-    size = "512x512" if request.output == "crop" else f"the photo's size, longest side at most {MAX_PHOTO_SIDE}"
+    size = (f"{FRAME_SIZE}x{FRAME_SIZE}" if request.output == "crop"
+            else f"the photo's size, longest side at most {MAX_PHOTO_SIDE}")
     lines.append(f"output     {request.out} (H.264 {size}{', ' + sound if sound else ''})")
     lines += [f"note       {note}" for note in inputs.notes]
     lines += [f"warning    {warning}" for warning in inputs.warnings]
