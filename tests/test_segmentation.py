@@ -21,7 +21,6 @@ from r3dp_core.geometry.segmentation import (
     HAIR,
     OTHERS,
     SegmenterFileError,
-    background_mask,
     check_label_map,
     class_mask,
     head_mask,
@@ -62,8 +61,7 @@ def test_region_masks(labels):
     assert torch.equal(head, expected_head) and head[0].sum() == 15
     assert torch.equal(torso_mask(labels), (labels == BODY_SKIN) | (labels == CLOTHES))
     assert torch.equal(person_mask(labels), labels != BACKGROUND)
-    assert torch.equal(background_mask(labels), labels == BACKGROUND)
-    assert torch.equal(head | torso_mask(labels) | background_mask(labels), torch.ones_like(head))
+    assert torch.equal(head | torso_mask(labels) | ~person_mask(labels), torch.ones_like(head))
     assert torch.equal(class_mask(labels, (BACKGROUND, BODY_SKIN, CLOTHES)), ~head)
 
 

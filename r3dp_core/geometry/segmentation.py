@@ -25,7 +25,6 @@ HEAD_CLASSES = (HAIR, FACE_SKIN, OTHERS)
 TORSO_CLASSES = (BODY_SKIN, CLOTHES)
 PERSON_CLASSES = (HAIR, BODY_SKIN, FACE_SKIN, CLOTHES, OTHERS)
 TORSO_WITH_BACKGROUND_CLASSES = (BACKGROUND, BODY_SKIN, CLOTHES)
-BACKGROUND_CLASSES = (BACKGROUND,)
 
 
 def check_label_map(labels: torch.Tensor) -> torch.Tensor:
@@ -66,11 +65,6 @@ def torso_mask(labels: torch.Tensor) -> torch.Tensor:
 def person_mask(labels: torch.Tensor) -> torch.Tensor:
     """[T,H,W] bool: every class but background."""
     return class_mask(labels, PERSON_CLASSES)
-
-
-def background_mask(labels: torch.Tensor) -> torch.Tensor:
-    """[T,H,W] bool: background only."""
-    return class_mask(labels, BACKGROUND_CLASSES)
 
 
 def segmap_mask(segmap: torch.Tensor, classes: Sequence[int], keepdim: bool = False) -> torch.Tensor:
