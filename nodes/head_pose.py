@@ -99,7 +99,7 @@ class HeadPose(comfy_io.ComfyNode):
         if mode == "driving" and (motion is None or motion.euler is None):
             raise InputError("Head Pose 'driving' needs a motion with head pose: connect Video→3DMM's motion.")
         return comfy_io.NodeOutput(PoseRecipe(
-            mode=mode, pose_motion=motion, map_to_source=map_to_source, orbit_yaw_degrees=yaw_degrees,
+            mode=mode, pose_motion=motion, map_to_init_pose=map_to_source, orbit_yaw_degrees=yaw_degrees,
             orbit_pitch_degrees=pitch_degrees, orbit_loops=loops, keyframes=keyframes, easing=easing,
             pose_smoothing=pose_smoothing if smooth_cameras else 1, pose_strength=pose_strength, seed=seed,
             natural_on_top=natural_on_top))

@@ -24,13 +24,6 @@ def resize_square(image: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
 
 
-def face_area_fraction(landmarks: torch.Tensor | np.ndarray, size: int = FRAME_SIZE) -> float:
-    """Area of the landmarks' bounding box [N,2] (pixels of a size² image) as a fraction of the image."""
-    points = np.asarray(landmarks, dtype=np.float64)
-    extent = points.max(0) - points.min(0)
-    return float(extent[0] * extent[1]) / size ** 2
-
-
 @dataclass
 class SourceImage:
     """The portrait as the 512² pipeline sees it: the square around the chosen face (``framing.crop_square``).

@@ -74,7 +74,7 @@ class PoseRecipe:
         mode: one of ``POSE_MODES``.
         pose_motion: the motion whose head pose ``driving``/``auto`` follow (a pose video's); None: the driving
             motion's own pose.
-        map_to_source: driving: start from the photo's pose and apply the driving pose's changes (official).
+        map_to_init_pose: driving: start from the photo's pose and apply the driving pose's changes (official).
         orbit_yaw_degrees, orbit_pitch_degrees, orbit_loops: orbit: the swing, the up/down excursion and the
             number of full swings over the clip.
         keyframes: keyframes: ``'seconds: yaw, pitch; ...'`` in degrees, offsets from the photo's pose (checked
@@ -91,7 +91,7 @@ class PoseRecipe:
 
     mode: str = defaults.POSE_MODE
     pose_motion: Motion | None = None
-    map_to_source: bool = True
+    map_to_init_pose: bool = True
     orbit_yaw_degrees: float = 20.0
     orbit_pitch_degrees: float = 0.0
     orbit_loops: float = 1.0
@@ -169,7 +169,7 @@ def _driving(recipe: PoseRecipe, src_euler: torch.Tensor, src_trans: torch.Tenso
                          "none (it is audio-driven): give a pose video (or a motion fitted to a video), or pick "
                          "another head-pose mode.")
     pose = cam.driving_pose(followed.euler.to(src_euler), followed.trans.to(src_trans), motion.num_frames,
-                            src_euler, src_trans, map_to_init_pose=recipe.map_to_source)
+                            src_euler, src_trans, map_to_init_pose=recipe.map_to_init_pose)
     if recipe.pose_strength == 1.0:
         return pose
     return cam.HeadPose(*scale_pose(pose.euler, pose.trans, recipe.pose_strength, reference="first"))

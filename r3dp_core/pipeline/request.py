@@ -55,7 +55,7 @@ class GenerateRequest:
     def pose_recipe(self, pose_motion=None) -> PoseRecipe:
         """The job's head-pose recipe (checked when made); ``pose_motion``: the pose video's motion, if any.
         Natural motion takes the job's seed."""
-        return PoseRecipe(mode=self.camera, pose_motion=pose_motion, map_to_source=self.map_to_init_pose,
+        return PoseRecipe(mode=self.camera, pose_motion=pose_motion, map_to_init_pose=self.map_to_init_pose,
                           keyframes=self.keyframes, easing=self.easing, pose_smoothing=self.pose_smoothing,
                           pose_strength=self.pose_strength, seed=self.seed, natural_on_top=self.natural_on_top)
 
