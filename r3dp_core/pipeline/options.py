@@ -27,23 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import defaults
-from ..errors import InputError
-from ..geometry.framing import MAX_PHOTO_SIDE
+from ..geometry.framing import MAX_PHOTO_SIDE, parse_face_choice
 from .pose import EASINGS, MAX_POSE_STRENGTH, POSE_MODES, PoseRecipe
 
 OUTPUT_MODES = ("crop", "photo")
 #: The largest seed a ComfyUI widget offers.
 MAX_SEED = 2**31 - 1
-
-
-def face_choice(value: str) -> str | int:
-    """``--face``'s value: ``'largest'`` or an index into the photo's faces, left to right."""
-    if value == "largest":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise InputError(f"--face {value!r}: give 'largest' or an index 0, 1, ... (faces left to right).") from None
 
 
 @dataclass(frozen=True)
@@ -224,7 +213,7 @@ GENERATE = OptionTable("generate", (
     _DEVICE,
     _DTYPE,
     Option("chunk_size", int, defaults.CHUNK_SIZE, "frames rendered together (memory vs speed)", widget=(1, 256)),
-    Option("face", str, "largest", parse=face_choice,
+    Option("face", str, "largest", parse=parse_face_choice,
            doc="which face to animate when the photo shows several: largest (never a face under 1 % of the photo; "
                "--dry-run lists every face found), or an index 0, 1, ... counting faces from left to right"),
     Option("min_face_area", float, defaults.MIN_FACE_AREA, minimum=0.0, maximum=1.0, exclusive_minimum=True,
@@ -243,7 +232,7 @@ GENERATE = OptionTable("generate", (
     Option("motion", Path, None, "motion file driving the face instead of audio: an r3dp .safetensors motion (Save "
                                  "Motion) or an official .npy coefficient dict (exp [T,64], optional euler/trans [T,3] "
                                  "for the head pose); --audio, if given, is its sound"),
-    Option("map_to_init_pose", bool, PoseRecipe.map_to_source, negatable=True, official=True,
+    Option("map_to_init_pose", bool, PoseRecipe.map_to_init_pose, negatable=True, official=True,
            doc="a driving head pose starts at the photo's pose and applies the driving pose's changes (official "
                "default); --no-map-to-init-pose uses the driving pose as it is"),
     Option("head_threshold", float, defaults.HEAD_THRESHOLD, minimum=0.0, maximum=1.0,
