@@ -247,3 +247,46 @@ def test_mouth_scale_scales_only_the_driving_mouth():
         assert still < moving < bigger  # the mouth region holds still at 0 and moves more at 2
     with pytest.raises(InputError, match="mouth scale must be between 0 and 3"):
         secc_source(face, avatar, motion, mouth_scale=4.0)
+
+
+def test_a_batch_of_photos_becomes_avatars_with_the_hosts_placement_progress_and_cancel(monkeypatch):
+    """Image→Triplane's core call: the model placed once for the batch, two progress steps per photo (the crop as
+    preview), a cancel check before each photo, the photo named in an error; the CLI's host does nothing."""
+    import contextlib
+
+    from r3dp_core.geometry.segmentation import HEAD_CLASSES
+    from r3dp_core.pipeline import avatars, stages
+    from r3dp_core.pipeline.host import HERE, Host
+    from r3dp_core.standins import synthetic_avatar
+
+    seen = []
+    monkeypatch.setattr(stages, "prepare_source", lambda photo, kit, **options: seen.append((photo, options))
+                        or synthetic_avatar(32))
+    monkeypatch.setattr(stages, "make_avatar", lambda model, avatar: Avatar(
+        **{**avatar.__dict__, "planes": torch.ones(1, 3, 2, 4, 4, dtype=torch.float16)}))
+    placed, reports, checks = [], [], []
+
+    @contextlib.contextmanager
+    def place(*modules):
+        placed.append(modules)
+        yield torch.device("cpu")
+
+    host = Host(place=place, progress=lambda done, total, preview: reports.append((done, total, preview is not None)),
+                should_stop=lambda: checks.append(len(reports)))
+    model = torch.nn.Linear(2, 2)
+    images = torch.rand(2, 20, 30, 4)
+    out = avatars.prepare_portraits(images, model, kit=None, min_face_area=0.3, face=1, host=host)
+    assert placed == [(model,)] and checks == [0, 2]
+    assert reports == [(1, 4, False), (2, 4, True), (3, 4, False), (4, 4, True)]
+    assert [options for _, options in seen] == [{"min_face_area": 0.3, "face": 1, "masks": None}] * 2
+    assert np.array_equal(seen[1][0], (images[1, ..., :3] * 255).round().to(torch.uint8).numpy())
+    assert all(a.planes.dtype == torch.float32 and a.planes.device.type == "cpu" for a in out.avatars)
+    assert out.crops.shape == (2, 32, 32, 3) and out.heads.shape == (2, 32, 32, 3)
+    head = synthetic_avatar(32).segmap[0, list(HEAD_CLASSES)].sum(0)
+    assert torch.equal(out.head_masks, head.expand(2, -1, -1))
+    monkeypatch.setattr(stages, "prepare_source", lambda photo, kit, **options: (_ for _ in ()).throw(
+        InputError("No face found in the photo.")))
+    with pytest.raises(InputError, match="^Image→Triplane, portrait 1 of 2: No face found in the photo.$"):
+        avatars.prepare_portraits(images, model, kit=None, host=HERE)
+    with pytest.raises(InputError, match="needs an IMAGE batch"):
+        avatars.prepare_portraits(images[0], model, kit=None)

@@ -132,7 +132,7 @@ class Avatar:
         torso_image: inpainted torso reference ``[1,3,512,512]`` in [-1,1].
         background: background ``[1,3,512,512]`` in [-1,1].
         segmap: 6-class one-hot segmentation ``[1,6,512,512]``.
-        photo: the photo as paste-back's canvas ``[H,W,3]`` uint8 (``paste_back.photo_canvas``: capped, even).
+        photo: the photo as paste-back's canvas ``[H,W,3]`` uint8 (``framing.photo_canvas``: capped, even).
         photo_square: ``[3]`` int64 ``(left, top, side)``: where ``image`` lies on ``photo``, in its pixels.
         other_people: ``[1,1,512,512]`` float, 1 on the other people of the photo inside the square (the
             person classes of ``segmap`` hold only the chosen person; paste-back never changes these pixels), or
