@@ -449,8 +449,3 @@ def find_hub_folder(key: str, models_dir: str | Path | None = None) -> Path | No
     except ImportError:
         return None
     return Path(cached).parent if isinstance(cached, str) else None
-
-
-def fetch_hubert(models_dir: Path, snapshot_download=None) -> Path:
-    """``fetch_hub_folder`` for HuBERT (``facebook/hubert-large-ls960-ft`` at the revision the official code pins)."""
-    return fetch_hub_folder("hubert", models_dir, snapshot_download)

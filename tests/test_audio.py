@@ -27,7 +27,7 @@ from r3dp_core.audio.hubert import (
     padded_num_frames,
 )
 from r3dp_core.audio.io import load_audio
-from r3dp_core.audio.motion import audio_to_motion, clip_num_motion_frames
+from r3dp_core.audio.motion import audio_to_motion
 from r3dp_core.audio.pitch import align_frames, official_f0, praat_pitch_ac
 from r3dp_core.checkpoint import load_into
 from r3dp_core.errors import InputError, ModelFileError, R3DPError
@@ -206,7 +206,7 @@ def test_feature_path_frame_counts(tiny_hubert, duration, rate, channels):
     voiced = f0[f0 > 0]
     assert voiced.size > 0.8 * f0.size and np.abs(voiced - 150).max() < 1.0
     assert align_frames(f0, t50p).shape == (t50p,)
-    assert clip_num_motion_frames(n) == t50p // 2
+    assert padded_num_frames(num_frames(n)) == t50p     # the motion has t50p / 2 frames at 25 fps
 
 
 def test_long_audio_runs_in_the_official_clips(tiny_hubert):
@@ -373,6 +373,6 @@ def test_audio_to_motion_equals_the_whole_sequence_chain(tiny_hubert, a2m):
     seen = []
     streamed = audio_to_motion(audio, a2m, tiny_hubert, seed=5, chunk_frames=256,
                                progress=lambda done, total: seen.append((done, total)))
-    assert streamed.shape == whole.shape == (clip_num_motion_frames(clip.num_samples), 64)
+    assert streamed.shape == whole.shape == (padded_num_frames(num_frames(clip.num_samples)) // 2, 64)
     assert (streamed - whole).abs().max() < 2e-5
     assert seen[-1] == (whole.shape[0], whole.shape[0]) and len(seen) == -(-whole.shape[0] // 256)

@@ -18,7 +18,7 @@ import pytest
 
 from r3dp_core import cli, model_files
 from r3dp_core.errors import ModelFileError
-from r3dp_core.model_files import BY_KEY, HUBERT_REVISION, DownloadError, download, fetch_hubert
+from r3dp_core.model_files import BY_KEY, HUBERT_REVISION, DownloadError, download, fetch_hub_folder
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"   # 10,244 bytes
 
@@ -207,7 +207,7 @@ def _fake_snapshot(calls: list):
 
 def test_hubert_is_fetched_into_its_slot_and_checked(tmp_path):
     calls = []
-    target = fetch_hubert(tmp_path, snapshot_download=_fake_snapshot(calls))
+    target = fetch_hub_folder("hubert", tmp_path, snapshot_download=_fake_snapshot(calls))
     assert target == tmp_path / "hubert" / "hubert-large-ls960-ft"
     assert calls == [("facebook/hubert-large-ls960-ft", HUBERT_REVISION, str(target))]
     assert BY_KEY["hubert"].find(tmp_path) == target
@@ -219,14 +219,14 @@ def test_hubert_fetch_refuses_another_model_and_explains_offline(tmp_path):
         (Path(local_dir) / "config.json").write_text(json.dumps({"model_type": "wav2vec2", "hidden_size": 1024}))
 
     with pytest.raises(ModelFileError, match="holds a 'wav2vec2' model, not HuBERT"):
-        fetch_hubert(tmp_path / "a", snapshot_download=wrong)
+        fetch_hub_folder("hubert", tmp_path / "a", snapshot_download=wrong)
 
     def offline(**kwargs):
         raise OSError("We couldn't connect to 'https://huggingface.co'")
 
     with pytest.raises(DownloadError, match="couldn't connect.*hf download facebook/hubert-large-ls960-ft.*"
                                             "r3dp models import PATH"):
-        fetch_hubert(tmp_path / "b", snapshot_download=offline)
+        fetch_hub_folder("hubert", tmp_path / "b", snapshot_download=offline)
 
 
 def test_models_fetch_gets_every_downloadable_file_and_lists_the_manual_steps(server, tmp_path, shared_dir, capsys):

@@ -89,9 +89,3 @@ def audio_to_motion(audio: str | os.PathLike | Mapping | Audio16k, model: AudioT
         if progress is not None:
             progress(w.end, total)
     return out
-
-
-def clip_num_motion_frames(num_samples: int) -> int:
-    """Motion frames (25 fps) official inference makes from ``num_samples`` at 16 kHz."""
-    return padded_num_frames(num_frames(num_samples)) // 2
-
