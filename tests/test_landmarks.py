@@ -12,7 +12,7 @@ from r3dp_core.geometry.landmarks import (
     INNER_LIP_IDS,
     OUTER_LIP_IDS,
     detect_landmarks_image,
-    detect_landmarks_video,
+    track_video,
 )
 
 
@@ -86,7 +86,7 @@ def test_largest_face_wins_and_index_selects(portrait, big_first, landmarker_mod
 def test_video_mode_tracks_and_combines(portrait, landmarker_model):
     frames = np.stack([np.roll(portrait, (3 * i, 2 * i), (0, 1)) for i in range(4)])
     frames[2] = 0                                              # a frame without a face
-    video = detect_landmarks_video(frames, landmarker_model)
+    video = track_video(lambda: [frames], landmarker_model)
     image = detect_landmarks_image(frames, landmarker_model, face=0, require_all=False)
     assert video.points.shape == (4, 478, 2)
     assert video.found.tolist() == [True, True, False, True]
@@ -99,9 +99,13 @@ def test_video_mode_tracks_and_combines(portrait, landmarker_model):
     # the face moves with the image (3 px down, 2 px right per frame)
     shift = video.points[3].mean(0) - video.points[0].mean(0)
     assert torch.allclose(shift, torch.tensor([6.0, 9.0]), atol=1.5)
-    assert torch.equal(detect_landmarks_video(frames, landmarker_model, face=0).points, video.points)
-    with pytest.raises(InputError, match="No face found in any of the 2 video frames"):
-        detect_landmarks_video(np.zeros((2, 64, 64, 3), np.uint8), landmarker_model)
+    assert torch.equal(track_video(lambda: [frames], landmarker_model, face=0).points, video.points)
+    # read in blocks of any size (floats in [0,1] too), the same landmarks
+    blocks = track_video(lambda: [frames[:1], frames[1:3] / 255.0, frames[3:]], landmarker_model)
+    assert torch.equal(blocks.points, video.points) and torch.equal(blocks.found, video.found)
+    # no face anywhere: zeros and nothing found; the caller decides
+    empty = track_video(lambda: [np.zeros((2, 64, 64, 3), np.uint8)], landmarker_model)
+    assert not empty.found.any() and not empty.points.any() and empty.points.shape == (2, 478, 2)
 
 
 def test_missing_model_file(portrait, tmp_path):

@@ -196,9 +196,10 @@ def _fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
     return points[source]
 
 
-def detect_landmarks_video(frames: torch.Tensor | np.ndarray, model_path: str | Path, face: FaceChoice = "largest",
-                           max_faces: int = 4) -> Landmarks:
-    """Landmarks of a video the official way (``extract_lm478_from_frames`` + ``combine_vid_img_lm478_to_lm478``).
+def track_video(chunks: Callable[[], Iterable[np.ndarray]], model_path: str | Path, face: FaceChoice = "largest",
+                max_faces: int = 4) -> Landmarks:
+    """Landmarks of a video the official way (``extract_lm478_from_frames`` + ``combine_vid_img_lm478_to_lm478``),
+    read block by block, so that memory does not grow with its length.
 
     Every frame goes through an IMAGE-mode landmarker and a VIDEO-mode one (timestamps 800 ms apart); the
     result is the VIDEO-mode points with the eye and mouth ids (:data:`IMAGE_MODE_IDS`) taken from IMAGE mode.
@@ -210,32 +211,12 @@ def detect_landmarks_video(frames: torch.Tensor | np.ndarray, model_path: str | 
     official code does, unless the IMAGE pass saw several faces in some frame.
 
     Args:
-        frames: [T,H,W,3] RGB, uint8 or float in [0,1].
+        chunks: called once per landmarker pass (twice); yields [B,H,W,3] RGB blocks of consecutive frames, uint8
+            or float in [0,1] (``lambda: [frames]`` for a video in memory).
 
     Returns:
-        :class:`Landmarks`; ``found[t]`` is True when both modes detected the face on frame t.
-
-    Raises:
-        InputError: no frame has a face.
-    """
-    video = as_uint8_frames(frames)
-    marks = track_video(lambda: [video], model_path, face, max_faces)
-    if not marks.found.any():
-        raise InputError(f"No face found in any of the {video.shape[0]} video frames; use a video with a clearly "
-                         "visible face.")
-    return _as_output(marks.points.numpy(), marks.found.numpy(), frames)
-
-
-def track_video(chunks: Callable[[], Iterable[np.ndarray]], model_path: str | Path, face: FaceChoice = "largest",
-                max_faces: int = 4) -> Landmarks:
-    """:func:`detect_landmarks_video` for a video read block by block, so that memory does not grow with its length.
-
-    Args:
-        chunks: called once per landmarker pass (twice); yields uint8 [B,H,W,3] blocks of consecutive frames.
-
-    Returns:
-        :class:`Landmarks` on the CPU. Unlike :func:`detect_landmarks_video` it does not raise when no frame has
-        a face: then every point is zero and ``found`` is all False, and the caller decides.
+        :class:`Landmarks` on the CPU; ``found[t]`` is True when both modes detected the face on frame t. When no
+        frame has a face, every point is zero and ``found`` is all False, and the caller decides.
     """
     _check_face_choice(face)
     num_faces = _num_faces(face, max_faces)
