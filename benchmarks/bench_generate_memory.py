@@ -33,22 +33,22 @@ def child(folder: Path, seconds: float, full: bool, chunk_size: int, photo: bool
 
     from r3dp_core.device import Precision, peak_resident_mb, resident_mb
     from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
-    from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
+    from r3dp_core.pipeline.admission import admit
+    from r3dp_core.pipeline.generate import load_job_models, run_job
     from r3dp_core.pipeline.request import GenerateRequest
-    from r3dp_core.pipeline.validation import validate
 
     request = GenerateRequest(image=folder / "portrait.png", audio=folder / f"speech_{seconds:g}s.wav",
                               out=folder / f"out_{seconds:g}s.mp4", head_mask=folder / "head.png",
                               body_mask=folder / "body.png", device="cpu", chunk_size=chunk_size,
                               output="photo" if photo else "crop")
     models_dir = folder / "models"
-    inputs = validate(request, models_dir)
+    admitted = admit(request, models_dir, skip_models=() if full else ("video_model",))
     torch.manual_seed(0)
     tiny = None if full else Secc2PlaneTorso(tiny_config()).eval().requires_grad_(False)
     models = load_job_models(request, models_dir, Precision.resolve("cpu", "fp32"), video_model=tiny)
     resident = []
     started = time.perf_counter()
-    summary = run_job(request, inputs, models, masks=load_masks(request), log=lambda _: None,
+    summary = run_job(request, admitted.inputs, models, masks=admitted.masks, log=lambda _: None,
                       progress=lambda done, total: resident.append(resident_mb() or peak_resident_mb()))
     warm = resident[len(resident) // 10]
     return {"seconds": seconds, "frames": summary.frames, "fps": round(summary.fps, 2),

@@ -48,23 +48,24 @@ class AudioToMotion(comfy_io.ComfyNode):
     def execute(cls, audio, audio_model: AudioModel, hubert: Hubert, mouth_amplitude: float, temperature: float,
                 blink: bool, seed: int):
         from r3dp_core.audio.io import load_audio
-        from r3dp_core.pipeline.stages import speech_motion
+        from r3dp_core.pipeline.motion import MotionRecipe, resolve_motion
 
         from ._runtime import Progress, on_compute_device
 
         if audio is None:
             raise InputError("Audio→3DMM needs an audio clip: connect Load Audio (r3dp) or any AUDIO output.")
-        clip = materialise_audio(audio)
-        if clip["waveform"].ndim != 3 or clip["waveform"].shape[0] != 1:
+        waveform = audio["waveform"]
+        if waveform.ndim != 3 or waveform.shape[0] != 1:
             raise InputError(f"Audio→3DMM takes one clip (AUDIO batch of 1), got waveform "
-                             f"{tuple(clip['waveform'].shape)}; split the batch first.")
-        audio16k = load_audio(clip)
+                             f"{tuple(waveform.shape)}; split the batch first.")
+        sound = materialise_audio(audio)
+        load_audio(sound)  # the clip's checks (and its 16 kHz view, made once) before the models move
+        recipe = MotionRecipe(sound=sound, mouth_amp=mouth_amplitude, temperature=temperature, seed=seed, blink=blink)
         progress = Progress(100, cls.hidden.unique_id)
         with on_compute_device(audio_model.module, hubert.module) as device, \
                 torch.autocast(device.type, dtype=hubert.dtype, enabled=hubert.dtype != torch.float32):
-            motion = speech_motion(audio16k, audio_model.module, hubert.module, mouth_amp=mouth_amplitude,
-                                   temperature=temperature, seed=seed, blink=blink, sound=clip,
-                                   progress=lambda done, total: progress.update(100 * done // max(total, 1)))
+            motion = resolve_motion(recipe, a2m=audio_model.module, hubert=hubert.module,
+                                    progress=lambda done, total: progress.update(100 * done // max(total, 1)))
         return comfy_io.NodeOutput(motion, motion.num_frames, float(motion.fps))
 
 

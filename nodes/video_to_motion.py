@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
-from r3dp_core.pipeline.face import FaceGeometry
+from r3dp_core.pipeline.face import FaceGeometry, FaceKit
 
 from . import _types as t
 from ._api import comfy_io
@@ -48,7 +46,7 @@ class VideoToMotion(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, landmarker, bfm: FaceGeometry, images_fps: float, face: str, video=None,
                 images: torch.Tensor | None = None, audio=None):
-        from r3dp_core.pipeline.driving import motion_from_frames
+        from r3dp_core.pipeline.motion import MotionRecipe, resolve_motion
 
         from ._runtime import Progress
 
@@ -63,12 +61,12 @@ class VideoToMotion(comfy_io.ComfyNode):
         if frames.ndim != 4 or frames.shape[0] < 1:
             raise InputError(f"The driving video has no frames (got {tuple(frames.shape)}).")
         progress = Progress(1, cls.hidden.unique_id)
-        motion = motion_from_frames(frames[..., :3], fps, landmarker, bfm.bfm,
-                                    face=face if face == "largest" else int(face))
-        clip = materialise_audio(audio) if audio is not None else None
-        motion = dataclasses.replace(motion, audio=clip)
+        # blinks are the PNCC Builder's (blink=None); the sound is kept whole
+        recipe = MotionRecipe(sound=materialise_audio(audio) if audio is not None else None, video=frames[..., :3],
+                              video_fps=fps, face=face if face == "largest" else int(face), blink=None)
+        motion = resolve_motion(recipe, kit=FaceKit(bfm, landmarker))
         progress.update(1)
-        return comfy_io.NodeOutput(motion, clip, motion.num_frames, float(motion.fps))
+        return comfy_io.NodeOutput(motion, motion.audio, motion.num_frames, float(motion.fps))
 
 
 NODES = [VideoToMotion]

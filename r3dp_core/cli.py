@@ -331,17 +331,14 @@ def _selftest(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from . import model_files
-    from .pipeline.generate import generate, load_masks
+    from .pipeline.admission import admit
+    from .pipeline.generate import generate
     from .pipeline.request import request_from_options
-    from .pipeline.validation import describe, validate
+    from .pipeline.validation import describe
 
     request = request_from_options(args)
     if args.dry_run:
-        models_dir = model_files.default_models_dir(request.models_dir)
-        inputs = validate(request, models_dir)
-        load_masks(request)
-        print(describe(request, inputs))
+        print(describe(request, admit(request, check_models=False).inputs))
         print("dry run: inputs are valid; nothing was rendered")
         return 0
 

@@ -22,6 +22,13 @@ from .errors import InputError
 from .images import to_uint8_hwc
 
 PARTIAL_SUFFIX = ".partial.mp4"
+#: Sample rates AAC can carry; a sound at another rate is resampled to the next one up (at most 96 kHz) when muxed.
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
+
+
+def aac_rate(rate: int) -> int:
+    """The rate a sound at ``rate`` is muxed at: its own when AAC carries it, else the next AAC rate up."""
+    return next((r for r in AAC_RATES if r >= rate), AAC_RATES[-1])
 
 
 def partial_files(path: str | Path) -> list[Path]:
@@ -88,7 +95,7 @@ class VideoWriter:
         return np.ascontiguousarray(samples[:2])
 
     def _open_audio_stream(self):
-        stream = self._container.add_stream("aac", rate=int(self._audio["sample_rate"]))
+        stream = self._container.add_stream("aac", rate=aac_rate(int(self._audio["sample_rate"])))
         stream.layout = "stereo" if self._audio_samples().shape[0] == 2 else "mono"
         return stream
 
@@ -99,15 +106,34 @@ class VideoWriter:
         rate = int(self._audio["sample_rate"])
         stream = self._audio_stream
         block = 1024 * 16
+        # a rate AAC does not carry is resampled to the stream's (FFmpeg's resampler, as the ffmpeg command would)
+        resampler = (av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+                     if stream.rate != rate else None)
+        written = 0
+
+        def encode(frame) -> None:
+            for packet in stream.encode(frame):
+                self._container.mux(packet)
+
+        def resampled(frame) -> None:
+            nonlocal written
+            for out in resampler.resample(frame):
+                out.pts = written
+                written += out.samples
+                encode(out)
+
         for start in range(0, samples.shape[1], block):
             frame = av.AudioFrame.from_ndarray(samples[:, start:start + block], format="fltp",
                                                layout=stream.layout.name)
             frame.sample_rate = rate
             frame.pts = start
-            for packet in stream.encode(frame):
-                self._container.mux(packet)
-        for packet in stream.encode(None):
-            self._container.mux(packet)
+            if resampler is None:
+                encode(frame)
+            else:
+                resampled(frame)
+        if resampler is not None:
+            resampled(None)
+        encode(None)
 
     def close(self) -> Path:
         """Flush, mux the audio and move the finished file into place."""

@@ -16,7 +16,6 @@ import soundfile as sf
 import torch
 
 from r3dp_core import model_files
-from r3dp_core.audio.blink import blink_schedule
 from r3dp_core.audio.hubert import (
     clip_bounds,
     find_hubert,
@@ -31,6 +30,7 @@ from r3dp_core.audio.motion import audio_to_motion
 from r3dp_core.audio.pitch import align_frames, official_f0, praat_pitch_ac
 from r3dp_core.checkpoint import load_into
 from r3dp_core.errors import InputError, ModelFileError, R3DPError
+from r3dp_core.geometry.blink import blink_schedule
 from r3dp_core.models.a2m_vae import A2MConfig, AudioToMotionVAE
 
 DATA = Path(__file__).parent / "data"
@@ -136,6 +136,72 @@ def test_comfy_audio_dict_conversion():
     cut = clip.to_comfy(seconds=0.0125)              # 200 samples at 16 kHz: what the video writer muxes
     assert cut["sample_rate"] == 16000 and cut["waveform"].shape == (1, 1, 200)
     assert torch.equal(cut["waveform"][0, 0], torch.from_numpy(clip.pcm[0, :200] / np.float32(32768)))
+
+
+def test_a_sound_is_the_clip_at_its_own_rate_with_one_16k_view(shared_dir, monkeypatch):
+    """A file is decoded once into a ``Sound``: the clip as it is (what is muxed, a ComfyUI AUDIO mapping), and its
+    16 kHz view converted on first use and kept: the checks, the speech model, a cut of the clip and natural head
+    motion all read that one view."""
+    from r3dp_core.audio import io as audio_io
+    from r3dp_core.audio.io import Sound, load_sound
+    from r3dp_core.pipeline.pose import PoseRecipe, natural_deviation
+    from r3dp_core.pipeline.types import Motion
+
+    path = shared_dir / "testdata" / "speech_en_44k_stereo.wav"
+    raw, rate = sf.read(path, dtype="int16", always_2d=True)
+    sound = load_sound(path)
+    assert sound.sample_rate == rate == 44100 and sound.num_channels == 2 and sound.label == str(path)
+    assert np.array_equal(sound.samples, raw.T) and sound.duration_s == raw.shape[0] / rate
+    assert load_sound(sound) is sound and set(sound) == {"waveform", "sample_rate"} and sound["sample_rate"] == rate
+    assert torch.equal(sound["waveform"][0], torch.from_numpy(raw.T.astype(np.float32) / 32767))  # as Load Audio
+    converted = []
+    convert = audio_io._convert_to_16k
+    monkeypatch.setattr(audio_io, "_convert_to_16k", lambda clip: converted.append(clip) or convert(clip))
+    view = load_audio(sound)
+    assert load_audio(sound) is view and sound.at_16k() is view and converted == [sound]
+    assert hashlib.sha256(np.ascontiguousarray(view.pcm).tobytes()).hexdigest() == FFMPEG_44K_STEREO_SHA256
+    part = sound.cut(0.5)  # the clip's first half second at its own rate; its view is the whole view's start
+    assert part.num_samples == 22050 and np.array_equal(part.samples, raw[:22050].T)
+    assert np.array_equal(part.at_16k().pcm, view.pcm[:, :8000]) and len(converted) == 1
+    assert np.array_equal(part.to_comfy()["waveform"], sound.to_comfy(0.5)["waveform"])
+    motion = Motion(exp=torch.zeros(50, 64), audio=part)
+    assert float(natural_deviation(PoseRecipe(mode="natural"), motion).abs().max()) > 0
+    assert len(converted) == 1  # natural head motion read the kept view
+    # an AUDIO dict given to a Motion becomes a Sound (the same samples, not a copy)
+    waveform = torch.rand(1, 2, 800)
+    given = Motion(exp=torch.zeros(2, 64), audio={"waveform": waveform, "sample_rate": 8000}).audio
+    assert isinstance(given, Sound) and given.sample_rate == 8000
+    assert given["waveform"].data_ptr() == waveform.data_ptr()
+
+
+def test_a_file_whose_stream_changes_midway_is_refused(tmp_path):
+    """Two ADTS AAC streams back to back, mono then stereo: one paragraph naming the file (Load Audio's decoder
+    too, which is the same one)."""
+    import av
+
+    from r3dp_core.audio.io import decode_audio_file
+
+    parts = []
+    for layout in ("mono", "stereo"):
+        path = tmp_path / f"{layout}.aac"
+        with av.open(str(path), "w", format="adts") as out:
+            stream = out.add_stream("aac", rate=16000, layout=layout)
+            resampler = av.AudioResampler(format="fltp", layout=layout, rate=16000,
+                                          frame_size=stream.codec_context.frame_size)
+            frame = av.AudioFrame.from_ndarray(voice(1.0, 16000, 2 if layout == "stereo" else 1)[0].numpy(),
+                                               format="fltp", layout=layout)
+            frame.sample_rate = 16000
+            for block in resampler.resample(frame) + resampler.resample(None):
+                for packet in stream.encode(block):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        parts.append(path.read_bytes())
+    joined = tmp_path / "joined.aac"
+    joined.write_bytes(b"".join(parts))
+    for read in (load_audio, decode_audio_file):
+        with pytest.raises(InputError, match="joined.aac could not be decoded as audio .*change midway"):
+            read(joined)
 
 
 def test_channel_readings_match_the_official_readers():

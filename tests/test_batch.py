@@ -25,7 +25,7 @@ from r3dp_core.batch.worker import JobResult
 from r3dp_core.errors import InputError
 from r3dp_core.geometry import framing
 from r3dp_core.parity.synthetic_job import short_speech, write_models_folder, write_portrait
-from r3dp_core.pipeline.generate import needed_models
+from r3dp_core.pipeline.admission import needed_models
 from r3dp_core.standins import tiny_video_model, write_wav
 from r3dp_core.video_io import read_video_frames
 
@@ -296,7 +296,7 @@ def test_a_batch_of_motion_jobs_does_not_need_the_audio_models(inputs, tmp_path)
     assert report.results[0].error.startswith(f"{inputs['root'] / 'no_such_driver.mp4'}: ")
     assert frames_of(tmp_path / "out" / "moved.mp4").shape == (6, 64, 64, 3)
 
-    # the batch's model list is generate's, job by job: the union of what its jobs need, whatever the order
+    # the batch's model list is admission's, job by job: the union of what its jobs need, whatever the order
     requests = [job.request for job in load_jobs(write_csv(tmp_path / "mixed.csv", [
         row("anna", "a.mp4", audio="", expression_video="v.mp4"), row("anna", "b.mp4", audio="", motion="m.npy"),
         row("anna", "c.mp4", head_mask="", body_mask="")]), tmp_path / "out", device="cpu")]

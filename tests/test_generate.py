@@ -17,13 +17,14 @@ import pytest
 import torch
 
 from r3dp_core import cli
-from r3dp_core.audio.blink import blink_schedule
 from r3dp_core.device import Precision, resident_mb
+from r3dp_core.geometry.blink import blink_schedule
 from r3dp_core.geometry.secc import SECCMesh
 from r3dp_core.models.secc2plane_torso import Secc2PlaneTorso, tiny_config
 from r3dp_core.parity.synthetic_job import face_masks, short_speech, write_models_folder
+from r3dp_core.pipeline.admission import admit, load_masks
 from r3dp_core.pipeline.face import FaceGeometry
-from r3dp_core.pipeline.generate import load_job_models, load_masks, run_job
+from r3dp_core.pipeline.generate import load_job_models, run_job
 from r3dp_core.pipeline.request import GenerateRequest
 from r3dp_core.pipeline.stages import with_blinks
 from r3dp_core.pipeline.validation import validate
@@ -242,8 +243,8 @@ def _cli_on_tiny_models(tiny_job, monkeypatch) -> None:
     from r3dp_core.pipeline import generate as generate_module
 
     def tiny_generate(request, progress=None, log=print, should_stop=None):
-        inputs = validate(request, tiny_job["models_dir"])
-        return run_job(request, inputs, tiny_job["models"], masks=load_masks(request), progress=progress,
+        admitted = admit(request, tiny_job["models_dir"], skip_models=("video_model",))
+        return run_job(request, admitted.inputs, tiny_job["models"], masks=admitted.masks, progress=progress,
                        log=lambda _: None, should_stop=should_stop)
 
     monkeypatch.setattr(generate_module, "generate", tiny_generate)
@@ -423,3 +424,64 @@ def test_head_pose_options_drive_a_clip_from_the_command_line(case, tiny_job, jo
     assert probe_video(out)["frames"] == 8
     seen["out"] = out
     check(seen, job, pose_inputs)
+
+
+def _stereo_speech(shared_dir: Path, seconds: float) -> tuple[np.ndarray, int]:
+    """``seconds`` of the shared 44.1 kHz stereo speech from its first loud sample: (``[S,2]`` int16, rate)."""
+    import soundfile as sf
+
+    samples, rate = sf.read(shared_dir / "testdata" / "speech_en_44k_stereo.wav", dtype="int16", always_2d=True)
+    start = int(np.argmax(np.abs(samples[:, 0]) > 0.1 * np.abs(samples[:, 0]).max()))
+    return samples[start:start + int(round(seconds * rate))], rate
+
+
+@pytest.mark.parametrize("source", ["audio", "motion", "video"])
+def test_the_sound_is_decoded_once_per_job_and_muxed_at_its_own_rate(source, tiny_job, job, pose_inputs, shared_dir,
+                                                                     tmp_path, monkeypatch):
+    """``r3dp generate --camera natural`` (natural head motion reads the sound too) with a 44.1 kHz stereo sound:
+    the voice clip (or the expression video's own track) is decoded once in the whole job and converted to
+    16 kHz once (speech model, checks and head motion read that one view), and the mp4 carries the sound at its
+    own rate and channels: the speech whole, a motion file's or a video's sound cut to the clip."""
+    import av
+    import soundfile as sf
+
+    from r3dp_core.audio import io as audio_io
+    from r3dp_core.video_io import VideoWriter
+
+    samples, rate = _stereo_speech(shared_dir, SECONDS)
+    sf.write(tmp_path / "stereo.wav", samples, rate, subtype="PCM_16")
+    args = _args(job, tmp_path / "out.mp4", "--camera", "natural", "--chunk-size", "8")
+    args[args.index("--audio") + 1] = str(tmp_path / "stereo.wav")
+    if source == "motion":
+        args += ["--motion", str(pose_inputs["npy"])]
+    elif source == "video":  # the video's own sound: no --audio
+        nodding = np.concatenate([chunk for chunk, _ in read_video_frames(pose_inputs["video"])])
+        with VideoWriter(tmp_path / "talking.mp4", fps=25, audio=audio_io.load_sound(tmp_path / "stereo.wav")) as out:
+            out.write(nodding)
+        del args[args.index("--audio"):args.index("--audio") + 2]
+        args += ["--expression-video", str(tmp_path / "talking.mp4")]
+    calls = {"decoded": 0, "converted to 16 kHz": 0}
+
+    def counted(name, function):
+        def count(*arguments, **options):
+            calls[name] += 1
+            return function(*arguments, **options)
+        return count
+
+    monkeypatch.setattr(audio_io, "decode_sound", counted("decoded", audio_io.decode_sound))
+    monkeypatch.setattr(audio_io, "_convert_to_16k", counted("converted to 16 kHz", audio_io._convert_to_16k))
+    _cli_on_tiny_models(tiny_job, monkeypatch)
+    seen = _spy_on_frames(monkeypatch)
+    assert cli.main(args) == 0
+    assert calls == {"decoded": 1, "converted to 16 kHz": 1}
+    assert seen["motion"].num_frames == 8 and float(seen["pose"].euler.std(0).max()) > 0  # natural motion moved
+
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        stream = container.streams.audio[0]
+        assert stream.rate == rate == 44100 and len(stream.layout.channels) == 2
+        muxed = np.concatenate([frame.to_ndarray() for frame in container.decode(stream)], axis=1)
+    length = samples.shape[0] if source == "audio" else int(round(8 / 25 * rate))  # the motion's 8 frames
+    assert length <= muxed.shape[1] <= length + 2048  # AAC pads to whole 1024-sample frames
+    if source != "video":  # the clip itself (the video's track was AAC already): AAC keeps it close
+        original = samples[:length].T.astype(np.float32) / 32767
+        assert all(np.corrcoef(muxed[c, :length], original[c])[0, 1] > 0.99 for c in range(2))

@@ -587,3 +587,42 @@ def test_bfm_of_the_wrong_kind_stops_a_real_run(tmp_path, capsys, full_models, i
     err = capsys.readouterr().err.strip()
     assert code == 2 and "Traceback" not in err
     assert "BFM_model_front.mat" in err and "lacks the field(s)" in err and "raw 01_MorphableModel.mat" in err
+
+
+def test_one_admission_step_checks_model_files_then_inputs_then_masks(tmp_path, monkeypatch, capsys, models, inputs):
+    """``admit`` is the one admission step of the dry run, generate, the batch's up-front check and its workers:
+    the model files the job needs first (every missing one at once; not in a dry run, which reads inputs only),
+    then the inputs, then the masks; the admitted job carries its decoded inputs (the sound decoded once), its
+    masks and the model files it needs (what the batch's model list is made of)."""
+    import dataclasses
+
+    from r3dp_core.audio.io import Sound
+    from r3dp_core.pipeline import admission
+    from r3dp_core.pipeline.request import GenerateRequest
+
+    head = np.zeros((512, 512), np.uint8)
+    head[100:300, 150:350] = 255
+    cv2.imwrite(str(tmp_path / "head.png"), head)
+    cv2.imwrite(str(tmp_path / "black.png"), np.zeros_like(head))
+    request = GenerateRequest(image=tmp_path / "no_such.png", audio=inputs["speech"], out=tmp_path / "o.mp4",
+                              head_mask=tmp_path / "head.png")
+    with pytest.raises(InputError, match=r"(?s)model file\(s\) missing.*the video model"):  # before the photo
+        admission.admit(request, models)
+    with pytest.raises(InputError, match="no_such.png: the image does not exist"):
+        admission.admit(request, models, check_models=False)
+    request = dataclasses.replace(request, image=inputs["image"], head_mask=tmp_path / "black.png")
+    with pytest.raises(InputError, match="the head mask is empty"):
+        admission.admit(request, models, check_models=False)
+    request = dataclasses.replace(request, head_mask=tmp_path / "head.png")
+    admitted = admission.admit(request, models, check_models=False)
+    assert admitted.request is request and admitted.models_dir == models
+    assert isinstance(admitted.inputs.audio, Sound) and admitted.inputs.audio.label == str(inputs["speech"])
+    assert tuple(admitted.masks.head.shape[-2:]) == (512, 512)
+    assert admitted.models == tuple(admission.needed_models(request))
+    assert "audio_model" in admitted.models and "segmenter" not in admitted.models  # audio-driven, head mask given
+
+    seen = []
+    admit = admission.admit
+    monkeypatch.setattr(admission, "admit", lambda *args, **options: seen.append(options) or admit(*args, **options))
+    _assert_accepted(_dry_run(capsys, models, tmp_path / "o.mp4", inputs["image"], inputs["speech"]), None)
+    assert seen == [{"check_models": False}]

@@ -607,7 +607,7 @@ def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
 def test_pncc_builder_blinks_motions_without_a_schedule_of_their_own(comfy, chain, monkeypatch):
     """A video-driven (or loaded) motion has no blinks: the builder gives it the official periodic schedule, seeded,
     as the CLI does; a motion's own schedule is kept, and blink off removes any."""
-    from r3dp_core.audio.blink import blink_schedule
+    from r3dp_core.geometry.blink import blink_schedule
     from r3dp_core.pipeline import frame_chain
 
     driven = []

@@ -175,10 +175,10 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
 
 
 def models_request(requests: list[GenerateRequest]) -> GenerateRequest:
-    """One request that needs every model any of ``requests`` needs, by ``generate``'s own rule
+    """One request that needs every model any of ``requests`` needs, by admission's own rule
     (``needed_models``, which ``load_job_models`` follows): the audio models only when a job is audio-driven
     (neither ``expression_video`` nor ``motion``), the segmenter only when a job has no head mask."""
-    from ..pipeline.generate import needed_models
+    from ..pipeline.admission import needed_models
 
     needed = {key for request in requests for key in needed_models(request)}
     first = requests[0]  # when a model is not needed, no job needs it, the first one included
@@ -191,9 +191,9 @@ def models_request(requests: list[GenerateRequest]) -> GenerateRequest:
 
 
 def model_users(jobs: list[Job]) -> dict[str, list[Job]]:
-    """The model files ``jobs`` need (``model_files`` keys, by ``generate``'s ``needed_models``), each with the
+    """The model files ``jobs`` need (``model_files`` keys, by admission's ``needed_models``), each with the
     jobs that need it."""
-    from ..pipeline.generate import needed_models
+    from ..pipeline.admission import needed_models
 
     users: dict[str, list[Job]] = {}
     for job in jobs:

@@ -84,7 +84,7 @@ def _rows(jobs: list[Job], out_dir: Path) -> str:
 
 def check_batch_models(jobs: list[Job], models_dir: Path, out_dir: Path, skip: tuple[str, ...] = ()) -> None:
     """Refuse the batch, before anything renders, when the models folder lacks a file some of ``jobs`` need
-    (``generate``'s ``needed_models`` decides, row by row); every missing file is listed with the rows that
+    (admission's ``needed_models`` decides, row by row); every missing file is listed with the rows that
     need it."""
     from .. import model_files
 
@@ -106,8 +106,7 @@ def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: li
     once). ``skip_models``: model files not looked for (the video model when the batch brings its own).
     """
     from ..geometry.framing import remembered_faces
-    from ..pipeline.generate import load_masks
-    from ..pipeline.validation import validate
+    from ..pipeline.admission import admit
 
     owners: dict[Path, int] = {}
     runnable = []
@@ -129,8 +128,7 @@ def check_jobs(jobs: list[Job], models_dir: Path, force: bool, emit, results: li
     with remembered_faces({} if faces is None else faces):
         for job in runnable:
             try:
-                validate(job.request, models_dir)
-                load_masks(job.request)
+                admit(job.request, models_dir, check_models=False)  # the model files: checked above, for all rows
             except R3DPError as exc:
                 job.error = str(exc)
     for job in jobs:

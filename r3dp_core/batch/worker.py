@@ -69,15 +69,15 @@ class BatchWorker:
         """Validate and render one job into its output (atomically). A job's own failure is returned as a failed
         result; an interrupt (``KeyboardInterrupt``) propagates, with nothing half-written left behind."""
         from ..geometry.framing import remembered_faces
-        from ..pipeline.generate import load_masks, run_job
-        from ..pipeline.validation import validate
+        from ..pipeline.admission import admit
+        from ..pipeline.generate import run_job
 
         started = time.perf_counter()
         request = job.request
         try:
             with remembered_faces(self.faces):
-                inputs = validate(request, self.models_dir)
-                summary = run_job(request, inputs, self.models, masks=load_masks(request), progress=progress,
+                admitted = admit(request, self.models_dir, check_models=False)  # the models are loaded
+                summary = run_job(request, admitted.inputs, self.models, masks=admitted.masks, progress=progress,
                                   log=lambda _: None, should_stop=should_stop, portraits=self.portraits)
         except R3DPError as exc:
             return JobResult(job.line, "failed", str(request.out), str(exc),

@@ -1,12 +1,12 @@
 """The main job: one photo + a voice clip (or a driving video) → an mp4, streamed chunk by chunk.
 
-Inputs are validated before any model is loaded; frames are encoded as each chunk is produced, so
+A job is admitted (``admission.admit``: model files, inputs, masks) before any model is loaded; its motion is
+resolved once (``motion.resolve_motion``), like its head pose; frames are encoded as each chunk is produced, so
 memory stays flat in clip length; the mp4 appears only when complete.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,18 +14,15 @@ from pathlib import Path
 import torch
 
 from .. import model_files
-from ..defaults import MASK_THRESHOLD
 from ..device import Precision, peak_memory_allocated_mb, peak_resident_mb, release_cached_memory
-from ..errors import InputError
-from ..images import uint8_to_unit
+from .admission import admit, check_model_files
 from .driving import video_motion
 from .face import FaceKit
+from .motion import motion_recipe, resolve_motion
 from .portraits import PortraitCache, prepare_avatar
 from .pose import resolve_pose
 from .request import GenerateRequest
 from .stream import iterate_chunks
-from .types import PortraitMasks
-from .validation import validate
 
 
 @dataclass
@@ -49,27 +46,6 @@ class JobModels:
     kit: FaceKit
     a2m: torch.nn.Module | None = None
     hubert: torch.nn.Module | None = None
-
-
-def needed_models(request: GenerateRequest) -> list[str]:
-    """Keys of ``model_files.MODEL_FILES`` this job needs."""
-    needed = ["video_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces", "bfm_right_eye_faces",
-              "face_landmarker"]
-    if request.head_mask is None:
-        needed.append("segmenter")
-    if request.expression_video is None and request.motion is None:
-        needed += ["audio_model", "hubert"]
-    return needed
-
-
-def check_model_files(request: GenerateRequest, models_dir: Path, skip: tuple[str, ...] = ()) -> None:
-    """Raise one error listing every model file the job needs and the folder lacks (where it goes, where it
-    comes from); nothing is loaded."""
-    specs = [model_files.BY_KEY[key] for key in needed_models(request) if key not in skip]
-    missing = [spec for spec in specs if spec.find(models_dir) is None]
-    if missing:
-        raise InputError(f"{len(missing)} model file(s) missing (`r3dp models fetch` downloads what can be "
-                         "downloaded):\n" + "\n".join("  - " + m.missing_message(models_dir) for m in missing))
 
 
 def load_job_models(request: GenerateRequest, models_dir: Path, precision: Precision,
@@ -97,39 +73,6 @@ def load_job_models(request: GenerateRequest, models_dir: Path, precision: Preci
     return JobModels(video_model, kit, a2m, hubert)
 
 
-def load_masks(request: GenerateRequest):
-    """The ``--head-mask``/``--body-mask`` images as ``PortraitMasks`` (None without a head mask)."""
-    from .inputs import load_image
-
-    if request.head_mask is None:
-        if request.body_mask is not None:
-            raise InputError("--body-mask needs --head-mask: give the head mask too, or neither to use the segmenter.")
-        return None
-
-    def grey(path: Path) -> torch.Tensor:
-        return uint8_to_unit(load_image(path)).amax(-1)
-
-    head = grey(request.head_mask)
-    if not bool((head > MASK_THRESHOLD).any()):
-        raise InputError(f"{request.head_mask}: the head mask is empty (no pixel is brighter than half); "
-                         "the head must be white on black.")
-    return PortraitMasks(head, grey(request.body_mask) if request.body_mask is not None else None)
-
-
-def video_soundtrack(request: GenerateRequest, inputs, seconds: float) -> dict | None:
-    """The sound of a video-driven clip: the ``--audio`` clip if given, else the expression video's own track
-    (None when it has none), cut to the clip's ``seconds``."""
-    from ..audio.io import load_audio
-
-    audio = inputs.audio
-    if audio is None:
-        try:
-            audio = load_audio(request.expression_video)
-        except InputError:  # a video without a sound track: the mp4 is silent
-            return None
-    return audio.to_comfy(seconds)
-
-
 def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, progress=None, log=print,
             should_stop=None, portraits: PortraitCache | None = None) -> GenerateSummary:
     """Portrait → avatar, motion, head pose, then frames streamed chunk by chunk into the mp4.
@@ -141,7 +84,6 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
     from ..video_io import VideoWriter
     from .frame_chain import talking_frames
     from .paste_back import PasteBackSource
-    from .stages import speech_motion, with_blinks
     from .stream import DebugPanelSource
 
     started = time.perf_counter()
@@ -154,22 +96,10 @@ def run_job(request: GenerateRequest, inputs, models: JobModels, *, masks=None, 
                     "face": request.face}
         avatar = (portraits.avatar(model, models.kit, inputs.image, log=log, **portrait) if portraits is not None
                   else prepare_avatar(model, models.kit, inputs.image, **portrait))
-        if inputs.motion is not None:
-            log(f"driving from the motion file {request.motion}")
-            motion = inputs.motion
-            if inputs.audio is not None:
-                motion = dataclasses.replace(motion, audio=inputs.audio.to_comfy(motion.duration_s))
-            motion = with_blinks(motion, request.blink, request.seed)
-        elif request.expression_video is not None:
-            log("fitting the driving video")
-            motion = video_motion(request.expression_video, models.kit, log=log)
-            motion = dataclasses.replace(motion, audio=video_soundtrack(request, inputs, motion.duration_s))
-            motion = with_blinks(motion, request.blink, request.seed)
-        else:
-            log("audio to motion")
-            motion = speech_motion(inputs.audio, models.a2m, models.hubert, mouth_amp=request.mouth_amp,
-                                   temperature=request.temperature, seed=request.seed, blink=request.blink,
-                                   sound=inputs.audio.to_comfy())
+        recipe = motion_recipe(request, inputs)
+        log({"file": f"driving from the motion file {request.motion}", "video": "fitting the driving video",
+             "audio": "audio to motion"}[recipe.source])
+        motion = resolve_motion(recipe, a2m=models.a2m, hubert=models.hubert, kit=models.kit, log=log)
     pose_motion = (video_motion(request.pose_video, models.kit, motion.num_frames, log=log)
                    if request.pose_video else None)
     pose = resolve_pose(request.pose_recipe(pose_motion), avatar, motion)
@@ -201,10 +131,8 @@ def generate(request: GenerateRequest, progress=None, log=print, should_stop=Non
     """Run the whole job: validate every input, load the models, render. ``progress(done, total)`` is called
     after every chunk. ``video_model``: an already loaded video model instead of the models folder's (the
     self-test's tiny one)."""
-    models_dir = model_files.default_models_dir(request.models_dir)
-    check_model_files(request, models_dir, skip=("video_model",) if video_model is not None else ())
-    inputs = validate(request, models_dir)
-    masks = load_masks(request)
+    admitted = admit(request, skip_models=("video_model",) if video_model is not None else ())
     precision = Precision.resolve(request.device, request.dtype)
-    models = load_job_models(request, models_dir, precision, video_model=video_model)
-    return run_job(request, inputs, models, masks=masks, progress=progress, log=log, should_stop=should_stop)
+    models = load_job_models(request, admitted.models_dir, precision, video_model=video_model)
+    return run_job(request, admitted.inputs, models, masks=admitted.masks, progress=progress, log=log,
+                   should_stop=should_stop)

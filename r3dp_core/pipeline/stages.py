@@ -94,16 +94,21 @@ def make_avatar(model: torch.nn.Module, avatar: Avatar) -> Avatar:
     return Avatar(**{**avatar.__dict__, "planes": planes})
 
 
-def speech_motion(audio, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = defaults.MOUTH_AMP,
+def speech_motion(sound, a2m: torch.nn.Module, hubert: torch.nn.Module, *, mouth_amp: float = defaults.MOUTH_AMP,
                   temperature: float = defaults.TEMPERATURE, seed: int = 0, blink: bool = defaults.BLINK,
-                  sound: dict | None = None, progress=None) -> Motion:
-    """Expressions from speech (``audio_to_motion``), cut to the clip at 25 fps as the official mux does
-    (``-shortest``), with the official blink schedule; ``sound`` travels with the motion for muxing.
+                  progress=None) -> Motion:
+    """Expressions from speech (``audio_to_motion`` on the sound's 16 kHz view), cut to the clip at 25 fps as the
+    official mux does (``-shortest``), with the official blink schedule; the sound itself travels with the motion
+    for muxing.
 
-    ``audio`` is an ``Audio16k``; ``progress(done, total)`` follows the audio model's windows.
+    ``sound`` is a ``Sound`` (or what ``audio.io.load_sound`` reads); ``progress(done, total)`` follows the audio
+    model's windows.
     """
+    from ..audio.io import load_audio, load_sound
     from ..audio.motion import audio_to_motion
 
+    sound = load_sound(sound)
+    audio = load_audio(sound)
     exp = audio_to_motion(audio, a2m, hubert, mouth_amp=mouth_amp, temperature=temperature, seed=seed,
                           progress=progress)
     exp = exp[: max(1, math.floor(audio.duration_s * defaults.MOTION_FPS + 0.5))].float().cpu()
@@ -116,7 +121,7 @@ def with_blinks(motion: Motion, enabled: bool, seed: int = 0) -> Motion:
     The official pipeline blinks the driving SECC whatever drives it (speech, a video, a coefficient file); a
     motion that already has a schedule (e.g. a saved audio motion) keeps it.
     """
-    from ..audio.blink import blink_schedule
+    from ..geometry.blink import blink_schedule
 
     if not enabled:
         return dataclasses.replace(motion, blink=None, blink_edited=None)

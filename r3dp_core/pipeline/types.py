@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..audio.io import Sound, load_sound
 from ..defaults import MOTION_FPS
 from ..errors import InputError
 
@@ -64,7 +65,8 @@ class Motion:
         blink: per-frame eye-closing amplitude ``[T]`` in [0,1], applied by the PNCC stage; None = no blinks.
         blink_edited: ``[T]`` bool, the frames the blink editor touches (the official schedule also edits each
             blink's first frame, where the amplitude is 0); None = where ``blink > 0``.
-        audio: the clip this motion was made from, ``{"waveform": [1,C,S], "sample_rate": int}``, for muxing.
+        audio: the clip's sound, what gets muxed: a ``Sound`` (the clip at its own rate, also a ComfyUI ``AUDIO``
+            mapping, with the 16 kHz view natural head motion reads); an ``AUDIO`` dict given here becomes one.
     """
 
     exp: torch.Tensor
@@ -73,9 +75,11 @@ class Motion:
     trans: torch.Tensor | None = None
     blink: torch.Tensor | None = None
     blink_edited: torch.Tensor | None = None
-    audio: dict | None = field(default=None, repr=False)
+    audio: Sound | None = field(default=None, repr=False)
 
     def __post_init__(self):
+        if self.audio is not None and not isinstance(self.audio, Sound):
+            self.audio = load_sound(self.audio)
         if self.exp.ndim != 2 or self.exp.shape[1] != 64:
             raise InputError(f"Motion expression must be [T,64], got {tuple(self.exp.shape)}.")
         for name in ("euler", "trans"):

@@ -33,7 +33,8 @@ VIDEO_SAMPLE_FRAMES = 16
 
 @dataclass
 class ValidatedInputs:
-    """The decoded inputs of a job. image/background: ``[H,W,3]`` RGB uint8; audio: ``Audio16k`` or None;
+    """The decoded inputs of a job. image/background: ``[H,W,3]`` RGB uint8; audio: the ``--audio`` clip as a
+    ``Sound`` (decoded once: what is muxed, with its 16 kHz view, already converted), or None;
     faces: faces seen in the portrait, described one per line in face_lines (``framing.describe_faces``);
     warnings: what may not be what the user meant (an ambiguous 'largest', a tiny face); notes: what was
     normalised or noticed."""
@@ -52,14 +53,15 @@ class ValidatedInputs:
 
 def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
     """Read and check every input; needs only the face landmarker (no network is loaded)."""
-    from ..audio.io import load_audio, loudest_dbfs
+    from ..audio.io import load_audio, load_sound, loudest_dbfs
 
     _check_options(request)
     portrait = read_image(request.image, remove_bars=request.head_mask is None)
     notes = [f"portrait: {note}" for note in portrait.notes]
-    audio = None
+    audio = sound = None
     if request.audio is not None:
-        audio = load_audio(request.audio)
+        sound = load_sound(request.audio)
+        audio = load_audio(sound)  # the 16 kHz view, kept by the sound: the checks here read it, and so do the stages
         if audio.duration_s < MIN_AUDIO_SECONDS:
             raise InputError(f"{request.audio}: the clip is only {audio.duration_s:.2f} s long; give at least "
                              f"{MIN_AUDIO_SECONDS} s of speech.")
@@ -83,7 +85,7 @@ def validate(request: GenerateRequest, models_dir: Path) -> ValidatedInputs:
             video_frames[flag] = _check_video(video, landmarker, notes)
     if request.pose_video is not None:
         notes += _length_notes(request, audio, video_frames, motion)
-    return ValidatedInputs(image=portrait.pixels, audio=audio, background=background,
+    return ValidatedInputs(image=portrait.pixels, audio=sound, background=background,
                            face_found_in=str(request.image), faces=faces, video_frames=video_frames, notes=notes,
                            motion=motion, face_lines=face_lines, warnings=face_warnings)
 
@@ -234,7 +236,7 @@ def describe(request: GenerateRequest, inputs: ValidatedInputs) -> str:
     lines = [f"portrait   {request.image} ({inputs.image.shape[1]}x{inputs.image.shape[0]}), {faces}"]
     lines += [f"           {line}" for line in inputs.face_lines]
     if inputs.audio is not None:
-        audio = inputs.audio
+        audio = inputs.audio.at_16k()
         frames = max(1, int(np.floor(audio.duration_s * defaults.MOTION_FPS + 0.5)))
         channels = {1: "mono", 2: "stereo"}.get(audio.num_channels, f"{audio.num_channels} channels")
         lines.append(f"audio      {request.audio}: {audio.duration_s:.2f} s, {audio.source_rate} Hz {channels} -> "
