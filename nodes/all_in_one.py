@@ -56,10 +56,12 @@ class TalkingPortrait(comfy_io.ComfyNode):
                                             "selfie segmenter model."),
                 comfy_io.Mask.Input("body_mask", optional=True,
                                     tooltip="Optional mask of the rest of the person, with head_mask."),
-                comfy_io.Combo.Input("head_pose", options=["static", "driving", "orbit", "natural"], default="static",
-                                     tooltip="static: the photo's pose (official) · driving: the driving video's pose "
-                                             "· orbit: a novel-view sweep around the head · natural: a calm head "
-                                             "motion that follows the speech (seeded by seed)."),
+                comfy_io.Combo.Input("head_pose", options=["auto", "static", "driving", "orbit", "natural"],
+                                     default=defaults.POSE_MODE,
+                                     tooltip="auto (default, as the CLI): the driving video's pose when one is given, "
+                                             "else natural motion · static: the photo's pose (official) · driving: "
+                                             "the driving video's pose · orbit: a novel-view sweep around the head · "
+                                             "natural: a calm head motion that follows the speech (seeded by seed)."),
                 comfy_io.Float.Input("mouth_amplitude", **GENERATE["mouth_amp"].widget_kwargs(), step=0.01,
                                      tooltip=f"How wide the mouth opens (official {defaults.MOUTH_AMP:g})."),
                 comfy_io.Float.Input("temperature", **GENERATE["temperature"].widget_kwargs(), step=0.01,
@@ -138,7 +140,8 @@ class TalkingPortrait(comfy_io.ComfyNode):
                                blink=blink, seed=seed)
         else:
             motion = video_motion
-        pose_motion = {"motion": _link(video_motion)} if head_pose == "driving" else {}
+        follows_video = head_pose == "driving" or (head_pose == "auto" and video_motion is not None)
+        pose_motion = {"motion": _link(video_motion)} if follows_video else {}
         camera = graph.add("camera", "R3DP_HeadPose", mode=head_pose, yaw_degrees=20.0, pitch_degrees=0.0, loops=1.0,
                            keyframes="", easing="smooth", smooth_cameras=True, map_to_source=True, seed=seed,
                            **pose_motion)

@@ -591,6 +591,26 @@ def test_talking_portrait_expands_into_the_stage_nodes(comfy):
         node.execute(torch.rand(1, 8, 8, 3), **args)
 
 
+def test_talking_portrait_starts_on_auto_and_follows_a_driving_video_there(comfy):
+    """One pose-mode default everywhere (auto, as the CLI): with a driving video auto follows its pose, with speech
+    alone the Head Pose node gets no motion to follow (natural motion)."""
+    schema = comfy.nodes.all_in_one.TalkingPortrait.define_schema()
+    head_pose = next(i for i in schema.inputs if i.id == "head_pose")
+    assert head_pose.default == "auto" and "auto" in head_pose.options
+    links = {"image": ["1", 0], "audio": ["2", 0], "driving_video": ["4", 0]}
+    dynprompt = SimpleNamespace(get_node=lambda node_id: {"inputs": links})
+    node = bound(comfy.nodes.all_in_one.TalkingPortrait, unique_id="9", dynprompt=dynprompt)
+    args = dict(head_pose="auto", mouth_amplitude=0.5, temperature=0.1, blink=False, seed=3, chunk_size=2,
+                precision="fp32", video_model="v.ckpt", audio_model="a.ckpt", hubert="h", bfm="b.mat",
+                landmarker="l.task", segmenter="s.tflite")
+    audio = {"waveform": torch.zeros(1, 1, 10), "sample_rate": 16000}
+    with_video = node.execute(torch.rand(1, 8, 8, 3), audio=audio, driving_video=torch.rand(2, 8, 8, 3), **args)
+    camera = with_video.expand["9.r3dp.camera"]["inputs"]
+    assert camera["mode"] == "auto" and camera["motion"] == ["9.r3dp.video_motion", 0]
+    speech_only = node.execute(torch.rand(1, 8, 8, 3), audio=audio, **args).expand["9.r3dp.camera"]["inputs"]
+    assert speech_only["mode"] == "auto" and "motion" not in speech_only
+
+
 def test_pncc_builder_passes_the_mouth_scale_to_core(comfy, chain, monkeypatch):
     from r3dp_core.pipeline import frame_chain
 
