@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-
 from r3dp_core import defaults
 from r3dp_core.errors import InputError
 from r3dp_core.pipeline.options import GENERATE
@@ -47,25 +45,16 @@ class AudioToMotion(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, audio, audio_model: AudioModel, hubert: Hubert, mouth_amplitude: float, temperature: float,
                 blink: bool, seed: int):
-        from r3dp_core.audio.io import load_audio
         from r3dp_core.pipeline.motion import MotionRecipe, resolve_motion
 
-        from ._runtime import Progress, on_compute_device
+        from ._runtime import node_host
 
         if audio is None:
             raise InputError("Audio→3DMM needs an audio clip: connect Load Audio (r3dp) or any AUDIO output.")
-        waveform = audio["waveform"]
-        if waveform.ndim != 3 or waveform.shape[0] != 1:
-            raise InputError(f"Audio→3DMM takes one clip (AUDIO batch of 1), got waveform "
-                             f"{tuple(waveform.shape)}; split the batch first.")
-        sound = materialise_audio(audio)
-        load_audio(sound)  # the clip's checks (and its 16 kHz view, made once) before the models move
-        recipe = MotionRecipe(sound=sound, mouth_amp=mouth_amplitude, temperature=temperature, seed=seed, blink=blink)
-        progress = Progress(100, cls.hidden.unique_id)
-        with on_compute_device(audio_model.module, hubert.module) as device, \
-                torch.autocast(device.type, dtype=hubert.dtype, enabled=hubert.dtype != torch.float32):
-            motion = resolve_motion(recipe, a2m=audio_model.module, hubert=hubert.module,
-                                    progress=lambda done, total: progress.update(100 * done // max(total, 1)))
+        recipe = MotionRecipe(sound=materialise_audio(audio), mouth_amp=mouth_amplitude, temperature=temperature,
+                              seed=seed, blink=blink)
+        motion = resolve_motion(recipe, a2m=audio_model.module, hubert=hubert.module,
+                                host=node_host(cls.hidden.unique_id), compute_dtype=hubert.dtype)
         return comfy_io.NodeOutput(motion, motion.num_frames, float(motion.fps))
 
 

@@ -27,6 +27,7 @@ import torch
 from .. import defaults
 from ..audio.io import Sound
 from ..errors import InputError
+from .host import HERE, Host
 from .types import Motion
 
 MOTION_SOURCES = ("audio", "video", "file")
@@ -85,14 +86,17 @@ def motion_recipe(request, inputs) -> MotionRecipe:
 
 def resolve_motion(recipe: MotionRecipe, *, a2m: torch.nn.Module | None = None, hubert: torch.nn.Module | None = None,
                    kit=None, log: Callable[[str], None] | None = None,
-                   progress: Callable[[int, int], None] | None = None) -> Motion:
+                   progress: Callable[[int, int], None] | None = None, host: Host = HERE,
+                   compute_dtype: torch.dtype = torch.float32) -> Motion:
     """The driving motion of ``recipe``, with its sound and blinks.
 
     Args:
         a2m, hubert: the audio-to-motion VAE and HuBERT (``audio``).
         kit: the ``FaceKit`` (landmarker and BFM) fitting a driving video (``video``).
         log: where a driving video's faceless frames are reported.
-        progress: ``progress(done, total)`` over the audio model's windows (``audio``).
+        progress: ``progress(done, total)`` over the audio model's windows (``audio``); default: the host's.
+        host: where the audio models compute for the call (:mod:`.host`; the CLI's leaves them in place).
+        compute_dtype: the audio models run under autocast in this dtype (float32: no autocast).
     Raises:
         InputError: the models the source needs are missing, or the source itself is unusable.
     """
@@ -102,9 +106,13 @@ def resolve_motion(recipe: MotionRecipe, *, a2m: torch.nn.Module | None = None, 
     if source == "audio":
         if a2m is None or hubert is None:
             raise InputError("Speech-driven motion needs the audio model and HuBERT; load both.")
-        # the speech is the clip: never cut; speech_motion adds the blink schedule (None: none yet, as False)
-        return speech_motion(recipe.sound, a2m, hubert, mouth_amp=recipe.mouth_amp, temperature=recipe.temperature,
-                             seed=recipe.seed, blink=bool(recipe.blink), progress=progress)
+        recipe.sound.at_16k()   # the clip's checks (and its 16 kHz view, made once) before any model moves
+        with host.place(a2m, hubert) as device, \
+                torch.autocast(device.type, dtype=compute_dtype, enabled=compute_dtype != torch.float32):
+            # the speech is the clip: never cut; speech_motion adds the blink schedule (None: none yet, as False)
+            return speech_motion(recipe.sound, a2m, hubert, mouth_amp=recipe.mouth_amp,
+                                 temperature=recipe.temperature, seed=recipe.seed, blink=bool(recipe.blink),
+                                 progress=progress or host.report)
     if source == "video":
         if kit is None:
             raise InputError("Video-driven motion needs the face landmarker and the BFM 3DMM; load both.")
