@@ -25,6 +25,15 @@ _PERSON_TOOLTIP = ("HTB-SR Composite's person_mask: the blend follows the moving
 _FEATHER_TOOLTIP = "Width of the soft blend edge, in pixels of the 512² frame."
 
 
+def _paste_inputs(background) -> list:
+    """The inputs both Paste Back nodes take, in their saved order, with the node's own ``background`` input."""
+    return [comfy_io.Image.Input("images", tooltip=_IMAGES_TOOLTIP),
+            t.Avatar.Input("avatar", tooltip=_AVATAR_TOOLTIP),
+            comfy_io.Mask.Input("person_mask", optional=True, tooltip=_PERSON_TOOLTIP),
+            background,
+            comfy_io.Int.Input("feather", default=16, min=1, max=64, tooltip=_FEATHER_TOOLTIP)]
+
+
 def _sources(images: list, avatar: list, feather: list, person_mask: list | None, background: list | None,
              background_name: str) -> list:
     """The list inputs of a Paste Back node (each avatar input a list of avatars) → ``paste_back.clip_sources``."""
@@ -45,16 +54,11 @@ class PasteBack(comfy_io.ComfyNode):
                         "holds the whole clip at the photo's resolution (about 25 MB a frame at 1080p); for long clips "
                         "use Paste Back (stream) → Save Video (r3dp).",
             is_input_list=True,
-            inputs=[
-                comfy_io.Image.Input("images", tooltip=_IMAGES_TOOLTIP),
-                t.Avatar.Input("avatar", tooltip=_AVATAR_TOOLTIP),
-                comfy_io.Mask.Input("person_mask", optional=True, tooltip=_PERSON_TOOLTIP),
-                comfy_io.Image.Input("background_frames", optional=True,
-                                     tooltip="Paste into these frames instead of the photo: connect a previous Paste "
-                                             "Back's images to animate a second person of the same photo. Of "
-                                             "different lengths, the shorter clip holds its last frame."),
-                comfy_io.Int.Input("feather", default=16, min=1, max=64, tooltip=_FEATHER_TOOLTIP),
-            ],
+            inputs=_paste_inputs(comfy_io.Image.Input(
+                "background_frames", optional=True,
+                tooltip="Paste into these frames instead of the photo: connect a previous Paste Back's images to "
+                        "animate a second person of the same photo. Of different lengths, the shorter clip holds its "
+                        "last frame.")),
             outputs=[
                 comfy_io.Image.Output(display_name="images", is_output_list=True,
                                       tooltip="Frames at the photo's resolution, one batch per clip."),
@@ -87,16 +91,11 @@ class PasteBackStream(comfy_io.ComfyNode):
                         "chunk by chunk, so memory does not grow with the clip's length at the photo's resolution. "
                         "Chain two (the second's background is the first's frames) to animate two people of one photo.",
             is_input_list=True,
-            inputs=[
-                comfy_io.Image.Input("images", tooltip=_IMAGES_TOOLTIP),
-                t.Avatar.Input("avatar", tooltip=_AVATAR_TOOLTIP),
-                comfy_io.Mask.Input("person_mask", optional=True, tooltip=_PERSON_TOOLTIP),
-                t.Frames.Input("background", optional=True,
-                               tooltip="Paste into these frames instead of the photo: connect a previous Paste Back "
-                                       "(stream)'s frames to animate a second person of the same photo. Of different "
-                                       "lengths, the shorter clip holds its last frame."),
-                comfy_io.Int.Input("feather", default=16, min=1, max=64, tooltip=_FEATHER_TOOLTIP),
-            ],
+            inputs=_paste_inputs(t.Frames.Input(
+                "background", optional=True,
+                tooltip="Paste into these frames instead of the photo: connect a previous Paste Back (stream)'s frames "
+                        "to animate a second person of the same photo. Of different lengths, the shorter clip holds "
+                        "its last frame.")),
             outputs=[
                 t.Frames.Output(display_name="frames", is_output_list=True,
                                 tooltip="The pasted frames, computed chunk by chunk by the node that reads them "
