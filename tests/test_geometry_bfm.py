@@ -27,6 +27,7 @@ from r3dp_core.geometry.bfm import (
     rotation_to_euler,
 )
 from r3dp_core.parity import run_case
+from r3dp_core.parity.case import ParityCase
 from r3dp_core.parity.synth_bfm import synth_face_model
 
 N_TINY = 600
@@ -60,11 +61,18 @@ def write_tiny_bfm(folder, seed=0, n=N_TINY, id_cols=80, fields=None):
 # ----------------------------------------------------------------------------------------------- parity
 
 def test_parity_3dmm_forward(parity_dir, parity_cache):
-    report = run_case(parity_dir / "case_geom_3dmm_forward.safetensors")
+    path = parity_dir / "case_geom_3dmm_forward.safetensors"
+    report = run_case(path)
     assert report.passed, report.summary()
-    exact = {c.name for c in report.checks if c.max_abs == 0.0}
-    # ParametricFaceModel's own computations are reproduced bit for bit
-    assert {"shape_canonical", "rotation", "vertex_cam", "lm468_fit", "lm68_pfm_fit"} <= exact
+    errors = {c.name: c.max_abs for c in report.checks}
+    # ParametricFaceModel's elementwise computations are reproduced bit for bit on any CPU
+    assert errors["shape_canonical"] == errors["rotation"] == 0.0
+    # its matrix products to float32 rounding: bit for bit where the BLAS kernels match the reference machine's
+    # (an AVX2 EPYC), within 2 ulps of the largest reference value elsewhere (an AVX-512 Xeon differs by 1)
+    case = ParityCase.load(path)
+    for name in ("vertex_cam", "lm468_fit", "lm68_pfm_fit"):
+        ulp = torch.finfo(torch.float32).eps * float(case.tensor(name).abs().max())
+        assert errors[name] <= 2 * ulp, (name, errors[name], ulp)
 
 
 def test_synthetic_bfm_loads_through_the_official_field_names(synth_model, parity_cache):
