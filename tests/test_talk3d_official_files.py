@@ -126,8 +126,8 @@ def test_convert_talk3d_person_to_a_persona(tmp_path, talk3d_weights, generator_
     assert "blink: 14 rows for 12 frames; the first 12 kept" in printed
     persona = read_persona(out)
     assert persona.num_frames == 12 and persona.info["made_by"] == "r3dp convert --talk3d"
-    assert torch.equal(persona.w_person, torch.load(folder / "inversion_w_person.pt"))
-    assert torch.equal(persona.tracks["yaw_pitch"], torch.load(folder / "inversion_0-0_angles.pt"))
+    assert torch.equal(persona.w_person, torch.load(folder / "inversion_w_person.pt", weights_only=True))
+    assert torch.equal(persona.tracks["yaw_pitch"], torch.load(folder / "inversion_0-0_angles.pt", weights_only=True))
     assert torch.allclose(persona.tracks["blink"], torch.arange(12) * 0.1)
     weights, _ = generator_weights
     key = "superresolution.block0.conv0.weight"

@@ -14,6 +14,8 @@ tensor that inference needs and that is missing or misshapen is refused with its
 
 from __future__ import annotations
 
+import functools
+import types
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -71,14 +73,18 @@ def check_weights(given: Mapping[str, torch.Tensor], expected: Mapping[str, torc
     return checked
 
 
-def talk3d_shapes() -> dict[str, torch.Size]:
+@functools.cache
+def talk3d_shapes() -> Mapping[str, torch.Size]:
+    """Keys and shapes of :class:`Talk3DNetworks` at the official configuration (built once, read-only)."""
     from .model import Talk3DNetworks
-    return expected_shapes(Talk3DNetworks)
+    return types.MappingProxyType(expected_shapes(Talk3DNetworks))
 
 
-def generator_shapes() -> dict[str, torch.Size]:
+@functools.cache
+def generator_shapes() -> Mapping[str, torch.Size]:
+    """Keys and shapes of the EG3D generator at the official configuration (built once, read-only)."""
     from .eg3d_generator import TriPlaneGenerator
-    return expected_shapes(TriPlaneGenerator)
+    return types.MappingProxyType(expected_shapes(TriPlaneGenerator))
 
 
 def superresolution_shapes() -> dict[str, torch.Size]:
