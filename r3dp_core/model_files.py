@@ -147,6 +147,7 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "the EG3D FFHQ generator Talk3D personalises (ffhq-fixed-triplane512-128.pkl)",
               "EG3D's pretrained models on NVIDIA NGC (nvidia/research/eg3d); the fixed-tri-plane variant is not "
               "clearly documented there (EG3D issue #67)", "≈ 0.5 GB", required_for=("personalise",),
+              alternatives=("eg3d/standin-tiny-triplane.safetensors",),   # the tiny stand-in (standins.py)
               licence="NVIDIA Source Code License (non-commercial)"),
 )
 
