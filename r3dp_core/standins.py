@@ -1,6 +1,7 @@
 """Self-contained stand-ins for the model files and inputs of a job: the tiny video model, a one-layer HuBERT,
 a dome-shaped BFM (in memory, or written in the official formats with its MediaPipe index and eye triangles), a
-portrait-shaped test card, a stand-in landmark layout with its head/body masks, a test tone and a wav writer.
+portrait-shaped test card, a stand-in landmark layout with its head/body masks, a test tone and a wav writer; for
+Talk3D's ``personalise``, the tiny EG3D generator and a miniature wav2vec2 (:func:`write_talk3d_models`).
 
 ``r3dp doctor --selftest`` (``pipeline/selftest.py``) fills a temporary models folder with these; the tests and the
 benchmarks use them too. Nothing here reads the shared reference folder or downloads anything: the stand-ins that
@@ -143,6 +144,68 @@ def write_tiny_hubert(folder: Path) -> Path:
     target = folder / "hubert" / "hubert-large-ls960-ft"
     HubertModel(config).eval().save_pretrained(target, safe_serialization=True)
     return target
+
+
+# Talk3D's wav2vec2 at a miniature size: the real model's feature-encoder strides and kernels (one logit row per
+# 320 samples, receptive field 400), layer-norm extractor, pre-LN transformer and 44-symbol CTC head, with narrow
+# convolutions and a 2-layer, 32-wide transformer. Written here (not read from ../shared) so the package is
+# self-contained.
+TINY_WAV2VEC2_CONFIG = {
+    "vocab_size": 44, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+    "feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_dim": (32,) * 7,
+    "conv_stride": (5, 2, 2, 2, 2, 2, 2), "conv_kernel": (10, 3, 3, 3, 3, 2, 2), "conv_bias": True,
+    "feat_extract_activation": "gelu", "hidden_act": "gelu", "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16, "layer_norm_eps": 1e-5, "pad_token_id": 43, "bos_token_id": 1,
+    "eos_token_id": 2, "ctc_loss_reduction": "mean", "architectures": ["Wav2Vec2ForCTC"]}
+TINY_EG3D_FILE = "eg3d/standin-tiny-triplane.safetensors"
+TINY_EG3D_METADATA = {"format": "r3dp-eg3d-generator", "config": "tiny"}
+
+
+def tiny_eg3d_generator(seed: int = 0) -> torch.nn.Module:
+    """The tiny EG3D generator (:func:`r3dp_core.talk3d.eg3d_generator.tiny_config`: 16² tri-planes of 4 channels,
+    16² render, 64² output) with weights seeded by ``seed``; the global RNG is left as it was. Eval mode."""
+    from .talk3d.eg3d_generator import TriPlaneGenerator, tiny_config
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TriPlaneGenerator(tiny_config()).eval()
+
+
+def write_tiny_wav2vec2(folder: Path, seed: int = 0) -> Path:
+    """A miniature ``Wav2Vec2ForCTC`` (:data:`TINY_WAV2VEC2_CONFIG`, random seeded weights, about 50 k parameters)
+    with its feature-extractor config (16 kHz, ``do_normalize``) in the ``wav2vec2`` slot's folder."""
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC
+
+    target = folder / model_files.BY_KEY["wav2vec2"].relpath
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Wav2Vec2ForCTC(Wav2Vec2Config(**TINY_WAV2VEC2_CONFIG)).eval()
+    model.save_pretrained(target, safe_serialization=True)
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True,
+                             return_attention_mask=True).save_pretrained(target)
+    return target
+
+
+def write_talk3d_models(folder: Path, seed: int = 0) -> dict[str, Path]:
+    """Fill ``folder`` with the stand-ins ``r3dp personalise --preset tiny`` needs: the tiny EG3D generator as
+    safetensors (``eg3d/standin-tiny-triplane.safetensors``, an alternative of the ``eg3d_ffhq`` slot; metadata
+    ``{"format": "r3dp-eg3d-generator", "config": "tiny"}``; keys = ``TriPlaneGenerator(tiny_config())``'s) and the
+    miniature wav2vec2 CTC folder (``wav2vec2`` slot). No loss networks, no segmenter; the face landmarker is the
+    caller's (the real file, or :func:`~r3dp_core.geometry.landmarks.write_standin_landmarker` as in
+    :func:`write_standin_models`).
+
+    Returns:
+        ``{"eg3d_ffhq": generator file, "wav2vec2": model folder}``.
+    """
+    from .checkpoint import save_safetensors
+
+    folder = Path(folder)
+    generator_file = folder / TINY_EG3D_FILE
+    if TINY_EG3D_FILE not in model_files.BY_KEY["eg3d_ffhq"].alternatives:
+        raise AssertionError(f"{TINY_EG3D_FILE} is not a path of the eg3d_ffhq slot")
+    generator_file.parent.mkdir(parents=True, exist_ok=True)
+    save_safetensors(tiny_eg3d_generator(seed).state_dict(), generator_file, TINY_EG3D_METADATA)
+    return {"eg3d_ffhq": generator_file, "wav2vec2": write_tiny_wav2vec2(folder, seed)}
 
 
 def write_standin_models(folder: Path, layout: np.ndarray, landmarker: Path | None, seed: int = 0) -> torch.nn.Module:
