@@ -9,7 +9,8 @@
       identity.safetensors    w_person [1,512]: the person's latent (P_ID = the generator's tri-plane at it)
       tracks.safetensors      per training-video frame (25 fps): yaw_pitch [N,2] (radians, offsets from frontal),
                               and where known head_angles [N,3] (pitch, yaw, roll in degrees, the official
-                              head-rotation token input), landmarks [N,6,2] (in [-1,1]), blink [N] (AU45 scale)
+                              head-rotation token input), landmarks [N,6,2] (in [-1,1]), blink [N] (AU45 scale),
+                              similarity [N,2,3] (source-video pixels → aligned-crop pixels; paste-back inverts it)
 
 Every tensor file is safetensors (nothing executable); ``persona.json`` is plain JSON. A persona converted from
 the official code (``r3dp convert --talk3d``) has no source video, so it animates the aligned 512² crop only.
@@ -32,7 +33,7 @@ PERSONA_FORMAT = "r3dp-persona"
 PERSONA_VERSION = 1
 FILES = {"generator": "generator.safetensors", "talk3d": "talk3d.safetensors",
          "identity": "identity.safetensors", "tracks": "tracks.safetensors"}
-TRACK_SHAPES = {"yaw_pitch": (2,), "head_angles": (3,), "landmarks": (6, 2), "blink": ()}
+TRACK_SHAPES = {"yaw_pitch": (2,), "head_angles": (3,), "landmarks": (6, 2), "blink": (), "similarity": (2, 3)}
 
 
 @dataclass
@@ -93,6 +94,30 @@ def write_persona(folder: str | Path, persona: Persona) -> Path:
         retired.rmdir()
     else:
         os.replace(staging, folder)
+    return folder
+
+
+def write_persona_files(folder: str | Path, persona: Persona) -> Path:
+    """Write ``persona``'s files into ``folder`` beside whatever else it holds (``r3dp personalise`` keeps its
+    prepared data and checkpoints there). ``persona.json`` goes first and comes back last, and each file is written
+    under a temporary name and renamed into place, so a reader sees a complete persona or none (never a mix)."""
+    from safetensors.torch import save_file
+
+    check_tracks(persona.tracks, "the persona")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = {"format": PERSONA_FORMAT, "version": PERSONA_VERSION, **persona.info, "frames": persona.num_frames}
+    tensors = {"generator": persona.generator, "talk3d": persona.networks,
+               "identity": {"w_person": persona.w_person}, "tracks": persona.tracks}
+    (folder / "persona.json").unlink(missing_ok=True)
+    for part, name in FILES.items():
+        temporary = folder / f".{name}.tmp"
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors[part].items()}, str(temporary),
+                  metadata={"format": PERSONA_FORMAT, "part": part})
+        os.replace(temporary, folder / name)
+    temporary = folder / ".persona.json.tmp"
+    temporary.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, folder / "persona.json")
     return folder
 
 
