@@ -509,10 +509,24 @@ def _add_batch(sub) -> None:
     batch.set_defaults(func=cmd_batch)
 
 
+def _add_personalise(sub) -> None:
+    """``r3dp personalise --video V --out DIR``: a person's Talk3D persona, trained from their video."""
+    from .talk3d.personalise.command import add_personalise_arguments, cmd_personalise
+
+    personalise = sub.add_parser(
+        "personalise", help="train a persona (a person's own Talk3D model) from a few minutes of their video",
+        description="Prepare the video (25 fps, MediaPipe landmarks, aligned 512² crops, masks, blink, head tokens, "
+                    "wav2vec2 audio features), personalise the EG3D prior (VIVE3D), train the audio-guided U-Net and "
+                    "fine-tune the super-resolution, then score the held-out last 1/11 of the video. Checkpoints "
+                    "are saved every --save-every steps and on Ctrl-C; running the command again resumes.")
+    add_personalise_arguments(personalise)
+    personalise.set_defaults(func=cmd_personalise)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r3dp", description="Real3D-Portrait talking portraits (r3dp).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_convert, _add_generate, _add_models, _add_doctor, _add_batch):
+    for add in (_add_convert, _add_generate, _add_models, _add_doctor, _add_batch, _add_personalise):
         add(sub)
     return parser
 

@@ -35,8 +35,16 @@ from ..eg3d_generator import TriPlaneGenerator
 from ..model import Talk3DNetworks
 from ..persona import Persona, write_persona_files
 from .presets import PersonalisePreset, get_preset
-from .training import (TrainingInterrupted, TrainingSetup, TrainingState, finetune_superresolution, images_of,
-                       load_checkpoint, render_frames, save_checkpoint, train_unet)
+from .training import (
+    TrainingSetup,
+    TrainingState,
+    finetune_superresolution,
+    images_of,
+    load_checkpoint,
+    render_frames,
+    save_checkpoint,
+    train_unet,
+)
 
 RUN_FILE = "personalise.json"
 PHASE_A_FILE = "phase_a.safetensors"
@@ -287,7 +295,8 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
         say(f"phase A: reusing the personalised generator in {folder / PHASE_A_FILE}")
     generator.requires_grad_(False).eval()
     w_person, yaw_pitch = phase_a["w_person"].to(device), phase_a["yaw_pitch"].float()
-    setup = TrainingSetup(generator, w_person, yaw_pitch, prepared, preset, loss_networks)
+    setup = TrainingSetup(generator, w_person, yaw_pitch, prepared, preset, loss_networks,
+                          dtype=torch.bfloat16 if options.dtype == "bfloat16" else torch.float32)
 
     torch.manual_seed(options.seed)
     networks = Talk3DNetworks(preset.networks).to(device)

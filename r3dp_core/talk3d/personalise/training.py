@@ -88,6 +88,7 @@ class TrainingSetup:
     prepared: Any                      #: :class:`~.prepare.PreparedVideo`
     preset: PersonalisePreset
     loss_networks: Any = None          #: :class:`~r3dp_core.talk3d.loss_networks.LossNetworks` or None
+    dtype: torch.dtype = torch.float32 #: bfloat16: the forward passes run under autocast (the weights stay fp32)
 
     @property
     def device(self) -> torch.device:
@@ -375,8 +376,10 @@ def train_unet(setup: TrainingSetup, networks: Talk3DNetworks, folder: Path, tot
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(preset, epoch)
             optimizer.zero_grad(set_to_none=True)
-            loss, terms = unet_step_loss(setup, networks, planes, ws, windows, use_sync=state.step >= sync_from,
-                                         mel=mel, rng=rng, checkpointing=state.checkpointing)
+            with torch.autocast(setup.device.type, dtype=setup.dtype, enabled=setup.dtype != torch.float32):
+                loss, terms = unet_step_loss(setup, networks, planes, ws, windows,
+                                             use_sync=state.step >= sync_from, mel=mel, rng=rng,
+                                             checkpointing=state.checkpointing)
             loss.backward()
             optimizer.step()
             state.step += 1
