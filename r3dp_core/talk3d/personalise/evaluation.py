@@ -113,8 +113,9 @@ def crops_of(prepared, frames: Sequence[int]) -> torch.Tensor:
 
 
 def psnr_per_frame(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``[B]`` PSNR in dB of ``[B, 3, H, W]`` images in [0, 1] (float64; MSE floored at :data:`MSE_FLOOR`)."""
-    mse = (image.double() - target.double()).square().flatten(1).mean(1)
+    """``[B]`` PSNR in dB of ``[B, 3, H, W]`` images in [0, 1] (float64 on the CPU, as MPS has no float64; MSE floored
+    at :data:`MSE_FLOOR`)."""
+    mse = (image.detach().cpu().double() - target.detach().cpu().double()).square().flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(MSE_FLOOR))
 
 
@@ -280,7 +281,7 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
                     if identity is not None:
                         values["identity"] = (identity(rendered) * identity(target)).sum(-1)
                     for name, tensor in values.items():
-                        per_frame[name].update(zip(picked, tensor.double().cpu().tolist()))
+                        per_frame[name].update(zip(picked, tensor.detach().cpu().double().tolist()))
                     if landmarker_path is not None:
                         renders_u8.update(zip(picked, as_uint8(rendered)))
                 for i, f in enumerate(chunk):
@@ -296,7 +297,7 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
                     faces = torch.stack([torch.cat([mouth_faces[c + k] for k in range(SYNC_FRAMES)]) for c in starts])
                     mels = torch.stack([mel_window(mel, c) for c in starts])
                     audio_embedding, face_embedding = syncnet(mels.to(device), faces.to(device))
-                    scores.append(sync_probability(audio_embedding, face_embedding).reshape(-1).double().cpu())
+                    scores.append(sync_probability(audio_embedding, face_embedding).reshape(-1).cpu().double())
                 sync_value = float(torch.cat(scores).mean())
     finally:
         for module, training in flags:
