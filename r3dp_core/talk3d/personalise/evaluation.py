@@ -98,12 +98,17 @@ def frame_tokens(networks, prepared, frames: Sequence[int]) -> torch.Tensor:
     """
     device = networks.null_vector.device
     index = torch.as_tensor(list(frames), dtype=torch.long)
-    features = aud_eo_to_features(torch.as_tensor(prepared.audio_features).float())
+    features = aud_eo_to_features(_tensor(prepared.audio_features).float())
     audio = audio_windows(features, index, networks.config.audio_context)
-    eye = torch.as_tensor(prepared.tracks["blink"])[index].float().reshape(-1, 1)
-    angle = torch.as_tensor(prepared.tracks["head_angles"])[index].float()
-    landmark = torch.as_tensor(prepared.tracks["landmarks"])[index][:, list(TOKEN_LANDMARKS)].float()
+    eye = _tensor(prepared.tracks["blink"])[index].float().reshape(-1, 1)
+    angle = _tensor(prepared.tracks["head_angles"])[index].float()
+    landmark = _tensor(prepared.tracks["landmarks"])[index][:, list(TOKEN_LANDMARKS)].float()
     return networks.tokens(audio.to(device), eye.to(device), angle.to(device), landmark.to(device))
+
+
+def _tensor(values) -> torch.Tensor:
+    """A tensor as it is; an array (a read-only memory map too) copied into one."""
+    return values if isinstance(values, torch.Tensor) else torch.from_numpy(np.array(values))
 
 
 def crops_of(prepared, frames: Sequence[int]) -> torch.Tensor:
@@ -244,7 +249,7 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
     scored = set(frames)
     # the scored frames first, in batches of their own, so their figures do not depend on the sync term
     to_render = sorted(scored) + [f for f in sync_frames if f not in scored]
-    boxes = torch.as_tensor(prepared.tracks["mouth_box"]).float() if sync_frames else None
+    boxes = _tensor(prepared.tracks["mouth_box"]).float() if sync_frames else None
 
     device = generator.device
     flags = _training_flags(generator, networks, lpips, identity, syncnet)
@@ -265,7 +270,7 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
                 if use_delta:
                     tokens = frame_tokens(networks, prepared, chunk)
                     delta = networks(planes.expand(len(chunk), -1, -1, -1), tokens)
-                angles = torch.as_tensor(yaw_pitch)[chunk].float()
+                angles = _tensor(yaw_pitch)[chunk].float()
                 out = generator.render(planes, w, generator.cameras(angles[:, 0], angles[:, 1]), delta_planes=delta,
                                        noise=render_noise(generator, chunk, seed))
                 image = out.image.float().clamp(-1, 1)
