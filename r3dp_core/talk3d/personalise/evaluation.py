@@ -245,10 +245,10 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
                    if syncnet is not None and count >= SYNC_FRAMES else [])
     if syncnet is not None and not clip_starts:
         notes.append(f"sync not scored: the video has fewer than {SYNC_FRAMES} frames.")
-    sync_frames = sorted({c + k for c in clip_starts for k in range(SYNC_FRAMES)})
+    sync_frames = {c + k for c in clip_starts for k in range(SYNC_FRAMES)}
     scored = set(frames)
     # the scored frames first, in batches of their own, so their figures do not depend on the sync term
-    to_render = sorted(scored) + [f for f in sync_frames if f not in scored]
+    to_render = sorted(scored) + sorted(sync_frames - scored)
     boxes = _tensor(prepared.tracks["mouth_box"]).float() if sync_frames else None
 
     device = generator.device
