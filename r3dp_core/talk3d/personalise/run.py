@@ -189,7 +189,8 @@ def _save_phase_a(folder: Path, generator: TriPlaneGenerator, result) -> None:
     tensors = {f"generator.{k}": v for k, v in generator.state_dict().items()}
     tensors.update(w_person=result.w_person, yaw_pitch=result.yaw_pitch)
     save_safetensors(tensors, folder / PHASE_A_FILE,
-                     {"anchors": json.dumps(result.anchors), "losses": json.dumps(result.losses)})
+                     {"anchors": json.dumps(result.anchors), "losses": json.dumps(result.losses),
+                      "notes": json.dumps(result.notes)})
 
 
 def _load_phase_a(folder: Path, generator: TriPlaneGenerator) -> dict[str, Any] | None:
@@ -204,7 +205,8 @@ def _load_phase_a(folder: Path, generator: TriPlaneGenerator) -> dict[str, Any] 
         metadata = handle.metadata() or {}
     generator.load_state_dict({k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")})
     return {"w_person": tensors["w_person"], "yaw_pitch": tensors["yaw_pitch"],
-            "anchors": json.loads(metadata.get("anchors", "[]")), "losses": json.loads(metadata.get("losses", "{}"))}
+            "anchors": json.loads(metadata.get("anchors", "[]")), "losses": json.loads(metadata.get("losses", "{}")),
+            "notes": json.loads(metadata.get("notes", "[]"))}
 
 
 # --- previews ------------------------------------------------------------------------------------------------------
@@ -289,8 +291,7 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
         result: PhaseAResult = run_phase_a(generator, prepared, preset, loss_networks.lpips,
                                            anchors=options.anchor_frames, host=host, say=say, seed=options.seed)
         _save_phase_a(folder, generator, result)
-        phase_a = {"w_person": result.w_person, "yaw_pitch": result.yaw_pitch, "anchors": result.anchors,
-                   "losses": result.losses}
+        phase_a = _load_phase_a(folder, generator)
     else:
         say(f"phase A: reusing the personalised generator in {folder / PHASE_A_FILE}")
     generator.requires_grad_(False).eval()
@@ -406,6 +407,7 @@ def _persona_info(options: PersonaliseOptions, preset: PersonalisePreset, prepar
         "phase_a_losses": phase_a["losses"],
         "loss_terms": ["l1", "mouth_l2", *terms],
         "deviations": DEVIATIONS + list(phase_a_deviations) + state.deviations,
+        "notes": phase_a["notes"],
         "preparation": {k: v for k, v in prepared.info.items() if k != "source"},
         "training_seconds_this_run": round(seconds, 1),
         "preset_settings": {k: v for k, v in asdict(preset).items() if k not in ("generator", "networks")},
