@@ -45,6 +45,9 @@ from ..losses import BicubicDownSample
 FPS = 25
 #: z samples whose mapped mean is the average W that the inversion starts from (official: 10 000).
 AVERAGE_W_SAMPLES = 10_000
+#: Anchor candidates within this many degrees (|Δyaw| + |Δpitch|) of a segment's most frontal frame count as
+#: frontal (tracking jitter is a degree or two; a turned head is tens).
+FRONTAL_TOLERANCE_DEGREES = 5.0
 #: Standard deviation of the per-anchor offsets' initial values (official N(0, 0.02²)).
 OFFSET_INIT_STD = 0.02
 #: Joint inversion loss weights (the official command line's): raw L1, raw LPIPS, feature-mask terms, the mask's L2.
@@ -133,10 +136,11 @@ def choose_anchor_frames(prepared: Any, count: int, seconds: float) -> list[int]
     """The anchor frames of the joint inversion, chosen automatically (sorted frame indices).
 
     Rule: the candidates are the training frames of the first ``seconds`` seconds (25 fps). They are cut into
-    ``count`` equal consecutive segments (spread in time). In each segment the more frontal half of the frames
-    (:func:`frontal_deviation`) is kept, and of those the one with the most closed mouth (even segments: 0, 2, …)
-    or the most open mouth (odd segments) is taken (:func:`mouth_opening`), so two or more anchors always show
-    the mouth both closed and open. Fewer candidates than ``count`` give every candidate.
+    ``count`` equal consecutive segments (spread in time). In each segment the frames within
+    :data:`FRONTAL_TOLERANCE_DEGREES` of its most frontal frame (:func:`frontal_deviation`) are kept, and of those
+    the one with the most closed mouth (even segments: 0, 2, …) or the most open mouth (odd segments) is taken
+    (:func:`mouth_opening`), so two or more anchors always show the mouth both closed and open. Fewer candidates
+    than ``count`` give every candidate.
 
     Raises:
         InputError: no training frame in the first ``seconds`` seconds.
@@ -152,8 +156,8 @@ def choose_anchor_frames(prepared: Any, count: int, seconds: float) -> list[int]
     deviation = frontal_deviation(prepared, candidates)
     anchors = []
     for segment_index, segment in enumerate(np.array_split(candidates, count)):
-        order = np.argsort(deviation[segment], kind="stable")
-        frontal = segment[order[:max(1, (len(segment) + 1) // 2)]]
+        segment_deviation = deviation[segment]
+        frontal = segment[segment_deviation <= segment_deviation.min() + FRONTAL_TOLERANCE_DEGREES]
         mouth = opening[frontal]
         pick = np.argmax(mouth) if segment_index % 2 else np.argmin(mouth)
         anchors.append(int(frontal[pick]))
