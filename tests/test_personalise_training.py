@@ -182,3 +182,28 @@ def test_sync_clip_puts_renders_at_positions_one_and_three():
     assert clip.shape == (1, 15, 48, 96)
     per_frame = clip.reshape(5, 3, 48, 96).mean(dim=(1, 2, 3))
     assert per_frame.tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+
+
+def test_out_of_memory_turns_on_checkpointing_then_fewer_windows(setup_parts, tmp_path, monkeypatch):
+    from r3dp_core.talk3d.personalise import training
+
+    preset = setup_parts[0]
+    real_loss = training.unet_step_loss
+    failures = {"left": 2}
+    seen = []
+
+    def short_of_memory(setup, networks, planes, ws, windows, **kwargs):
+        seen.append((len(windows), kwargs["checkpointing"]))
+        if failures["left"]:
+            failures["left"] -= 1
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_loss(setup, networks, planes, ws, windows, **kwargs)
+
+    monkeypatch.setattr(training, "unet_step_loss", short_of_memory)
+    said = []
+    state = train_unet(_setup(setup_parts), _networks(preset), tmp_path, 2, state=TrainingState(windows_per_step=2),
+                       save_every=1000, say=said.append)
+    assert seen[:3] == [(2, False), (2, True), (1, True)] and state.step == 2
+    assert state.checkpointing and state.windows_per_step == 1 and len(state.deviations) == 2
+    assert "gradient checkpointing" in said[0] and "1 window(s) = 2 frames" in said[1]
+    assert load_checkpoint(tmp_path)[0].windows_per_step == 1     # a resumed run keeps the lighter setting

@@ -330,7 +330,8 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
     started = time.perf_counter()
     if state.step < total_steps:
         state = train_unet(setup, networks, training, total_steps, state=state, tensors=tensors, host=host,
-                           on_step=report("U-Net"), on_save=save_preview, save_every=options.save_every)
+                           on_step=report("U-Net"), on_save=save_preview, save_every=options.save_every,
+                           say=say)
         tensors = None
     elif tensors is not None:
         networks.load_state_dict({k[len("networks."):]: v for k, v in tensors.items() if k.startswith("networks.")})

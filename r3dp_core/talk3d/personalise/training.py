@@ -339,11 +339,13 @@ def _learning_rate(preset: PersonalisePreset, epoch: int) -> float:
 def train_unet(setup: TrainingSetup, networks: Talk3DNetworks, folder: Path, total_steps: int, *,
                state: TrainingState, tensors: dict[str, torch.Tensor] | None = None, host: Host = HERE,
                on_step: StepReport | None = None, on_save: Callable[[TrainingState], None] | None = None,
-               save_every: int | None = None) -> TrainingState:
+               save_every: int | None = None, say: Callable[[str], None] = print) -> TrainingState:
     """Phase B1 up to ``total_steps`` U-Net steps, from ``state`` (and the checkpoint ``tensors`` when resuming).
 
     Saves a checkpoint every ``save_every`` steps (the preset's when None), at the end, and when stopped
-    (``host.check()`` raising, or ``KeyboardInterrupt``): then :class:`TrainingInterrupted` is raised.
+    (``host.check()`` raising, or ``KeyboardInterrupt``): then :class:`TrainingInterrupted` is raised. When a step
+    runs out of memory it is retried with gradient checkpointing, then with fewer windows (said and recorded in
+    ``state.deviations``).
     """
     preset = setup.preset
     save_every = save_every or preset.save_every
@@ -375,12 +377,23 @@ def train_unet(setup: TrainingSetup, networks: Talk3DNetworks, folder: Path, tot
             windows, epoch = step_windows(starts, state.step, state.windows_per_step)
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(preset, epoch)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(setup.device.type, dtype=setup.dtype, enabled=setup.dtype != torch.float32):
-                loss, terms = unet_step_loss(setup, networks, planes, ws, windows,
-                                             use_sync=state.step >= sync_from, mel=mel, rng=rng,
-                                             checkpointing=state.checkpointing)
-            loss.backward()
+            rng_at_step = rng.get_state()
+            while True:
+                optimizer.zero_grad(set_to_none=True)
+                try:
+                    with torch.autocast(setup.device.type, dtype=setup.dtype, enabled=setup.dtype != torch.float32):
+                        loss, terms = unet_step_loss(setup, networks, planes, ws, windows,
+                                                     use_sync=state.step >= sync_from, mel=mel, rng=rng,
+                                                     checkpointing=state.checkpointing)
+                    loss.backward()
+                    break
+                except torch.OutOfMemoryError:
+                    loss = None
+                    optimizer.zero_grad(set_to_none=True)
+                    rng.set_state(rng_at_step)
+                    if not _lighten(state, say):
+                        raise
+                    windows, epoch = step_windows(starts, state.step, state.windows_per_step)
             optimizer.step()
             state.step += 1
             state.last_losses = terms
@@ -438,6 +451,26 @@ def render_frames(generator: TriPlaneGenerator, networks: Talk3DNetworks, w_pers
             images.append(out.image.float())
     networks.train(was_training)
     return torch.cat(images)
+
+
+def _lighten(state: TrainingState, say: Callable[[str], None]) -> bool:
+    """After running out of memory: turn on gradient checkpointing, then halve the windows per step. Each change
+    is said and recorded as a deviation; False when nothing is left to lighten."""
+    from ...device import release_cached_memory
+
+    release_cached_memory()
+    if not state.checkpointing:
+        state.checkpointing = True
+        change = "gradient checkpointing of the U-Net (memory was short)"
+    elif state.windows_per_step > 1:
+        state.windows_per_step //= 2
+        change = (f"{state.windows_per_step} window(s) = {2 * state.windows_per_step} frames per U-Net step instead "
+                  "of the official 4 (memory was short)")
+    else:
+        return False
+    state.deviations.append(f"from U-Net step {state.step}: {change}")
+    say(f"Out of memory: continuing with {change}.")
+    return True
 
 
 def _is_interrupt(error: BaseException) -> bool:
