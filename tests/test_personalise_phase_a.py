@@ -290,7 +290,21 @@ def test_run_phase_a_with_an_lpips_stand_in_stops_tuning_early(target):
                                  say=lambda line: None)
     assert result.anchors == [0, 6] and result.notes == []
     assert result.losses["tuning_steps"] == 1
-    assert (2, 3, 16, 16) in calls and (2, 3, SIZE, SIZE) in calls and (1, 3, SIZE, SIZE) in calls
+    # the 16² raw renders reach LPIPS enlarged to 32² (AlexNet's smallest input)
+    assert (2, 3, 32, 32) in calls and (2, 3, SIZE, SIZE) in calls and (1, 3, SIZE, SIZE) in calls
+
+
+def test_run_phase_a_with_the_alexnet_lpips(target):
+    lpips_module = pytest.importorskip("r3dp_core.talk3d.loss_networks.lpips")
+    torch.manual_seed(0)
+    lpips = lpips_module.LPIPS().requires_grad_(False)
+    with torch.no_grad():
+        for head in lpips.heads:          # random heads, made non-negative like the trained ones
+            head.model[1].weight.abs_()
+    result = phase_a.run_phase_a(tiny_generator(PRIOR_SEED), target.prepared,
+                                 get_preset("tiny", camera_first_steps=1, camera_steps=1), lpips,
+                                 say=lambda line: None)
+    assert all(np.isfinite(v) for v in result.losses.values()) and result.notes == []
 
 
 def test_run_phase_a_is_reproducible_with_a_seed(target):

@@ -58,6 +58,8 @@ OFFSET_WEIGHT, OFFSET_DECAY_START, OFFSET_DECAY, OFFSET_WEIGHT_FLOOR = 0.05, 100
 LOCALITY_PSI, LOCALITY_ALPHA, LOCALITY_L2_WEIGHT, LOCALITY_LPIPS_WEIGHT = 0.5, 0.1, 0.05, 0.05
 #: Per-frame camera inversion loss weights: L1, offset norm, offset drift from the warm start, feature-mask terms.
 CAMERA_L1_WEIGHT, CAMERA_OFFSET_WEIGHT, CAMERA_DRIFT_WEIGHT, CAMERA_MASK_WEIGHT = 0.25, 0.01, 0.02, 1.2
+#: Smallest image side the AlexNet LPIPS accepts; smaller renders are enlarged to it first (``tiny`` preset only).
+LPIPS_MIN_SIDE = 32
 #: Dilation (pixels at 512², scaled with the crop size) of the feature mask for the camera inversion (official 8).
 CAMERA_MASK_DILATION_AT_512 = 8
 
@@ -299,9 +301,21 @@ def broadcast_ws(w: torch.Tensor, num_ws: int) -> torch.Tensor:
     return w[:, None, :].expand(-1, num_ws, -1)
 
 
+def _lpips(lpips: LPIPSFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LPIPS ``[B]`` of ``[B,3,H,W]`` pairs in [-1,1]. Images under :data:`LPIPS_MIN_SIDE` (only the ``tiny``
+    preset's 16² raw renders; the official ones are 128²) are bilinearly enlarged first, as AlexNet's pooling
+    needs at least that much."""
+    side = min(x.shape[-2:])
+    if side < LPIPS_MIN_SIDE:
+        size = [math.ceil(n * LPIPS_MIN_SIDE / side) for n in x.shape[-2:]]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    return lpips(x, y).reshape(-1)
+
+
 def _lpips_sum(lpips: LPIPSFn | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
     """LPIPS of ``[B,3,H,W]`` pairs summed over the batch (None without a network)."""
-    return None if lpips is None else lpips(x, y).reshape(-1).sum()
+    return None if lpips is None else _lpips(lpips, x, y).sum()
 
 
 class _Renderer:
@@ -407,7 +421,7 @@ def tune_generator(generator: TriPlaneGenerator, targets: _Targets, ws: torch.Te
             loss = (out.image_raw - targets.raw).abs().sum() / image_pixels
             reconstruction_lpips = None
             if lpips is not None:
-                per_frame = lpips(out.image, targets.images).reshape(-1)
+                per_frame = _lpips(lpips, out.image, targets.images)
                 reconstruction_lpips = float(per_frame.detach().mean())
                 loss = loss + per_frame.sum()
             if locality_weight > 0:
