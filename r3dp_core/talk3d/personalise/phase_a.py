@@ -355,6 +355,15 @@ def invert_anchors(generator: TriPlaneGenerator, targets: _Targets, mask: torch.
                    w_std: float, host: Host = HERE) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """The joint inversion (``Pipeline.inversion``) of K anchor targets.
 
+    Each step renders ``W_k = w + δ_k + noise`` (one latent on every style row) at the anchor's yaw/pitch and
+    minimises ``0.05·Σ|Î_raw − I_raw|/R² + LPIPS(Î_raw, I_raw) + 2·[LPIPS(M⊙Î, M⊙I) + 0.75·Σ(M⊙Î − M⊙I)²/ΣM]
+    + λ_w·‖δ‖_F`` (sums over the K frames and 3 channels; ΣM counts the mask's pixels once; LPIPS terms only with
+    a network), with the projector's learning-rate and latent-noise schedules.
+
+    Args:
+        mask: the feature mask M ``[1,1,S,S]`` 0/1 on the generator's device (:func:`feature_mask`).
+        rng: CPU generator of the offsets' start and the latent noise.
+
     Returns:
         ``w`` ``[1,w_dim]``, offsets ``δ`` ``[K,w_dim]``, yaw/pitch ``[K,2]`` radians (all detached, on the
         generator's device) and the last step's loss.
@@ -394,6 +403,8 @@ def tune_generator(generator: TriPlaneGenerator, targets: _Targets, ws: torch.Te
                    steps: int, lr: float, stop_lpips: float, locality_weight: float, lpips: LPIPSFn | None,
                    renderer: _Renderer, rng: torch.Generator, *, host: Host = HERE) -> tuple[float, int]:
     """PTI tuning (``Pipeline.tune``) of the mapping, backbone and decoder in place (the SR stays frozen).
+
+    Loss per step: ``Σ|Î_raw − I_raw|/S² + LPIPS(Î, I) + locality_weight·locality`` (:func:`_locality`).
 
     Args:
         ws: ``[K, w_dim]`` the anchors' latents ``w_person + δ_k`` (fixed); angles ``[K,2]`` their yaw/pitch.
@@ -468,7 +479,9 @@ def invert_cameras(generator: TriPlaneGenerator, prepared: Any, w_person: torch.
 
     Frame 0 starts from ``start_offset`` ``[1,w_dim]`` (broadcast to the W+ rows) and ``start_angles`` ``[2]``
     and runs ``first_steps``; frame n > 0 starts from frame n−1's solution and runs ``steps``, with a penalty on
-    drifting from that start. Each frame stops early once its loss is below ``threshold``.
+    drifting from that start. Each frame stops early once its loss is below ``threshold``. Loss:
+    ``0.25·Σ|Î − I|/S² + LPIPS(Î, I) + 0.01·‖off‖ + 0.02·‖off − off_start‖ (n > 0) + 1.2·[LPIPS(M⊙Î, M⊙I) +
+    Σ|M⊙Î − M⊙I|/ΣM]`` with ``M`` the dilated feature mask ``[1,1,S,S]``.
 
     Returns:
         yaw/pitch ``[N,2]`` float32 CPU radians, each frame's last loss, each frame's steps taken.
