@@ -78,8 +78,10 @@ def _check_face_choice(face: FaceChoice) -> None:
         raise ValueError(f"face must be 'largest' or a non-negative index, got {face!r}")
 
 
-def create_landmarker(model_path: str | Path, video: bool, num_faces: int):
-    """A MediaPipe face landmarker (a context manager) in VIDEO or IMAGE mode, finding up to ``num_faces``."""
+def create_landmarker(model_path: str | Path, video: bool, num_faces: int, blendshapes: bool = False):
+    """A MediaPipe face landmarker (a context manager) in VIDEO or IMAGE mode, finding up to ``num_faces``;
+    ``blendshapes``: its results also hold the 52 ARKit-style blend-shape scores of each face
+    (``result.face_blendshapes``, e.g. ``eyeBlinkLeft`` in [0,1])."""
     from mediapipe.tasks.python import BaseOptions, vision
 
     path = Path(model_path)
@@ -89,7 +91,8 @@ def create_landmarker(model_path: str | Path, video: bool, num_faces: int):
                              "float16/latest/face_landmarker.task")
     mode = vision.RunningMode.VIDEO if video else vision.RunningMode.IMAGE
     options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(path)),
-                                           running_mode=mode, num_faces=num_faces)
+                                           running_mode=mode, num_faces=num_faces,
+                                           output_face_blendshapes=blendshapes)
     try:
         return vision.FaceLandmarker.create_from_options(options)
     except (RuntimeError, ValueError) as exc:
