@@ -84,3 +84,24 @@ def mouth_l2_loss(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Te
     """
     weight = mask.to(prediction.dtype)
     return F.mse_loss(prediction * weight, target * weight, reduction="sum") / weight.sum()
+
+
+#: Smallest image side the AlexNet LPIPS accepts; smaller renders are enlarged to it first (``tiny`` preset only).
+LPIPS_MIN_SIDE = 32
+
+
+def lpips_distances(lpips, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """LPIPS ``[B]`` of ``[B,3,H,W]`` pairs in [-1,1] (``lpips(x, y)``: the AlexNet LPIPS or any callable like it).
+    Images under :data:`LPIPS_MIN_SIDE` (only the ``tiny`` preset's 16² raw renders; the official ones are 128²)
+    are bilinearly enlarged first, as AlexNet's pooling needs at least that much."""
+    side = min(x.shape[-2:])
+    if side < LPIPS_MIN_SIDE:
+        size = [math.ceil(n * LPIPS_MIN_SIDE / side) for n in x.shape[-2:]]
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+    return lpips(x, y).reshape(-1)
+
+
+def lpips_sum(lpips, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+    """:func:`lpips_distances` summed over the batch (the trainer's reduction); None when ``lpips`` is None."""
+    return None if lpips is None else lpips_distances(lpips, x, y).sum()

@@ -39,7 +39,7 @@ from ...errors import InputError
 from ...pipeline.host import HERE, Host
 from ..eg3d_camera import LookAtCameraConfig
 from ..eg3d_generator import TriPlaneGenerator
-from ..losses import BicubicDownSample
+from ..losses import BicubicDownSample, lpips_distances, lpips_sum
 
 #: Frame rate of every prepared video (the official 25 fps).
 FPS = 25
@@ -58,8 +58,6 @@ OFFSET_WEIGHT, OFFSET_DECAY_START, OFFSET_DECAY, OFFSET_WEIGHT_FLOOR = 0.05, 100
 LOCALITY_PSI, LOCALITY_ALPHA, LOCALITY_L2_WEIGHT, LOCALITY_LPIPS_WEIGHT = 0.5, 0.1, 0.05, 0.05
 #: Per-frame camera inversion loss weights: L1, offset norm, offset drift from the warm start, feature-mask terms.
 CAMERA_L1_WEIGHT, CAMERA_OFFSET_WEIGHT, CAMERA_DRIFT_WEIGHT, CAMERA_MASK_WEIGHT = 0.25, 0.01, 0.02, 1.2
-#: Smallest image side the AlexNet LPIPS accepts; smaller renders are enlarged to it first (``tiny`` preset only).
-LPIPS_MIN_SIDE = 32
 #: Dilation (pixels at 512², scaled with the crop size) of the feature mask for the camera inversion (official 8).
 CAMERA_MASK_DILATION_AT_512 = 8
 
@@ -301,23 +299,6 @@ def broadcast_ws(w: torch.Tensor, num_ws: int) -> torch.Tensor:
     return w[:, None, :].expand(-1, num_ws, -1)
 
 
-def _lpips(lpips: LPIPSFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """LPIPS ``[B]`` of ``[B,3,H,W]`` pairs in [-1,1]. Images under :data:`LPIPS_MIN_SIDE` (only the ``tiny``
-    preset's 16² raw renders; the official ones are 128²) are bilinearly enlarged first, as AlexNet's pooling
-    needs at least that much."""
-    side = min(x.shape[-2:])
-    if side < LPIPS_MIN_SIDE:
-        size = [math.ceil(n * LPIPS_MIN_SIDE / side) for n in x.shape[-2:]]
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-        y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-    return lpips(x, y).reshape(-1)
-
-
-def _lpips_sum(lpips: LPIPSFn | None, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    """LPIPS of ``[B,3,H,W]`` pairs summed over the batch (None without a network)."""
-    return None if lpips is None else _lpips(lpips, x, y).sum()
-
-
 class _Renderer:
     """Renders latents with the generator; the renderer's random draws come from one seeded CPU generator."""
 
@@ -389,8 +370,8 @@ def invert_anchors(generator: TriPlaneGenerator, targets: _Targets, mask: torch.
         masked_l2 = ((out.image * mask - targets.images * mask) ** 2).sum() / mask_pixels
         masked = INVERSION_MASK_L2_WEIGHT * masked_l2
         if lpips is not None:
-            loss = loss + INVERSION_LPIPS_WEIGHT * _lpips_sum(lpips, out.image_raw, targets.raw)
-            masked = masked + _lpips_sum(lpips, out.image * mask, targets.images * mask)
+            loss = loss + INVERSION_LPIPS_WEIGHT * lpips_sum(lpips, out.image_raw, targets.raw)
+            masked = masked + lpips_sum(lpips, out.image * mask, targets.images * mask)
         loss = loss + INVERSION_MASK_WEIGHT * masked + offset_weight(step) * torch.linalg.norm(offsets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -432,7 +413,7 @@ def tune_generator(generator: TriPlaneGenerator, targets: _Targets, ws: torch.Te
             loss = (out.image_raw - targets.raw).abs().sum() / image_pixels
             reconstruction_lpips = None
             if lpips is not None:
-                per_frame = _lpips(lpips, out.image, targets.images)
+                per_frame = lpips_distances(lpips, out.image, targets.images)
                 reconstruction_lpips = float(per_frame.detach().mean())
                 loss = loss + per_frame.sum()
             if locality_weight > 0:
@@ -467,7 +448,7 @@ def _locality(generator: TriPlaneGenerator, original: TriPlaneGenerator, ws: tor
         original_image = renderer(nearby, frontal, frontal, model=original).image
     loss = LOCALITY_L2_WEIGHT * ((tuned_image - original_image) ** 2).sum()
     if lpips is not None:
-        loss = loss + LOCALITY_LPIPS_WEIGHT * _lpips_sum(lpips, tuned_image, original_image)
+        loss = loss + LOCALITY_LPIPS_WEIGHT * lpips_sum(lpips, tuned_image, original_image)
     return loss
 
 
@@ -509,8 +490,8 @@ def invert_cameras(generator: TriPlaneGenerator, prepared: Any, w_person: torch.
             loss = CAMERA_L1_WEIGHT * (out.image - target).abs().sum() / image_pixels
             masked = (out.image * mask - target * mask).abs().sum() / mask_pixels
             if lpips is not None:
-                loss = loss + _lpips_sum(lpips, out.image, target)
-                masked = masked + _lpips_sum(lpips, out.image * mask, target * mask)
+                loss = loss + lpips_sum(lpips, out.image, target)
+                masked = masked + lpips_sum(lpips, out.image * mask, target * mask)
             loss = loss + CAMERA_OFFSET_WEIGHT * torch.linalg.norm(offset) + CAMERA_MASK_WEIGHT * masked
             if drift_start is not None:
                 loss = loss + CAMERA_DRIFT_WEIGHT * torch.linalg.norm(offset - drift_start)

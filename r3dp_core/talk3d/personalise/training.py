@@ -40,7 +40,7 @@ from torch.utils.checkpoint import checkpoint as checkpointed
 from ...errors import InputError
 from ...pipeline.host import HERE, Host
 from ..eg3d_generator import TriPlaneGenerator
-from ..losses import BicubicDownSample, mouth_l2_loss, mouth_mask_128
+from ..losses import BicubicDownSample, lpips_sum, mouth_l2_loss, mouth_mask_128
 from ..model import Talk3DNetworks
 from ..tokens import aud_eo_to_features, audio_windows
 from .presets import PersonalisePreset
@@ -156,10 +156,6 @@ def identity_planes(generator: TriPlaneGenerator, w_person: torch.Tensor) -> tup
 
 # --- losses -------------------------------------------------------------------------------------------------------
 
-def _lpips_sum(lpips, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return lpips(x, y).sum()
-
-
 def sync_clip(real: torch.Tensor, fake: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """The SyncNet face input of one window: ``[1, 15, 48, 96]`` in [0, 1], BGR.
 
@@ -215,11 +211,11 @@ def unet_step_loss(setup: TrainingSetup, networks: Talk3DNetworks, planes: torch
         terms["mouth_l2"] = mouth_l2_loss(raw, target_raw, mouth)
         total = total + preset.mouth_loss_weight * terms["mouth_l2"]
     if losses is not None and losses.lpips is not None:
-        terms["lpips"] = _lpips_sum(losses.lpips, raw, target_raw) + _lpips_sum(losses.lpips, image, target)
+        terms["lpips"] = lpips_sum(losses.lpips, raw, target_raw) + lpips_sum(losses.lpips, image, target)
         total = total + preset.lpips_loss_weight * terms["lpips"]
         if mouth.sum() > 0:
             weight = mouth.to(raw.dtype)
-            terms["mouth_lpips"] = _lpips_sum(losses.lpips, raw * weight, target_raw * weight)
+            terms["mouth_lpips"] = lpips_sum(losses.lpips, raw * weight, target_raw * weight)
             total = total + preset.mouth_loss_weight * terms["mouth_lpips"]
     if losses is not None and losses.identity is not None:
         face = masks_of(prepared, frames, FACE, device)
@@ -513,7 +509,7 @@ def finetune_superresolution(setup: TrainingSetup, networks: Talk3DNetworks, *, 
             loss = preset.image_loss_weight * F.l1_loss(image, target)
             terms = {"sr_l1": float(loss.detach()) / preset.image_loss_weight}
             if setup.loss_networks is not None and setup.loss_networks.lpips is not None:
-                lp = _lpips_sum(setup.loss_networks.lpips, image, target)
+                lp = lpips_sum(setup.loss_networks.lpips, image, target)
                 loss = loss + preset.lpips_loss_weight * lp
                 terms["sr_lpips"] = float(lp.detach())
             optimizer.zero_grad(set_to_none=True)
