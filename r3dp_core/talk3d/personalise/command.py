@@ -42,8 +42,9 @@ def add_personalise_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, help="checkpoint + preview every K U-Net steps (default: preset)")
     parser.add_argument("--start", type=float, help="use the video from this second")
     parser.add_argument("--end", type=float, help="use the video up to this second")
-    parser.add_argument("--face", type=face_choice, default="largest",
-                        help="which face when the video shows several: largest or its number")
+    parser.add_argument("--face", type=face_choice,
+                        help="which face when the video shows several: largest, or its number counted from the "
+                             "left (0, 1, ...); without it a video with several faces is refused")
     parser.add_argument("--anchor-frames", type=frame_list,
                         help="phase A's anchor frames, e.g. 0,85,110 (default: chosen automatically)")
     parser.add_argument("--models-dir", help="models folder (default: $R3DP_MODELS or ~/.cache/r3dp/models)")
@@ -131,7 +132,9 @@ def cmd_personalise(args: argparse.Namespace) -> int:
             print(f"r3dp personalise: {interrupted}", file=sys.stderr)
             return 130
     heldout = result.metrics["heldout"]
-    scores = ", ".join(f"{key} {value:.4g}" for key, value in heldout.items() if isinstance(value, (int, float)))
+    scores = ", ".join(f"{key} {value:.4g}" if value is not None else f"{key} not scored"
+                       for key, value in heldout.items()
+                       if isinstance(value, float) or key == "mouth_landmark_distance")
     resumed = f" (resumed from step {result.resumed_from})" if result.resumed_from is not None else ""
     print(f"wrote persona {result.folder} at U-Net step {result.step}{resumed}; loss terms: "
           f"{', '.join(['l1', 'mouth_l2', *result.terms])}")

@@ -75,7 +75,7 @@ class PersonaliseOptions:
     save_every: int | None = None     #: checkpoint + preview every this-many U-Net steps; the preset's when None
     start: float | None = None        #: seconds into the video
     end: float | None = None
-    face: str | int = "largest"
+    face: str | int | None = None    #: None: refuse a video with several faces (say which to take)
     models_dir: str | Path | None = None
     device: str = "auto"
     dtype: str = "float32"
@@ -266,9 +266,9 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
     if not video.is_file():
         raise InputError(f"{video} is not a file. Give the talking video of the person with --video.")
 
-    generator, prior_path = load_prior_generator(models_dir, preset)
     identity = _run_identity(options, video_sha256(video))
     _check_folder(folder, identity, options.restart, say)
+    generator, prior_path = load_prior_generator(models_dir, preset)
     say(CONSENT_NOTE)
     loss_networks = load_loss_networks(models_dir, device, say=say)
     generator = generator.to(device)
