@@ -149,6 +149,34 @@ MODEL_FILES: tuple[ModelFile, ...] = (
               "clearly documented there (EG3D issue #67)", "≈ 0.5 GB", required_for=("personalise",),
               alternatives=("eg3d/standin-tiny-triplane.safetensors",),   # the tiny stand-in (standins.py)
               licence="NVIDIA Source Code License (non-commercial)"),
+    # The networks of Talk3D's training losses (``r3dp_core.talk3d.loss_networks``); without one, personalisation
+    # leaves out its term. ``r3dp models import`` recognises each by its keys.
+    ModelFile("lpips_alexnet", "loss/alexnet-owt-7be5be79.pth",
+              "the AlexNet trunk of the LPIPS loss (personalisation)",
+              "torchvision's ImageNet AlexNet (download.pytorch.org/models/alexnet-owt-7be5be79.pth, what "
+              "lpips.LPIPS(net='alex') downloads; only its convolutional features are used)", "233 MB",
+              url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+              sha256="7be5be791159472b1fbf3c69796f7cb30dca7ad8466c2df70058c37116cdee02", size_bytes=244_408_911,
+              required_for=("personalise",), licence="BSD-3-Clause (torchvision)"),
+    ModelFile("lpips_alex", "loss/lpips_alex_v0.1.pth", "the LPIPS v0.1 AlexNet heads (personalisation)",
+              "richzhang/PerceptualSimilarity, lpips/weights/v0.1/alex.pth at tag v0.1.4 (the file the lpips 0.1.4 "
+              "package ships)", "6 KB",
+              url="https://raw.githubusercontent.com/richzhang/PerceptualSimilarity/v0.1.4/lpips/weights/v0.1/alex.pth",
+              sha256="df73285e35b22355a2df87cdb6b70b343713b667eddbda73e1977e0c860835c0", size_bytes=6009,
+              required_for=("personalise",), licence="BSD-2-Clause"),
+    ModelFile("arcface_ir_se50", "loss/model_ir_se50.pth",
+              "the ArcFace IR-SE50 network of the identity loss (personalisation)",
+              "the pSp/e4e release: model_ir_se50.pth, the 'IR-SE50 Model' download of the pixel2style2pixel README "
+              "(Talk3D's docs/download_models.md fetches it from Dropbox); trained by TreB1eN/InsightFace_Pytorch",
+              "≈ 175 MB", required_for=("personalise",),
+              licence="code MIT (pSp/e4e); the weights were trained on MS-Celeb-1M, released for non-commercial "
+                      "research only: treat them as research use"),
+    ModelFile("wav2lip_syncnet", "loss/lipsync_expert.pth",
+              "Wav2Lip's lip-sync expert of the lip-sync loss (personalisation; research/non-commercial use only)",
+              "the Wav2Lip repository (github.com/Rudrabha/Wav2Lip, README: 'Expert Discriminator', "
+              "lipsync_expert.pth)", "≈ 0.2 GB", required_for=("personalise",),
+              licence="Wav2Lip: research and non-commercial use ONLY (commercial use needs a licence from its "
+                      "authors, Sync Labs)"),
 )
 
 BY_KEY = {m.key: m for m in MODEL_FILES}

@@ -15,7 +15,10 @@ by its name or folder (checkpoints of unknown name by their keys, transformers f
   wav2vec2: its ``config.json`` (a wav2vec2 CTC with the 44-symbol Esperanto head) and weights;
 - a ``.pkl``: read inertly (nothing it names is looked up or run, see ``r3dp_core.inert_pickle``); a dict whose
   ``G_ema`` has every tensor of r3dp's EG3D generator is the FFHQ prior; a pickled bare generator (a person's
-  ``G_tune.pkl``) and any other pickle are skipped with the reason.
+  ``G_tune.pkl``) and any other pickle are skipped with the reason;
+- Talk3D's loss networks (torchvision's ``alexnet-owt-7be5be79.pth``, LPIPS' ``alex.pth``, ArcFace's
+  ``model_ir_se50.pth``, Wav2Lip's ``lipsync_expert.pth``): by their keys and shapes, strictly against the networks
+  of ``r3dp_core.talk3d.loss_networks`` (read with ``weights_only``), whatever their names.
 
 A file that fails its check is refused with the reason and nothing is written for it. A file is never removed
 before its replacement is complete: it is copied to a temporary file beside its slot, then renamed over it, so a
@@ -49,6 +52,8 @@ from .errors import InputError, ModelFileError
 CHECKPOINT_SUFFIXES = {".ckpt", ".safetensors", ".pt", ".pth"}
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
 CHECKPOINT_KINDS = {"video_model": "secc2plane_torso", "audio_model": "audio2secc_vae"}
+# Talk3D's loss networks (``r3dp_core.talk3d.loss_networks.LOSS_NETWORK_SLOTS``), recognised by their keys.
+LOSS_NETWORK_SLOTS = ("lpips_alexnet", "lpips_alex", "arcface_ir_se50", "wav2lip_syncnet")
 SLOT_OF_KIND = {kind: key for key, kind in CHECKPOINT_KINDS.items()}
 # Official files in the release that r3dp does not need, with the reason shown to the user.
 NOT_NEEDED = {
@@ -423,14 +428,19 @@ def _classify_pickle(path: Path) -> tuple[str | None, str]:
 
 def _classify(path: Path) -> tuple[str | None, str]:
     """The slot of a file with an uninformative name, from what it holds, or None and the reason it is skipped:
-    a checkpoint by its keys, a ``.pkl`` by ``_classify_pickle``."""
+    a checkpoint by its keys (a loss network's file strictly, by ``loss_networks.identify_file``), a ``.pkl`` by
+    ``_classify_pickle``."""
     from .checkpoint import load_checkpoint
+    from .talk3d.loss_networks import identify_file
     from .talk3d.official_files import is_talk3d_checkpoint
 
     if path.suffix.lower() == ".pkl":
         return _classify_pickle(path)
     if is_talk3d_checkpoint(path):
         return None, f"a Talk3D person's checkpoint: {TALK3D_PERSON}"
+    loss_slot, reason = identify_file(path)     # the loss networks' files have generic names: judged by their keys
+    if loss_slot is not None or reason:
+        return loss_slot, reason
     slot = SLOT_OF_KIND.get(load_checkpoint(path).kind)
     return slot, "" if slot else "not a model file r3dp uses"
 
@@ -605,7 +615,7 @@ def _import_folder(root: Path, models_dir: Path, *, mode: str, convert: bool, fo
             if key in CHECKPOINT_KINDS:
                 loaded = verify_checkpoint(path, key)
                 _place_checkpoint(key, path, loaded, target, mode, convert, report)
-            elif key == "eg3d_ffhq":        # checked by its keys when it was classified
+            elif key == "eg3d_ffhq" or key in LOSS_NETWORK_SLOTS:   # checked by its keys when it was classified
                 _place_file(path, target, mode)
             else:
                 (FOLDER_VERIFIERS.get(key) or BY_NAME[key][1])(path)

@@ -253,13 +253,20 @@ def test_models_fetch_gets_every_downloadable_file_and_lists_the_manual_steps(se
     assert "manual step" in out and "r3dp models import PATH" in out
     assert "eg3d_ffhq            manual step" not in out
 
+    # the LPIPS files have published digests this local server cannot match: already in place here
+    for key in ("lpips_alexnet", "lpips_alex"):
+        (tmp_path / BY_KEY[key].relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / BY_KEY[key].relpath).write_bytes(b"in place")
     assert cli._fetch_models(tmp_path, opener=local, snapshot_download=_fake_snapshot(calls), talk3d=True) == 0
     out = capsys.readouterr().out
     assert calls[-1][:2] == ("cpierse/wav2vec2-large-xlsr-53-esperanto", "main")
     assert BY_KEY["wav2vec2"].find(tmp_path) is not None
     assert "eg3d_ffhq            manual step: EG3D's pretrained models on NVIDIA NGC" in out
+    assert "arcface_ir_se50      manual step: the pSp/e4e release" in out
+    assert "wav2lip_syncnet      manual step: the Wav2Lip repository" in out
     missing = {spec.key for spec, found in model_files.status(tmp_path) if found is None}
-    assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "eg3d_ffhq"}
+    assert missing == {"video_model", "audio_model", "bfm", "bfm_mediapipe_index", "eg3d_ffhq", "arcface_ir_se50",
+                       "wav2lip_syncnet"}
 
 
 # ------------------------------------------------------------------------------- issue #23: stale partials
@@ -298,7 +305,8 @@ def test_one_failed_download_does_not_stop_fetch(server, tmp_path, shared_dir, c
     captured = capsys.readouterr()
     for key in ("bfm_right_eye_faces", "segmenter"):                     # fetched after the first failure
         assert BY_KEY[key].find(tmp_path) is not None, key
-    failures = captured.err[captured.err.index("4 downloads failed"):]
+    failures = captured.err[captured.err.index("6 downloads failed"):]
+    assert "lpips_alexnet" in failures and "lpips_alex:" in failures       # HTTP 404 from the local server
     assert "bfm_left_eye_faces" in failures and "has 16 bytes, expected 4680" in failures
     assert "face_landmarker" in failures and "HTTP 404" in failures
     assert "hubert" in failures and "couldn't connect" in failures

@@ -24,7 +24,8 @@ from r3dp_core.errors import InputError
 from r3dp_core.model_import import import_models, official_keys
 
 RELEASE = Path("checkpoints") / "240210_real3dportrait_orig"
-TALK3D = {"wav2vec2", "eg3d_ffhq"}   # Talk3D's slots: no Real3D-Portrait download fills them
+# Talk3D's slots (its audio model, the EG3D prior, the loss networks): no Real3D-Portrait download fills them
+TALK3D = {"wav2vec2", "eg3d_ffhq", "lpips_alexnet", "lpips_alex", "arcface_ir_se50", "wav2lip_syncnet"}
 
 
 def official_like(kind: str) -> dict[str, torch.Tensor]:
@@ -154,7 +155,7 @@ def test_flat_folder_as_tar_gz_with_hubert_and_convert(tmp_path, shared_dir, bfm
     assert converted.metadata["r3dp_model"] == "audio2secc_vae"
     assert (models / "hubert" / "hubert-large-ls960-ft" / "config.json").is_file()
     assert (models / "wav2vec2" / "wav2vec2-large-xlsr-53-esperanto" / "pytorch_model.bin").is_file()
-    assert _missing(models) == {"video_model", "bfm_left_eye_faces", "bfm_right_eye_faces", "eg3d_ffhq"}
+    assert _missing(models) == {"video_model", "bfm_left_eye_faces", "bfm_right_eye_faces", *TALK3D} - {"wav2vec2"}
 
 
 def test_link_places_symlinks_to_the_downloaded_files(release, tmp_path):

@@ -40,7 +40,8 @@ def test_the_talk3d_slots_are_never_demanded_by_generate():
     assert wav2vec2.required_for == ("talk3d",) and eg3d.required_for == ("personalise",)
     assert eg3d.relpath == "eg3d/ffhq-fixed-triplane512-128.pkl" and not eg3d.fetchable and not eg3d.official_drive
     assert "NVIDIA NGC" in eg3d.how_to_get() and "r3dp models import PATH" in eg3d.how_to_get()
-    assert [spec.key for spec in model_files.MODEL_FILES if spec.talk3d_only] == ["wav2vec2", "eg3d_ffhq"]
+    assert [spec.key for spec in model_files.MODEL_FILES if spec.talk3d_only] == [
+        "wav2vec2", "eg3d_ffhq", "lpips_alexnet", "lpips_alex", "arcface_ir_se50", "wav2lip_syncnet"]
 
 
 # ------------------------------------------------------------------------------------------------ the fetch
@@ -98,7 +99,7 @@ def test_transformers_folders_go_to_their_slot_by_model_type(tmp_path, capsys):
     assert "present" in line["wav2vec2"] and "(for talk3d: Talk3D's audio features" in line["wav2vec2"]
     assert "MISSING" in line["eg3d_ffhq"] and "(for personalise: the EG3D FFHQ generator" in line["eg3d_ffhq"]
     assert "(for " not in line["hubert"]
-    assert "1 Talk3D file(s) missing (only Talk3D needs them, `r3dp generate` does not)" in out
+    assert "5 Talk3D file(s) missing (only Talk3D needs them, `r3dp generate` does not)" in out   # EG3D + losses
     assert "EG3D's pretrained models on NVIDIA NGC" in out.split("Talk3D file(s) missing")[1]
 
 
