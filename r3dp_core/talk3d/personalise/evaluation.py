@@ -49,12 +49,10 @@ import torch.nn.functional as F
 
 from ...errors import InputError
 from ...render.renderer import RenderNoise
-from ..tokens import aud_eo_to_features, audio_windows
+from .training import SYNC_FACE, frame_tokens, sync_mel
 
-#: The six prepared landmarks → the three the landmark token reads (nose tip, lm45, lm36; official keypoints 0,2,3).
-TOKEN_LANDMARKS = (0, 2, 3)
-#: Wav2Lip's mel frames per second (16 kHz, hop 200), mel frames per clip, face side and frames per clip.
-MEL_FPS, MEL_WINDOW, SYNC_FACE, SYNC_FRAMES = 80, 16, 96, 5
+#: Frames per SyncNet clip.
+SYNC_FRAMES = 5
 #: PSNR's MSE floor (on [0, 1]): a perfect frame scores 100 dB instead of ``inf`` (JSON has no infinity).
 MSE_FLOOR = 1e-10
 SSIM_WINDOW = 11
@@ -87,23 +85,6 @@ def render_noise(generator, frames: Sequence[int], seed: int) -> RenderNoise:
     rays = config.resolution ** 2
     draws = [RenderNoise.draw(1, rays, config, torch.Generator().manual_seed(int(seed) + int(f))) for f in frames]
     return RenderNoise(torch.cat([d.stratified for d in draws]), torch.cat([d.importance for d in draws]))
-
-
-def frame_tokens(networks, prepared, frames: Sequence[int]) -> torch.Tensor:
-    """Conditioning tokens ``[B, 5, token_dim]`` of prepared ``frames`` (no eye noise), on the networks' device.
-
-    Audio: ``audio_windows(aud_eo_to_features(prepared.audio_features), frames)`` ``[B, 8, 44, 16]``; eye:
-    ``tracks["blink"]`` ``[B, 1]`` in [0, 2]; angle: ``tracks["head_angles"]`` ``[B, 3]`` degrees; landmark:
-    ``tracks["landmarks"][:, (0, 2, 3)]`` ``[B, 3, 2]`` in [-1, 1].
-    """
-    device = networks.null_vector.device
-    index = torch.as_tensor(list(frames), dtype=torch.long)
-    features = aud_eo_to_features(_tensor(prepared.audio_features).float())
-    audio = audio_windows(features, index, networks.config.audio_context)
-    eye = _tensor(prepared.tracks["blink"])[index].float().reshape(-1, 1)
-    angle = _tensor(prepared.tracks["head_angles"])[index].float()
-    landmark = _tensor(prepared.tracks["landmarks"])[index][:, list(TOKEN_LANDMARKS)].float()
-    return networks.tokens(audio.to(device), eye.to(device), angle.to(device), landmark.to(device))
 
 
 def _tensor(values) -> torch.Tensor:
@@ -173,11 +154,7 @@ def _sync_functions():
 
 def mel_window(mel: np.ndarray, start_frame: int) -> torch.Tensor:
     """The ``[1, 80, 16]`` Wav2Lip mel window of the five frames starting at ``start_frame`` (zero-padded)."""
-    start = int(MEL_FPS * start_frame / 25)
-    window = np.zeros((mel.shape[0], MEL_WINDOW), np.float32)
-    piece = np.asarray(mel[:, start:start + MEL_WINDOW], np.float32)
-    window[:, :piece.shape[1]] = piece
-    return torch.from_numpy(window)[None]
+    return sync_mel(mel, start_frame)[0]
 
 
 def sync_clip_start(frame: int, first: int, count: int) -> int:
