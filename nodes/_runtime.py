@@ -116,10 +116,10 @@ class Progress:
 
 
 def node_host(node_id: str | None):
-    """The ``Host`` of a node's core call (``r3dp_core.pipeline.host``): the models on ComfyUI's compute device
+    """The ``Host`` of a node's core call (``r3dp_core.host``): the models on ComfyUI's compute device
     for the call (:func:`on_compute_device`), ComfyUI's progress bar of the node with the latest frame as preview,
     and Cancel honoured between steps."""
-    from r3dp_core.pipeline.host import Host
+    from r3dp_core.host import Host
 
     bar: list[Progress] = []
 

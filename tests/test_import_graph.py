@@ -184,7 +184,8 @@ def test_no_import_loops():
 #: top). The parity harness sits above everything and nothing imports it (next test).
 LAYERS = (
     ("errors", "defaults"),
-    ("images", "device", "inert_pickle", "checkpoint", "model_files", "video_io", "performance", "metrics"),
+    ("images", "device", "inert_pickle", "checkpoint", "model_files", "video_io", "performance", "metrics",
+     "host"),
     ("render", "geometry"),
     ("models",),
     ("audio", "talk3d"),

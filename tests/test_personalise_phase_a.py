@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError
-from r3dp_core.pipeline.host import Host
+from r3dp_core.host import Host
 from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator, tiny_config
 from r3dp_core.talk3d.losses import BicubicDownSample
 from r3dp_core.talk3d.personalise import phase_a

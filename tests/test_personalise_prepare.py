@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from r3dp_core.errors import InputError
-from r3dp_core.pipeline.host import Host
+from r3dp_core.host import Host
 from r3dp_core.talk3d.personalise import prepare as prepare_module
 from r3dp_core.talk3d.personalise.alignment import (
     apply_affine,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from r3dp_core.pipeline.host import Host
+from r3dp_core.host import Host
 from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator
 from r3dp_core.talk3d.model import Talk3DNetworks
 from r3dp_core.talk3d.personalise.presets import get_preset

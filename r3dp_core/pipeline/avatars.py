@@ -15,10 +15,10 @@ import torch
 from .. import defaults
 from ..errors import InputError
 from ..geometry.segmentation import HEAD_CLASSES, segmap_mask
+from ..host import HERE, Host
 from ..images import comfy_to_uint8, to_comfy_image
 from . import stages
 from .face import FaceKit
-from .host import HERE, Host
 from .types import Avatar, PortraitMasks
 
 

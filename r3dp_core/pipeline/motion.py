@@ -27,7 +27,7 @@ import torch
 from .. import defaults
 from ..audio.io import Sound
 from ..errors import InputError
-from .host import HERE, Host
+from ..host import HERE, Host
 from .types import Motion
 
 MOTION_SOURCES = ("audio", "video", "file")

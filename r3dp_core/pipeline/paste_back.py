@@ -33,8 +33,8 @@ from ..errors import InputError
 from ..geometry.compositing import BLEND_DILATION, BLEND_FEATHER, FRAME_SIZE, blend_mask, paste, resize_mask
 from ..geometry.framing import CropSquare
 from ..geometry.segmentation import PERSON_CLASSES, segmap_mask
+from ..host import HERE, Host
 from ..images import uint8_to_unit
-from .host import HERE, Host
 from .stream import FrameSource, iterate_chunks
 
 

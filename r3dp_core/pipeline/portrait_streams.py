@@ -24,9 +24,9 @@ import torch
 from .. import defaults
 from ..errors import InputError
 from ..geometry.camera import HeadPose
+from ..host import HERE, Host
 from . import frame_chain, stages
 from .face import FaceGeometry
-from .host import HERE, Host
 from .pose import PoseRecipe, resolve_pose
 from .stream import FrameSource, iterate_chunks
 from .types import Avatar, Motion

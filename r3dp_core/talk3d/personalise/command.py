@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ...pipeline.host import Host
+from ...host import Host, progress_bar
 from .presets import PRESETS
 from .run import PersonaliseOptions, personalise
 from .training import TrainingInterrupted
@@ -95,8 +95,6 @@ def step_printer(stream=None) -> Callable[[str, int, int, dict], None]:
     printed: dict[str, int] = {}
 
     def show(stage: str, done: int, total: int, terms: dict) -> None:
-        from ...cli import progress_bar
-
         now = time.perf_counter()
         first_time, first_done = started.setdefault(stage, (now, done - 1))
         rate = (done - first_done) / max(now - first_time, 1e-9)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from ...pipeline.host import HERE, Host
+from ...host import HERE, Host
 from ..eg3d_camera import LookAtCameraConfig
 from ..eg3d_generator import TriPlaneGenerator
 from ..losses import BicubicDownSample, lpips_distances, lpips_sum

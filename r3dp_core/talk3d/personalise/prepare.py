@@ -35,7 +35,7 @@ import torch
 
 from ... import model_files
 from ...errors import InputError
-from ...pipeline.host import HERE, Host
+from ...host import HERE, Host
 from .alignment import (
     MEDIAPIPE_SIX,
     OFFICIAL_SIX,

@@ -30,7 +30,7 @@ import torch
 from ... import model_files
 from ...checkpoint import load_into
 from ...errors import InputError, ModelFileError
-from ...pipeline.host import HERE, Host
+from ...host import HERE, Host
 from ..eg3d_generator import TriPlaneGenerator
 from ..model import Talk3DNetworks
 from ..persona import Persona, write_persona_files
@@ -235,7 +235,7 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
 
     Args:
         options: what to train and how (:class:`PersonaliseOptions`).
-        host: where the models compute, progress and interrupt (:class:`~r3dp_core.pipeline.host.Host`).
+        host: where the models compute, progress and interrupt (:class:`~r3dp_core.host.Host`).
         say: one-line messages (notes, warnings, what was resumed).
         on_step: ``on_step(stage, done, total, losses)`` after every optimisation step of a stage
             (``"phase A"``, ``"U-Net"``, ``"super-resolution"``).

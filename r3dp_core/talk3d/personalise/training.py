@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as checkpointed
 
 from ...errors import InputError
-from ...pipeline.host import HERE, Host
+from ...host import HERE, Host
 from ..eg3d_generator import TriPlaneGenerator
 from ..losses import BicubicDownSample, lpips_sum, mouth_l2_loss, mouth_mask_128
 from ..model import Talk3DNetworks

@@ -58,3 +58,9 @@ class Host:
 #: The host of a program that loaded its models where they compute (the CLI): nothing moves, nothing is
 #: reported, nothing stops a stage.
 HERE = Host()
+
+
+def progress_bar(done: int, total: int, width: int = 30) -> str:
+    """A text progress bar for terminal hosts: ``[#####.....]`` with ``done / total`` of ``width`` filled."""
+    filled = width * done // max(total, 1)
+    return f"[{'#' * filled}{'.' * (width - filled)}]"
