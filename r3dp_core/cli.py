@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import InputError, R3DPError
+from .host import progress_bar
 
 CONVERTIBLE = ("secc2plane_torso", "secc2plane", "audio2secc_vae")
 
@@ -398,22 +399,23 @@ def batch_printer(stream=None):
 def cmd_batch(args: argparse.Namespace) -> int:
     from .batch.run import run_batch
 
+    printer = batch_printer()
+    if args.personalise:
+        from .batch.personalise import personalise_printer
+
+        printer = personalise_printer(printer, progress_bar)
     report = run_batch(args.jobs, args.out_dir, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                        strict=args.strict, force=args.force, ray=args.ray, cpus_per_worker=args.cpus_per_worker,
-                       worker_start_timeout=args.worker_start_timeout, on_event=batch_printer())
+                       worker_start_timeout=args.worker_start_timeout, on_event=printer, personalise=args.personalise)
     counts = report.counts
+    portraits = ("" if args.personalise else
+                 f"; portraits prepared {report.portraits_prepared}, reused {report.portraits_reused}")
     print(f"batch: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped in "
-          f"{report.seconds:.1f} s; portraits prepared {report.portraits_prepared}, reused {report.portraits_reused}; "
-          f"results in {report.results_path}")
+          f"{report.seconds:.1f} s{portraits}; results in {report.results_path}")
     if report.worker_errors:
         print(f"{len(report.worker_errors)} Ray worker(s) could not start:\n"
               + "\n".join("  " + error.replace("\n", "\n    ") for error in report.worker_errors))
     return 1 if counts["failed"] else 0
-
-
-def progress_bar(done: int, total: int, width: int = 30) -> str:
-    filled = width * done // max(total, 1)
-    return f"[{'#' * filled}{'.' * (width - filled)}]"
 
 
 def _add_convert(sub) -> None:
@@ -499,12 +501,15 @@ def _add_batch(sub) -> None:
     generate's."""
     from .pipeline.options import BATCH, add_arguments
 
-    batch = sub.add_parser("batch", help="render every job of a CSV/JSONL list, locally or on a Ray cluster",
+    batch = sub.add_parser("batch", help="render every job of a CSV/JSONL list (or train a persona per row), locally "
+                                         "or on a Ray cluster",
                            description="Render many clips: JOBS is a CSV (header row) or JSONL file whose columns "
                                        "are generate's options with underscores (image, audio, out, seed, ...; an "
                                        "empty cell means the default). Every row is checked first; bad rows are "
                                        "reported with their line and the others run. DIR/results.jsonl records "
-                                       "every row; outputs that already exist are skipped.")
+                                       "every row; outputs that already exist are skipped. With --personalise the "
+                                       "columns are personalise's options (video, out, preset, steps, ...) and each "
+                                       "row trains a persona (complete ones skipped, others resumed).")
     add_arguments(batch, BATCH)
     batch.set_defaults(func=cmd_batch)
 

@@ -1,4 +1,5 @@
-"""A batch's job list: the rows of a JOBS file (CSV or JSONL) as ``generate`` requests.
+"""A batch's job list: the rows of a JOBS file (CSV or JSONL) as ``generate`` requests (or, with ``r3dp batch
+--personalise``, as ``personalise`` options: :mod:`.personalise` reads those rows with the machinery here).
 
 The columns are ``r3dp generate``'s options with underscores (``image``, ``audio``, ``out``, ``seed``,
 ``head_mask``, ...), read from generate's option table (``pipeline/options.py``, which ``r3dp generate``'s parser
@@ -30,33 +31,46 @@ TRUE_WORDS = ("true", "yes", "on", "1")
 FALSE_WORDS = ("false", "no", "off", "0")
 
 
+#: what a batch's rows are: ``generate`` requests (clips) or ``personalise`` options (personas)
+KINDS = ("generate", "personalise")
+
+
 @dataclass
 class Job:
-    """One row of JOBS: its line (the CSV header is line 1) and its request, or why the row cannot run."""
+    """One row of JOBS: its line (the CSV header is line 1) and its request, or why the row cannot run.
+
+    ``kind``: ``generate`` (``request`` is a ``GenerateRequest``, ``out`` a video) or ``personalise``
+    (``request`` is a ``PersonaliseOptions``, ``out`` a persona folder).
+    """
 
     line: int
-    request: GenerateRequest | None = None
+    request: object | None = None
     error: str | None = None
+    kind: str = "generate"
 
     @property
     def output(self) -> Path | None:
-        return self.request.out if self.request is not None else None
+        return Path(self.request.out) if self.request is not None else None
+
+
+def raising_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``parser`` raising ``InputError`` on a bad row instead of exiting the process (the batch goes on)."""
+
+    def fail(message: str):
+        raise InputError(message)
+
+    parser.error = fail
+    return parser
 
 
 def _generate_parser() -> argparse.ArgumentParser:
     from ..pipeline.options import generate_parser
 
-    parser = generate_parser()
-
-    def fail(message: str):
-        raise InputError(message)
-
-    parser.error = fail  # a bad row is reported and the batch goes on; argparse would exit the process
-    return parser
+    return raising_errors(generate_parser())
 
 
 def job_options(parser: argparse.ArgumentParser | None = None) -> dict[str, argparse.Action]:
-    """The accepted columns: generate's option actions by column name (``dest``)."""
+    """The accepted columns: the option actions of ``parser`` (default: generate's) by column name (``dest``)."""
     parser = parser or _generate_parser()
     return {action.dest: action for action in parser._actions
             if action.option_strings and action.dest not in NOT_JOB_OPTIONS + BATCH_OPTIONS}
@@ -78,6 +92,8 @@ def row_arguments(row: dict, options: dict[str, argparse.Action]) -> list[str]:
         if value is None or (isinstance(value, str) and not value.strip()):
             continue
         action = options[column]
+        if isinstance(value, (list, tuple)):  # a JSON list (``anchor_frames``): the comma-separated text
+            value = ",".join(str(item) for item in value)
         if isinstance(action, argparse.BooleanOptionalAction):
             on = _flag_words(column, value)
             argv.append(next(flag for flag in action.option_strings if flag.startswith("--no-") != on))
@@ -89,9 +105,9 @@ def row_arguments(row: dict, options: dict[str, argparse.Action]) -> list[str]:
     return argv
 
 
-def read_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
+def read_rows(path: Path, command: str = "generate") -> list[tuple[int, dict | None, str | None]]:
     """``(line, row, error)`` for every row of a CSV (header = line 1) or JSONL file; a row that cannot be read
-    has ``row`` None and the reason in ``error``."""
+    has ``row`` None and the reason in ``error``. ``command``: whose options the columns are (for messages)."""
     if not path.is_file():
         raise InputError(f"{path}: the job list does not exist. Give a .csv or .jsonl file.")
     suffix = path.suffix.lower()
@@ -117,15 +133,17 @@ def read_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
                 rows.append((line, None, f"not valid JSON ({exc.msg} at column {exc.colno})."))
                 continue
             if not isinstance(row, dict):
-                rows.append((line, None, "each line must be a JSON object of generate options."))
+                rows.append((line, None, f"each line must be a JSON object of {command} options."))
                 continue
             rows.append((line, row, None))
         return rows
-    raise InputError(f"{path}: the job list must be a .csv file (a header row of generate's option names) or a "
+    raise InputError(f"{path}: the job list must be a .csv file (a header row of {command}'s option names) or a "
                      ".jsonl file (one JSON object per line).")
 
 
-def _check_columns(path: Path, rows: list[tuple[int, dict | None, str | None]], options: dict) -> None:
+def check_columns(path: Path, rows: list[tuple[int, dict | None, str | None]], options: dict,
+                  command: str = "generate") -> None:
+    """Refuse a job list with a column that is not one of ``options`` (``command``'s options, for the message)."""
     seen = {column for _, row, _ in rows if row for column in row}
     unknown = sorted(seen - set(options))
     if not unknown:
@@ -133,8 +151,8 @@ def _check_columns(path: Path, rows: list[tuple[int, dict | None, str | None]], 
     batch_level = [column for column in unknown if column in BATCH_OPTIONS]
     flags = ", ".join("--" + column.replace("_", "-") for column in batch_level)
     hint = f" ({', '.join(batch_level)}: set once for the whole batch, `r3dp batch {flags}`)" if batch_level else ""
-    raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}. The columns are generate's options with "
-                     f"underscores: {', '.join(options)}.")
+    raise InputError(f"{path}: unknown column(s) {', '.join(unknown)}{hint}. The columns are {command}'s options "
+                     f"with underscores: {', '.join(options)}.")
 
 
 def _absolute(request: GenerateRequest, inputs_dir: Path, out_dir: Path) -> GenerateRequest:
@@ -159,7 +177,7 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
     parser = _generate_parser()
     options = job_options(parser)
     rows = read_rows(path)
-    _check_columns(path, rows, options)
+    check_columns(path, rows, options)
     batch = ["--device", device, "--dtype", dtype] + (["--models-dir", str(models_dir)] if models_dir else [])
     jobs = []
     for line, row, error in rows:
@@ -207,3 +225,11 @@ def photo_key(path: Path, memo: dict[Path, str]) -> str:
     if path not in memo:
         memo[path] = hashlib.sha256(path.read_bytes()).hexdigest()
     return memo[path]
+
+
+def group_key(job: Job, memo: dict[Path, str]) -> str:
+    """The group a Ray worker keeps taking jobs from: a clip's photo (``photo_key``: its portrait cache pays
+    off); a persona is a group of its own (nothing is shared between personas)."""
+    if job.kind == "personalise":
+        return f"line {job.line}"
+    return photo_key(job.request.image, memo)

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from .types import BatchEvent, WorkerSetup, interrupted
-from .worker import BatchWorker
+from .types import BatchEvent, WorkerSetup, interrupted, make_worker
 
 
 def run_local(pending, setup: WorkerSetup, emit, record) -> tuple[int, int]:
-    """Render ``pending`` jobs in order; ``record(result)`` after each. Returns (portraits prepared, reused)."""
-    worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model, faces=setup.faces)
+    """Run ``pending`` jobs in order; ``record(result)`` after each. Returns (portraits prepared, reused)."""
+    worker = make_worker(setup)
     for index, job in enumerate(pending, start=1):
         emit(BatchEvent("start", job.line, job.output, index=index, count=len(pending), worker="local"))
 
-        def frames(done: int, total: int, line=job.line) -> None:
-            emit(BatchEvent("frames", line, done=done, total=total))
+        def progress(done: int, total: int, stage: str | None = None, loss: float | None = None,
+                     line=job.line) -> None:
+            emit(BatchEvent("frames" if stage is None else "steps", line, done=done, total=total, stage=stage,
+                            loss=loss))
+
+        def say(text: str, line=job.line) -> None:
+            emit(BatchEvent("note", line, text=text))
 
         try:
-            result = worker.render(job, progress=frames)
+            result = worker.run(job, progress=progress, say=say)
         except KeyboardInterrupt:
             record(interrupted(job))
             raise

@@ -1,10 +1,12 @@
-"""The Ray backend: one actor per free GPU (or per ``cpus_per_worker`` free CPUs) holds the models and renders jobs.
+"""The Ray backend: one actor per free GPU (or per ``cpus_per_worker`` free CPUs) holds the models and renders jobs
+(or, in a personalise batch, trains one persona at a time).
 
 Jobs are grouped by photo: a worker keeps taking the jobs of its current photo, so its portrait cache pays
 off, and a free worker takes the photo with the most jobs left that no other worker holds. Every path in a
 job is absolute and must be readable and writable on every node: a shared filesystem (NFS, SMB, Lustre) or
 an object store mounted at the same path everywhere (s3fs, gcsfuse, blobfuse). Workers write the videos
-(atomically, beside their final name); only the driver writes ``results.jsonl``. A worker that dies has its
+(atomically, beside their final name), or their persona folders (checkpoints atomically); only the driver writes
+``results.jsonl``. A worker that dies has its
 job retried once on another worker, and a new worker is started in its place while jobs are left. A worker
 that cannot start (its node lacks the models folder, it is never scheduled within the start-up timeout) is
 reported with its whole error; the batch goes on with the others.
@@ -19,9 +21,9 @@ from collections import OrderedDict, deque
 
 from ..errors import InputError
 from ..video_io import partial_files
-from .jobs import Job, photo_key
-from .types import BatchEvent, WorkerSetup, interrupted
-from .worker import BatchWorker, JobResult, JobStopped
+from .jobs import Job, group_key
+from .types import BatchEvent, WorkerSetup, interrupted, make_worker
+from .worker import Interrupted, JobResult, JobStopped
 
 #: attempts per job: the first, and one retry on another worker if the first one's worker died
 MAX_ATTEMPTS = 2
@@ -36,9 +38,10 @@ DEFAULT_CPUS_PER_WORKER = 4
 
 
 class RayWorker:
-    """The actor: a ``BatchWorker`` plus what the driver asks while a job renders (progress, stop).
+    """The actor: a worker (``worker.make_worker``) plus what the driver asks while a job runs (progress, the
+    lines it said, stop).
 
-    It runs with two threads of concurrency: ``render`` in one, ``progress``/``stop`` answered in the other.
+    It runs with two threads of concurrency: ``run`` in one, ``progress``/``stop`` answered in the other.
     """
 
     def __init__(self, setup: WorkerSetup, threads: int | None):
@@ -46,29 +49,40 @@ class RayWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        self._worker = BatchWorker(setup.models_request, setup.models_dir, setup.video_model, faces=setup.faces)
-        self._progress: tuple[int, int, int] | None = None
+        self._worker = make_worker(setup)
+        self._progress: tuple | None = None
+        self._notes: list[tuple[int, str]] = []
         self._stopping = False
 
     def ready(self) -> bool:
         """Answers once the models are loaded (the constructor has returned)."""
         return True
 
-    def render(self, job: Job) -> JobResult:
-        def track(done: int, total: int) -> None:
-            self._progress = (job.line, done, total)
+    def run(self, job: Job) -> tuple[JobResult, list[tuple[int, str]]]:
+        """The job's result, and the lines it said that ``progress`` has not handed over yet."""
+        def track(done: int, total: int, stage: str | None = None, loss: float | None = None) -> None:
+            self._progress = (job.line, done, total, stage, loss)
+
+        def say(text: str) -> None:
+            self._notes.append((job.line, text))
 
         def check() -> None:
             if self._stopping:
-                raise JobStopped()
+                raise Interrupted() if job.kind == "personalise" else JobStopped()
 
         try:
-            return self._worker.render(job, progress=track, should_stop=check)
+            return self._worker.run(job, progress=track, should_stop=check, say=say), self._take_notes()
         finally:
             self._progress = None
 
-    def progress(self) -> tuple[int, int, int] | None:
-        return self._progress
+    def _take_notes(self) -> list[tuple[int, str]]:
+        notes, self._notes = self._notes, []
+        return notes
+
+    def progress(self) -> tuple[tuple | None, list[tuple[int, str]]]:
+        """``(line, done, total, stage, loss)`` of the job running (None: none), and the lines said since the last
+        call."""
+        return self._progress, self._take_notes()
 
     def stop(self) -> None:
         self._stopping = True
@@ -78,13 +92,14 @@ class RayWorker:
 
 
 class PhotoQueue:
-    """Pending jobs grouped by photo, handed out so that each worker stays on one photo as long as it can."""
+    """Pending jobs grouped by photo (``jobs.group_key``: a persona is a group of its own), handed out so that each
+    worker stays on one photo as long as it can."""
 
     def __init__(self, jobs: list[Job]):
         memo = {}
         self.groups: OrderedDict[str, deque[Job]] = OrderedDict()
         for job in jobs:
-            self.groups.setdefault(photo_key(job.request.image, memo), deque()).append(job)
+            self.groups.setdefault(group_key(job, memo), deque()).append(job)
         self.retries: deque[Job] = deque()
         self.held: dict[str, str] = {}  # worker name -> photo key
 
@@ -231,14 +246,17 @@ class WorkerPool:
 
 
 def _discard_partials(job: Job) -> None:
-    """A killed worker cannot clean up after itself: remove its unfinished video of ``job``."""
+    """A killed worker cannot clean up after itself: remove its unfinished video of ``job`` (a persona's checkpoints
+    are written atomically: nothing of it to remove)."""
+    if job.kind != "generate":
+        return
     for path in partial_files(job.output):
         path.unlink(missing_ok=True)
 
 
 def run_ray(pending: list[Job], setup: WorkerSetup, emit, record, *, address: str = "local",
             cpus_per_worker: int | None = None, start_timeout: float | None = None) -> tuple[int, int]:
-    """Render ``pending`` jobs on Ray workers; ``record(result)`` as each one ends. Returns (portraits prepared,
+    """Run ``pending`` jobs on Ray workers; ``record(result)`` as each one ends. Returns (portraits prepared,
     reused) summed over the workers alive at the end.
 
     ``cpus_per_worker``: None for ``default_cpus_per_worker``. ``start_timeout``: seconds a worker may take to
@@ -277,7 +295,7 @@ def run_ray(pending: list[Job], setup: WorkerSetup, emit, record, *, address: st
                     break
                 attempts[job.line] += 1
                 started += attempts[job.line] == 1
-                in_flight[pool.ready[name].render.remote(job)] = (name, job)
+                in_flight[pool.ready[name].run.remote(job)] = (name, job)
                 emit(BatchEvent("start", job.line, job.output, index=started, count=len(pending), worker=name))
             if not in_flight and (not queue or not pool):
                 break  # every job handed out and finished, or no worker left to take the rest
@@ -293,7 +311,8 @@ def run_ray(pending: list[Job], setup: WorkerSetup, emit, record, *, address: st
                 continue
             name, job = in_flight.pop(ready[0])
             try:
-                result = ray.get(ready[0])
+                result, notes = ray.get(ready[0])
+                _emit_notes(notes, emit)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
                 error = actor_error(exc)
                 pool.lost(name)
@@ -329,15 +348,23 @@ def run_ray(pending: list[Job], setup: WorkerSetup, emit, record, *, address: st
     return counts[0], counts[1]
 
 
+def _emit_notes(notes: list[tuple[int, str]], emit) -> None:
+    for line, text in notes:
+        emit(BatchEvent("note", line, text=text))
+
+
 def _report_progress(ray, workers: dict, in_flight: dict, emit) -> None:
     names = {name for name, _ in in_flight.values() if name in workers}
     try:
-        states = ray.get([workers[name].progress.remote() for name in names], timeout=POLL_SECONDS)
+        answers = ray.get([workers[name].progress.remote() for name in names], timeout=POLL_SECONDS)
     except Exception:  # noqa: BLE001 — a worker may die between two polls; its job's result will say so
         return
-    for state in states:
+    for state, notes in answers:
+        _emit_notes(notes, emit)
         if state is not None and state[2]:
-            emit(BatchEvent("frames", state[0], done=state[1], total=state[2]))
+            line, done, total, stage, loss = state
+            emit(BatchEvent("frames" if stage is None else "steps", line, done=done, total=total, stage=stage,
+                            loss=loss))
 
 
 def _stop(ray, workers: dict, in_flight: dict, record) -> None:

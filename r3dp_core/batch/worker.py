@@ -1,6 +1,8 @@
-"""What renders a batch's jobs: the models loaded once and the portrait cache, one job at a time.
+"""What runs a batch's jobs: the models loaded once and the portrait cache, one job at a time.
 
-The local backend runs one ``BatchWorker`` in the driver's process; the Ray backend runs one inside each actor.
+The local backend runs one worker in the driver's process; the Ray backend runs one inside each actor. A worker
+is a ``BatchWorker`` (clips) or a ``personalise.PersonaliseWorker`` (personas), as ``types.make_worker`` picks;
+both ``run(job, progress=, should_stop=, say=)`` one job into a ``JobResult``.
 """
 
 from __future__ import annotations
@@ -16,11 +18,18 @@ import torch
 from ..errors import R3DPError
 from .jobs import Job
 
+#: ``JobResult`` fields only a persona has, left out of a clip's ``results.jsonl`` line
+PERSONA_FIELDS = ("step", "resumed_from", "heldout")
+
 
 @dataclass
 class JobResult:
     """One line of ``results.jsonl``: the row's ``line`` in JOBS, ``status`` (done, failed or skipped), the
-    ``output`` path, the ``error`` message of a failed row, the ``frames`` written and the job's wall ``seconds``."""
+    ``output`` path, the ``error`` message of a failed row, the ``frames`` written and the job's wall ``seconds``.
+
+    A persona's line has no ``frames``; it has the U-Net ``step`` its persona is at, the step a run
+    ``resumed_from`` (None: it started afresh or did not train) and the ``heldout`` scores of its
+    ``metrics.json`` (left out when None)."""
 
     line: int
     status: str
@@ -28,16 +37,29 @@ class JobResult:
     error: str | None = None
     frames: int | None = None
     seconds: float | None = None
+    step: int | None = None
+    resumed_from: int | None = None
+    heldout: dict | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        fields = asdict(self)
+        return json.dumps({key: value for key, value in fields.items()
+                           if value is not None or key not in PERSONA_FIELDS})
 
 
 class JobStopped(R3DPError):
     """The batch was interrupted while this job was rendering (its output was discarded)."""
 
+    def __init__(self, message: str = "interrupted before the video was complete; nothing was written"):
+        super().__init__(message)
+
+
+class Interrupted(JobStopped):
+    """What a Ray worker's ``should_stop`` raises when the batch stops. Personalise's training takes an exception
+    of this name for a host's stop (``training._is_interrupt``): it saves a checkpoint, then stops."""
+
     def __init__(self):
-        super().__init__("interrupted before the video was complete; nothing was written")
+        super().__init__("interrupted: the batch was stopped")
 
 
 class BatchWorker:
@@ -65,9 +87,10 @@ class BatchWorker:
         self.portraits = PortraitCache(portrait_capacity)
         self.faces = {} if faces is None else faces
 
-    def render(self, job: Job, progress=None, should_stop=None) -> JobResult:
+    def run(self, job: Job, progress=None, should_stop=None, say=None) -> JobResult:
         """Validate and render one job into its output (atomically). A job's own failure is returned as a failed
-        result; an interrupt (``KeyboardInterrupt``) propagates, with nothing half-written left behind."""
+        result; an interrupt (``KeyboardInterrupt``) propagates, with nothing half-written left behind.
+        ``progress(done, total)`` after each chunk of frames; ``say`` is not used (rendering says nothing)."""
         from ..geometry.framing import remembered_faces
         from ..pipeline.admission import admit
         from ..pipeline.generate import run_job

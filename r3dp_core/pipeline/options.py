@@ -249,11 +249,17 @@ BATCH = OptionTable("batch", (
            positional=True, metavar="JOBS"),
     Option("out_dir", Path, None, "output folder; each row's out is relative to it, and results.jsonl is written "
                                   "there", required=True, metavar="DIR"),
+    Option("personalise", bool, False, "the rows are personalise jobs (columns: video, out, preset, steps, save_every, "
+                                       "start, end, face, anchor_frames, seed, restart): train one persona per row "
+                                       "(out: its folder, default the video's name); a complete persona is skipped, "
+                                       "any other resumes"),
     _MODELS_DIR,
     dataclasses.replace(_DEVICE, doc="auto, cpu, cuda, cuda:N or mps (each Ray worker: its GPU)"),
-    dataclasses.replace(_DTYPE, doc="auto, fp32, fp16 or bf16"),
+    dataclasses.replace(_DTYPE, doc="auto, fp32, fp16 or bf16 (--personalise: auto/fp32 float32, bf16 bfloat16 "
+                                    "autocast)"),
     Option("strict", bool, False, "render nothing if any row is bad"),
-    Option("force", bool, False, "render jobs whose output already exists again"),
+    Option("force", bool, False, "render jobs whose output already exists again (--personalise: run complete "
+                                 "personas again; they resume, so only the evaluation is redone)"),
     Option("ray", str, None, "render on Ray (pip install 'r3dp[ray]'): no ADDRESS starts a local cluster, 'auto' "
                              "joins the running one, or give its address; every path must be readable by every node",
            const="local", metavar="ADDRESS"),
@@ -263,7 +269,8 @@ BATCH = OptionTable("batch", (
                                                 "models before it is given up and reported (default 600)",
            metavar="SECONDS"),
 ))
-"""``r3dp batch``'s own options (the generate options of its rows are :data:`GENERATE`'s), in ``--help`` order."""
+"""``r3dp batch``'s own options (the generate options of its rows are :data:`GENERATE`'s; with ``--personalise``,
+``r3dp personalise``'s), in ``--help`` order."""
 
 TABLES = {table.command: table for table in (GENERATE, BATCH)}
 
