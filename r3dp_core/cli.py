@@ -403,7 +403,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if args.personalise:
         from .batch.personalise import personalise_printer
 
-        printer = personalise_printer(printer, progress_bar)
+        printer = personalise_printer(printer)
     report = run_batch(args.jobs, args.out_dir, models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                        strict=args.strict, force=args.force, ray=args.ray, cpus_per_worker=args.cpus_per_worker,
                        worker_start_timeout=args.worker_start_timeout, on_event=printer, personalise=args.personalise)

@@ -279,7 +279,7 @@ def test_printer_updates_steps_in_place_on_a_terminal():
             return True
 
     terminal, passed = Terminal(), []
-    show = personalise_printer(passed.append, cli.progress_bar, terminal)
+    show = personalise_printer(passed.append, terminal)
     for done in range(1, 5):
         show(BatchEvent("steps", 2, done=done, total=4, stage="phase A", loss=0.25))
     show(BatchEvent("finished", 2, Path("/p/anna"), result=JobResult(2, "failed", "/p/anna", "bad")))

@@ -208,11 +208,12 @@ class PersonaliseWorker:
 
 # --- what the command line prints -----------------------------------------------------------------------------------
 
-def personalise_printer(fallback: Callable, bar: Callable[[int, int], str], stream=None) -> Callable:
+def personalise_printer(fallback: Callable, stream=None) -> Callable:
     """What ``r3dp batch --personalise`` prints: each stage's steps with the loss (in place on a terminal, a line
     per tenth of a stage otherwise), each distinct line training says once, a persona's step and held-out PSNR;
-    every other event as ``fallback`` (the render batch's printer) prints it. ``bar(done, total)``: a progress
-    bar's text."""
+    every other event as ``fallback`` (the render batch's printer) prints it."""
+    from ..host import progress_bar as bar
+
     stream = stream if stream is not None else sys.stderr
     interactive = stream.isatty()
     tenths: dict[tuple[int, str], int] = {}
