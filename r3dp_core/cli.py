@@ -470,7 +470,9 @@ def _add_models(sub) -> None:
                         help="fetch: also download the official checkpoints and the BFM from their public Google "
                              "Drive folders (after you accept their terms), checked as `import` checks them")
     models.add_argument("--talk3d", action="store_true",
-                        help="fetch: also download the files only Talk3D needs (its wav2vec2 audio model, 1.3 GB)")
+                        help="fetch: also download the files only Talk3D needs that have a public address (its "
+                             "wav2vec2 audio model, 1.3 GB, and the LPIPS loss network, 233 MB); `r3dp models` lists "
+                             "the ones to import by hand (EG3D, ArcFace, the Wav2Lip lip-sync expert)")
     models.add_argument("--accept-licenses", action="store_true",
                         help="fetch --official: accept the terms of the official files without being asked (scripts)")
     models.add_argument("--max-extracted-size", type=byte_size, metavar="SIZE",
