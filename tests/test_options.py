@@ -189,10 +189,12 @@ def test_widgets_that_mirror_an_option_take_its_default_and_bounds(tmp_path):
 
 def test_the_frame_side_is_defined_once():
     """The 512² frame side is ``defaults.FRAME_SIZE``: no other module of the core or the nodes sets a constant to 512
-    (the face detector's downscale, ``framing.DETECTION_SIDE``, and the mel STFT's FFT length are other ideas; the
-    parity harness mirrors the official cases)."""
+    (the face detector's downscale, ``framing.DETECTION_SIDE``, the mel STFT's FFT length and the loss networks'
+    embedding widths are other ideas; the parity harness mirrors the official cases)."""
     allowed = {("r3dp_core/defaults.py", "FRAME_SIZE"), ("r3dp_core/geometry/framing.py", "DETECTION_SIDE"),
-               ("r3dp_core/audio/pitch.py", "MEL_FFT")}
+               ("r3dp_core/audio/pitch.py", "MEL_FFT"),
+               ("r3dp_core/talk3d/loss_networks/arcface.py", "EMBEDDING_DIM"),
+               ("r3dp_core/talk3d/loss_networks/syncnet.py", "EMBEDDING_DIM")}
     found = []
     for path in [*(REPO / "r3dp_core").rglob("*.py"), *(REPO / "nodes").glob("*.py")]:
         relative = path.relative_to(REPO).as_posix()
