@@ -321,6 +321,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def _selftest(args: argparse.Namespace) -> None:
+    from .pipeline.personalise_selftest import run_personalise_selftest
     from .pipeline.selftest import run_selftest
 
     length = {"seconds": args.seconds} if args.seconds else {}
@@ -329,6 +330,9 @@ def _selftest(args: argparse.Namespace) -> None:
     print(f"selftest    {result.frames} frames ({result.speech_seconds:.2f} s of speech, landmarks: "
           f"{result.landmarks}) at {result.size}x{result.size}, {result.fps:.2f} fps on {result.device}")
     print(f"selftest    wrote {result.path}")
+    personalised = run_personalise_selftest(device=args.device, models_dir=args.models_dir,
+                                            log=lambda message: print(f"selftest    personalise: {message}"))
+    print(f"selftest    personalise: {personalised.summary()}")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

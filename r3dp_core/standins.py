@@ -1,7 +1,8 @@
 """Self-contained stand-ins for the model files and inputs of a job: the tiny video model, a one-layer HuBERT,
 a dome-shaped BFM (in memory, or written in the official formats with its MediaPipe index and eye triangles), a
 portrait-shaped test card, a stand-in landmark layout with its head/body masks, a test tone and a wav writer; for
-Talk3D's ``personalise``, the tiny EG3D generator and a miniature wav2vec2 (:func:`write_talk3d_models`).
+Talk3D's ``personalise``, the tiny EG3D generator and a miniature wav2vec2 (:func:`write_talk3d_models`) and a
+synthetic talking video made from a face photo and speech (:func:`write_talking_video`).
 
 ``r3dp doctor --selftest`` (``pipeline/selftest.py``) fills a temporary models folder with these; the tests and the
 benchmarks use them too. Nothing here reads the shared reference folder or downloads anything: the stand-ins that
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -271,3 +274,203 @@ def write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
+
+
+# --- a synthetic talking video --------------------------------------------------------------------------------------
+# The face of a photo is cropped with a small smooth head motion (translation ±5 px, rotation ±3°), its mouth opened
+# by a vertical warp driven by the loudness envelope of the speech (looped), and its eyes closed (covered with the
+# skin just above them) for 5 frames every 2 s; written with PyAV as H.264 + AAC (mono, 16 kHz). On the example
+# portrait (``examples/portrait.png``, :data:`EXAMPLE_FACE`) MediaPipe detects the face in every frame. The options
+# make the bad inputs of ``r3dp personalise``'s preparation (two faces side by side, frames without a face, no audio
+# track) and a variable-frame-rate file.
+
+TALKING_RATE = 16_000             # Hz of the speech given and of the audio track written
+BLINK_EVERY_S, BLINK_FRAMES = 2.0, 5
+
+
+@dataclass(frozen=True)
+class TalkingFace:
+    """Where the face of a photo is, in photo pixels (x, y). The mouth and eye warps are sized for a face about
+    90 px wide (the example portrait's)."""
+
+    centre: tuple[float, float]                                  #: between the eyes and the mouth: the crop centre
+    mouth: tuple[float, float]                                   #: the mouth centre (the lip line)
+    eyes: tuple[tuple[float, float], tuple[float, float]]        #: the two eye centres
+    crop_side: float = 200.0                                     #: photo pixels shown across a one-face frame
+    no_face: tuple[float, float] = (430.0, 430.0)                #: a crop centre where the photo shows no face
+
+
+#: The face of the 512² example portrait (``examples/portrait.png``), measured with MediaPipe: nose tip (224, 131),
+#: mouth centre (223, 146), eyes near (205, 101) and (245, 104), face about 90 px wide.
+EXAMPLE_FACE = TalkingFace(centre=(224.0, 128.0), mouth=(223.0, 146.0), eyes=((205.0, 101.5), (245.0, 104.0)))
+
+
+def blink_frames(times: np.ndarray) -> np.ndarray:
+    """``[T]`` bool: whether the eyes are shut at each time (s): 0.2 s starting 1 s in, then every 2 s."""
+    times = np.asarray(times, np.float64)
+    phase = (times - 1.0) % BLINK_EVERY_S
+    return (times >= 1.0) & (phase < BLINK_FRAMES / 25.0)
+
+
+def _loop(speech: np.ndarray, seconds: float) -> np.ndarray:
+    return np.resize(np.asarray(speech, np.float32), int(round(seconds * TALKING_RATE))).astype(np.float32)
+
+
+def _envelope(wave: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """Loudness in [0,1] at each time (RMS of 40 ms around it, normalised by the 95th percentile)."""
+    half = TALKING_RATE // 50
+    centres = (times * TALKING_RATE).astype(int)
+    rms = np.array([np.sqrt(np.mean(wave[max(0, c - half):c + half] ** 2) + 1e-12) for c in centres])
+    return np.clip(rms / (np.percentile(rms, 95) + 1e-6), 0.0, 1.0)
+
+
+def _talking_face(photo: np.ndarray, face: TalkingFace, opening: float, shut: bool) -> np.ndarray:
+    """The photo with its mouth opened by ``opening`` in [0,1] (up to 7 px) and the eyes shut or not."""
+    import cv2
+
+    height, width = photo.shape[:2]
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    image = photo.copy()
+    if shut:
+        for ex, ey in face.eyes:
+            patch = image[int(ey) - 14:int(ey) - 8, int(ex) - 12:int(ex) + 12].reshape(-1, 3).mean(0)
+            inside = ((x - ex) / 13.0) ** 2 + ((y - ey) / 6.5) ** 2 < 1
+            image[inside] = patch.astype(np.uint8)
+            lid = inside & (np.abs(y - ey) < 0.8)
+            image[lid] = (0.6 * patch).astype(np.uint8)   # the lash line of a shut eye
+    gap = 7.0 * float(opening)
+    if gap > 0.2:
+        mx, my = face.mouth
+        falloff = np.clip(1 - ((x - mx) / 22.0) ** 2, 0, 1) * np.exp(-((y - my) / 14.0) ** 2)
+        shift = gap / 2 * falloff * np.sign(y - my)
+        # sample from nearer the lip line: the lips move apart, the line between them widens into a dark gap
+        warped = cv2.remap(image, x, (y - shift).astype(np.float32), cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+        dark = (np.abs(y - my) < gap / 2 * falloff) & (falloff > 0.3)
+        warped[dark] = (warped[dark] * 0.25).astype(np.uint8)
+        image = warped
+    return image
+
+
+def _view(image: np.ndarray, size: int, centre: tuple[float, float], side: float, angle: float,
+          width_px: int | None = None) -> np.ndarray:
+    """``[size, width_px or size, 3]``: the square of ``side`` photo pixels around ``centre`` rotated by
+    ``angle`` degrees."""
+    import cv2
+
+    out_w = width_px or size
+    scale = size / side
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+    matrix[:, 2] += (out_w / 2 - centre[0], size / 2 - centre[1])
+    return cv2.warpAffine(image, matrix, (out_w, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def render_talking_frames(seconds: float, *, photo: np.ndarray, speech: np.ndarray, size: int = 256,
+                          fps: float = 25, faces: int = 1, face_missing_fraction: float = 0.0, seed: int = 0,
+                          times: np.ndarray | None = None, face: TalkingFace = EXAMPLE_FACE
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The frames of :func:`write_talking_video`: ``(frames uint8 [T,S,S,3], times [T] s, missing [T] bool)``;
+    ``times`` (seconds) default to every ``1/fps`` over ``seconds``."""
+    rng = np.random.default_rng(seed)
+    times = np.arange(int(round(seconds * fps))) / fps if times is None else np.asarray(times, np.float64)
+    opening = _envelope(_loop(speech, seconds + 1.0), times)
+    shut = blink_frames(times)
+    missing = np.zeros(len(times), bool)
+    if face_missing_fraction > 0:
+        count = int(round(face_missing_fraction * len(times)))
+        runs = max(1, count // 4)
+        starts = np.sort(rng.choice(np.arange(len(times) - 4), runs, replace=False))
+        for start in starts:
+            missing[start:start + 4] = True
+        extra = np.flatnonzero(~missing)
+        while missing.sum() < count:
+            missing[rng.choice(extra)] = True
+        while missing.sum() > count:
+            missing[np.flatnonzero(missing)[-1]] = False
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    frames = np.empty((len(times), size, size, 3), np.uint8)
+    empty = _view(photo, size, face.no_face, face.crop_side, 0.0)
+    for index, t in enumerate(times):
+        if missing[index]:
+            frames[index] = empty
+            continue
+        image = _talking_face(photo, face, opening[index], shut[index])
+        dx, dy = 5 * np.sin(0.9 * t + phase[0]), 4 * np.sin(0.7 * t + phase[1])
+        angle = 3 * np.sin(0.5 * t + phase[2])
+        centre = (face.centre[0] + dx, face.centre[1] + dy)
+        if faces == 1:
+            frames[index] = _view(image, size, centre, face.crop_side, angle)
+        else:
+            half = size // faces
+            tiles = [_view(image, size, centre, face.crop_side * 1.15, angle * (1 - 2 * (k % 2)), width_px=half)
+                     for k in range(faces)]
+            row = np.concatenate(tiles, axis=1)
+            frames[index] = np.pad(row, ((0, 0), (0, size - row.shape[1]), (0, 0)), mode="edge")
+    return frames, times, missing
+
+
+def write_video(path: str | Path, frames: np.ndarray, times: np.ndarray, fps: float,
+                audio: np.ndarray | None = None) -> Path:
+    """Encode ``frames`` (RGB uint8 ``[T,H,W,3]``) shown at ``times`` (seconds; any spacing: variable frame rate)
+    as H.264, with ``audio`` (16 kHz mono float32) as AAC when given."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    time_base = Fraction(1, 1000)
+    with av.open(str(path), mode="w") as container:
+        video = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        video.width, video.height = frames.shape[2], frames.shape[1]
+        video.pix_fmt = "yuv420p"
+        video.time_base = time_base
+        video.codec_context.time_base = time_base
+        video.options = {"crf": "20", "preset": "veryfast"}
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=TALKING_RATE)
+            sound.layout = "mono"
+        for image, t in zip(frames, times):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = int(round(t * 1000)), time_base
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode(None):
+            container.mux(packet)
+        if sound is not None:
+            block = 1024
+            for start in range(0, len(audio), block):
+                frame = av.AudioFrame.from_ndarray(audio[None, start:start + block], format="fltp", layout="mono")
+                frame.sample_rate, frame.pts = TALKING_RATE, start
+                for packet in sound.encode(frame):
+                    container.mux(packet)
+            for packet in sound.encode(None):
+                container.mux(packet)
+    return path
+
+
+def write_talking_video(path: str | Path, seconds: float, *, photo: np.ndarray, speech: np.ndarray, size: int = 256,
+                        fps: float = 25, audio: bool = True, faces: int = 1, face_missing_fraction: float = 0.0,
+                        seed: int = 0, variable_rate: bool = False, face: TalkingFace = EXAMPLE_FACE) -> Path:
+    """Write a synthetic talking video of ``photo``'s face speaking ``speech`` to ``path`` (an mp4) and return it.
+
+    Args:
+        seconds: length. ``size``: frame side (square, even). ``fps``: frame rate (the mean rate when
+            ``variable_rate``: frame intervals then vary between 0.5 and 1.5 periods).
+        photo: RGB uint8 ``[H,W,3]``; ``face`` says where its face is (default: the example portrait's).
+        speech: 16 kHz mono float32 samples, looped to the length; they drive the mouth.
+        audio: mux the speech as AAC; False writes a video without an audio track.
+        faces: copies of the face side by side (2: the several-faces refusal).
+        face_missing_fraction: share of frames (in runs of 4) showing a part of the photo without a face.
+        seed: head-motion phases and which frames lose the face.
+    """
+    rng = np.random.default_rng(seed + 1)
+    if variable_rate:
+        steps = rng.uniform(0.5, 1.5, int(seconds * fps) + 8) / fps
+        times = np.concatenate([[0.0], np.cumsum(steps)])
+        times = times[times < seconds - 0.5 / fps]
+    else:
+        times = np.arange(int(round(seconds * fps))) / fps
+    frames, times, _ = render_talking_frames(seconds, photo=photo, speech=speech, size=size, fps=fps, faces=faces,
+                                             face_missing_fraction=face_missing_fraction, seed=seed, times=times,
+                                             face=face)
+    return write_video(Path(path), frames, times, fps, _loop(speech, seconds) if audio else None)

@@ -82,6 +82,7 @@ class PersonaliseOptions:
     restart: bool = False
     anchor_frames: list[int] | None = None
     seed: int = 0
+    preset_overrides: dict[str, Any] | None = None   #: preset fields to change (field=value)
 
 
 @dataclass
@@ -253,7 +254,7 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
 
     video, folder = Path(options.video), Path(options.out)
     try:
-        preset = get_preset(options.preset)
+        preset = get_preset(options.preset, **(options.preset_overrides or {}))
     except ValueError as exc:
         raise InputError(str(exc)) from None
     if options.steps is not None and options.steps < 1:
