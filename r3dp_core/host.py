@@ -30,6 +30,12 @@ def in_place(*modules: torch.nn.Module | None) -> Iterator[torch.device]:
     yield device
 
 
+class StopRequested(Exception):
+    """What a host's ``should_stop`` raises to stop a stage at its next step boundary (a stage that can save its
+    work, such as persona training, saves it first). ComfyUI's Cancel raises its own exception, which stages treat
+    the same way."""
+
+
 @dataclass(frozen=True)
 class Host:
     """The services a stage asks of the program that runs it.

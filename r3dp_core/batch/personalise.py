@@ -140,14 +140,13 @@ def persona_skipped(job: Job) -> JobResult | None:
 def admit_personas(jobs: list[Job]) -> None:
     """The checks personalise makes before it trains, made for every row up front (a bad row gets its
     ``error``, with personalise's own message): the video is a file, steps and save_every are at least 1."""
+    from ..talk3d.personalise.run import check_options
+
     for job in jobs:
-        options = job.request
-        if options.steps is not None and options.steps < 1:
-            job.error = f"--steps must be at least 1, got {options.steps}."
-        elif options.save_every is not None and options.save_every < 1:
-            job.error = f"--save-every must be at least 1, got {options.save_every}."
-        elif not Path(options.video).is_file():
-            job.error = f"{options.video} is not a file. Give the talking video of the person with --video."
+        try:
+            check_options(job.request)
+        except InputError as exc:
+            job.error = str(exc)
 
 
 # --- the worker -----------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import R3DPError
+from ..host import StopRequested
 from .jobs import Job
 
 #: ``JobResult`` fields only a persona has, left out of a clip's ``results.jsonl`` line
@@ -54,9 +55,9 @@ class JobStopped(R3DPError):
         super().__init__(message)
 
 
-class Interrupted(JobStopped):
-    """What a Ray worker's ``should_stop`` raises when the batch stops. Personalise's training takes an exception
-    of this name for a host's stop (``training._is_interrupt``): it saves a checkpoint, then stops."""
+class Interrupted(JobStopped, StopRequested):
+    """What a Ray worker's ``should_stop`` raises when the batch stops: a host's :class:`StopRequested`, so
+    persona training saves a checkpoint, then stops."""
 
     def __init__(self):
         super().__init__("interrupted: the batch was stopped")

@@ -230,6 +230,26 @@ def write_preview(path: Path, targets: torch.Tensor, renders: torch.Tensor) -> P
 
 # --- the run -------------------------------------------------------------------------------------------------------
 
+def check_options(options: PersonaliseOptions) -> PersonalisePreset:
+    """The checks made before anything is loaded (also ``r3dp batch --personalise``'s up-front row checks);
+    returns the preset the options name.
+
+    Raises:
+        InputError: an unknown preset, steps or save_every below 1, or a video that is not a file.
+    """
+    try:
+        preset = get_preset(options.preset, **(options.preset_overrides or {}))
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if options.steps is not None and options.steps < 1:
+        raise InputError(f"--steps must be at least 1, got {options.steps}.")
+    if options.save_every is not None and options.save_every < 1:
+        raise InputError(f"--save-every must be at least 1, got {options.save_every}.")
+    if not Path(options.video).is_file():
+        raise InputError(f"{options.video} is not a file. Give the talking video of the person with --video.")
+    return preset
+
+
 def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = print,
                 on_step: StepReport | None = None) -> PersonaliseResult:
     """Train (or resume training) the persona of ``options.video`` into ``options.out``.
@@ -252,20 +272,11 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
     from .phase_a import PhaseAResult, run_phase_a
     from .prepare import prepare_video, video_sha256
 
+    preset = check_options(options)
     video, folder = Path(options.video), Path(options.out)
-    try:
-        preset = get_preset(options.preset, **(options.preset_overrides or {}))
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    if options.steps is not None and options.steps < 1:
-        raise InputError(f"--steps must be at least 1, got {options.steps}.")
-    if options.save_every is not None and options.save_every < 1:
-        raise InputError(f"--save-every must be at least 1, got {options.save_every}.")
     total_steps = options.steps or preset.unet_steps
     models_dir = model_files.default_models_dir(options.models_dir)
     device = resolve_device(options.device)
-    if not video.is_file():
-        raise InputError(f"{video} is not a file. Give the talking video of the person with --video.")
 
     identity = _run_identity(options, video_sha256(video))
     _check_folder(folder, identity, options.restart, say)

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as checkpointed
 
 from ...errors import InputError
-from ...host import HERE, Host
+from ...host import HERE, Host, StopRequested
 from ..eg3d_generator import TriPlaneGenerator
 from ..losses import BicubicDownSample, lpips_sum, mouth_l2_loss, mouth_mask_128
 from ..model import Talk3DNetworks
@@ -470,8 +470,9 @@ def _lighten(state: TrainingState, say: Callable[[str], None]) -> bool:
 
 
 def _is_interrupt(error: BaseException) -> bool:
-    """An exception a host raises to stop (ComfyUI's ``InterruptProcessingException``)."""
-    return type(error).__name__ in ("InterruptProcessingException", "Interrupted")
+    """A host's request to stop: :class:`~r3dp_core.host.StopRequested`, or ComfyUI's Cancel
+    (``InterruptProcessingException``, matched by name: the core never imports ComfyUI)."""
+    return isinstance(error, StopRequested) or type(error).__name__ == "InterruptProcessingException"
 
 
 def _mel_if_needed(setup: TrainingSetup) -> np.ndarray | None:
