@@ -105,9 +105,13 @@ def probe_span(path: str | Path, start: float | None = None, end: float | None =
     return VideoSpan(width, height, first, last, has_audio, processing_scale(width, height))
 
 
-def frames_25fps(path: str | Path, start: float = 0.0, end: float | None = None, chunk: int = 32
-                 ) -> Iterator[np.ndarray]:
+def frames_25fps(path: str | Path, start: float = 0.0, end: float | None = None, chunk: int = 32, *,
+                 first: int = 0) -> Iterator[np.ndarray]:
     """The span's frames at 25 fps (module docstring), full resolution, in chunks.
+
+    ``first``: start at the span's 25 fps frame ``first`` (a seek to the keyframe before it; the ticks are the
+    same ``start + k/25`` as a read from the span's start, so frame ``first + j`` is exactly the frame that read
+    gives at position ``first + j``).
 
     Yields:
         uint8 ``[B,H,W,3]`` RGB blocks of consecutive 25 fps frames (``B <= chunk``).
@@ -118,7 +122,7 @@ def frames_25fps(path: str | Path, start: float = 0.0, end: float | None = None,
 
     path = Path(path)
     buffer: list[np.ndarray] = []
-    tick = 0
+    tick = max(int(first), 0)
     # a tick is shown when at least half of its 40 ms lies before the end: a span of D s gives round(25·D) frames
     half_tick = 0.5 / FPS
     limit = float("inf") if end is None else float(end) - half_tick
@@ -131,9 +135,10 @@ def frames_25fps(path: str | Path, start: float = 0.0, end: float | None = None,
             raise InputError(f"{path}: the file has no video stream. {_VIDEO_HINT}")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        if start > 0.5:
-            # seek to the keyframe at or before the start (backward); the frames before ``start`` are skipped below
-            container.seek(int((start - 0.5) / stream.time_base), stream=stream, backward=True, any_frame=False)
+        target = tick_time(tick)
+        if target > 0.5:
+            # seek to the keyframe at or before the first tick (backward); the frames before it are skipped below
+            container.seek(int((target - 0.5) / stream.time_base), stream=stream, backward=True, any_frame=False)
         previous, previous_time = None, None
         default_step = 1.0 / float(stream.average_rate or FPS)
         try:
