@@ -2,8 +2,10 @@
 
 One module per stage: ``loaders`` (model files), ``image_to_triplane``, ``audio_to_motion``, ``video_to_motion``,
 ``head_pose``, ``pncc``, ``motion_adapter``, ``volume_render``, ``htbsr_composite``, ``paste_back``, ``background``,
-``io`` (audio loader, Save/Load Motion and Avatar) and ``all_in_one`` (Talking Portrait). Every class subclasses
-``comfy_io.ComfyNode`` directly with a literal ``R3DP_`` node id, which is what ComfyUI-Manager's scanner needs.
+``io`` (audio loader, Save/Load Motion and Avatar), ``all_in_one`` (Talking Portrait) and ``persona`` (Talk3D
+personas: loader, speech drive, super-resolution, paste-back into the training video, Personalise). Every class
+subclasses ``comfy_io.ComfyNode`` directly with a literal ``R3DP_`` node id, which is what ComfyUI-Manager's scanner
+needs.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from . import (  # noqa: E402
     loaders,
     motion_adapter,
     paste_back,
+    persona,
     pncc,
     video_to_motion,
     volume_render,
@@ -39,7 +42,7 @@ from . import (  # noqa: E402
 
 NODE_CLASSES = [*loaders.NODES, *image_to_triplane.NODES, *audio_to_motion.NODES, *video_to_motion.NODES,
                 *head_pose.NODES, *pncc.NODES, *motion_adapter.NODES, *volume_render.NODES, *htbsr_composite.NODES,
-                *paste_back.NODES, *background.NODES, *io.NODES, *all_in_one.NODES]
+                *paste_back.NODES, *background.NODES, *io.NODES, *all_in_one.NODES, *persona.NODES]
 
 
 class R3DPExtension(ComfyExtension):

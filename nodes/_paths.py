@@ -148,3 +148,61 @@ def save_target(folder: str, prefix: str) -> Path:
     while f"{stem}_{counter:05d}.safetensors" in taken:
         counter += 1
     return directory / f"{stem}_{counter:05d}.safetensors"
+
+
+# --- personas: folders under <real3dportrait>/personas/NAME (persona.json + safetensors) ----------------------------
+
+PERSONA_SUBFOLDER = "personas"
+
+
+def persona_options() -> list[str]:
+    """The complete personas (a ``persona.json`` present) in every ``real3dportrait`` model folder's ``personas/``,
+    by folder name; a name in several folders is listed once (the first folder wins, as for model files)."""
+    names = set()
+    for folder in model_folders():
+        root = Path(folder) / PERSONA_SUBFOLDER
+        if root.is_dir():
+            names.update(p.parent.name for p in root.glob("*/persona.json"))
+    return sorted(names)
+
+
+def check_persona_name(name: str) -> str:
+    """A persona name is one folder name (no separators, not '.'/'..')."""
+    name = name.strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ModelFileError(f"A persona name is one folder name (no '/' or '\\'), got {name!r}.")
+    return name
+
+
+def resolve_persona(name: str) -> Path:
+    """The folder of persona ``name``, or a ``ModelFileError`` naming every folder searched and how to make one."""
+    name = check_persona_name(name)
+    for folder in model_folders():
+        candidate = Path(folder) / PERSONA_SUBFOLDER / name
+        if (candidate / "persona.json").is_file():
+            return candidate
+    searched = "\n".join(f"  - {Path(folder) / PERSONA_SUBFOLDER}" for folder in model_folders())
+    raise ModelFileError(f"Persona '{name}' was not found (a folder with persona.json) in:\n{searched}\nTrain one with "
+                         "the Personalise node or `r3dp personalise --out <that folder>/NAME`, then press R in ComfyUI "
+                         "to refresh the list.")
+
+
+def persona_target(name: str) -> Path:
+    """Where the Personalise node writes persona ``name``: ``personas/NAME`` of the first model folder (an existing
+    one of that name in another folder is continued there)."""
+    name = check_persona_name(name)
+    for folder in model_folders():
+        candidate = Path(folder) / PERSONA_SUBFOLDER / name
+        if candidate.is_dir():
+            return candidate
+    return Path(model_folders()[0]) / PERSONA_SUBFOLDER / name
+
+
+def models_dir_with(key: str) -> Path:
+    """The first ``real3dportrait`` folder holding a file of model slot ``key`` (else the first folder): the models
+    folder a core stage that takes one ``models_dir`` (personalise) is given."""
+    spec = BY_KEY[key]
+    for folder in model_folders():
+        if spec.find(Path(folder)) is not None:
+            return Path(folder)
+    return Path(model_folders()[0])

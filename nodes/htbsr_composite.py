@@ -53,10 +53,14 @@ class HtbsrComposite(comfy_io.ComfyNode):
     @classmethod
     def execute(cls, render: PortraitStreams, head_threshold: float, chunk_size: int, preview: bool,
                 background: torch.Tensor | None = None):
+        from r3dp_core.errors import InputError
         from r3dp_core.pipeline.portrait_streams import composite_clips
 
         from ._runtime import node_host, write_preview_video
 
+        if not isinstance(render, PortraitStreams):
+            raise InputError("HTB-SR Composite composites photos: a persona's render goes to Persona Super-Resolution "
+                             "or Persona Paste Back (stream).")
         clips = composite_clips(render, background, head_threshold, chunk_size, node_host(cls.hidden.unique_id))
         ui = {"r3dp_video": [write_preview_video(c, clips.fps, clips.audio) for c in clips.images]} if preview else None
         count = len(clips.images)

@@ -122,9 +122,10 @@ class SaveVideo(comfy_io.ComfyNode):
                         "output folder, pasting and encoding chunk by chunk: memory stays flat however long the clip. "
                         "Progress with preview; Cancel between chunks. The file appears only when complete.",
             inputs=[
-                t.Frames.Input("frames", tooltip="From Paste Back (stream)."),
+                t.Frames.Input("frames", tooltip="From Paste Back (stream) or Persona Paste Back (stream)."),
                 comfy_io.Float.Input("fps", default=25.0, min=1.0, max=120.0, step=0.01,
-                                     tooltip="Frame rate: connect HTB-SR Composite's fps (25 for r3dp motions)."),
+                                     tooltip="Frame rate: connect HTB-SR Composite's fps (25 for r3dp motions and "
+                                             "personas)."),
                 comfy_io.Audio.Input("audio", optional=True,
                                      tooltip="The soundtrack, muxed as AAC: HTB-SR Composite's audio (or any AUDIO)."),
                 comfy_io.String.Input("filename_prefix", default="r3dp/paste_back",
@@ -146,15 +147,20 @@ class SaveVideo(comfy_io.ComfyNode):
         from r3dp_core.pipeline.paste_back import ClipPasteSource, write_clip_video
 
         from ._runtime import node_host
+        from .persona import PersonaPasteSource, write_persona_video
 
-        if not isinstance(frames, ClipPasteSource):
-            raise InputError("Save Video (r3dp): frames must come from Paste Back (stream).")
+        if not isinstance(frames, (ClipPasteSource, PersonaPasteSource)):
+            raise InputError("Save Video (r3dp): frames must come from Paste Back (stream) or Persona Paste Back "
+                             "(stream).")
         folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), frames.width, frames.height)
         name = f"{filename}_{counter:05}_.mp4"
         host = node_host(cls.hidden.unique_id)
-        write_clip_video(frames, os.path.join(folder, name), fps, audio, chunk_size=chunk_size, on_chunk=host.report,
-                         should_stop=host.should_stop)
+        if isinstance(frames, PersonaPasteSource):
+            write_persona_video(frames, os.path.join(folder, name), fps, audio, chunk_size=chunk_size, host=host)
+        else:
+            write_clip_video(frames, os.path.join(folder, name), fps, audio, chunk_size=chunk_size,
+                             on_chunk=host.report, should_stop=host.should_stop)
         saved = {"filename": name, "subfolder": subfolder, "type": "output"}
         return comfy_io.NodeOutput(ui={"images": [saved], "animated": (True,)})
 

@@ -38,11 +38,13 @@ def test_extension_lists_every_node(comfy):
     listed = asyncio.run(comfy.nodes.R3DPExtension().get_node_list())
     assert listed == comfy.nodes.NODE_CLASSES
     ids = [cls.define_schema().node_id for cls in listed]
-    assert len(ids) == len(set(ids)) == 25
+    assert len(ids) == len(set(ids)) == 32
     assert {"R3DP_ImageToTriplane", "R3DP_AudioToMotion", "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder",
             "R3DP_MotionAdapter", "R3DP_VolumeRender", "R3DP_HtbsrComposite", "R3DP_BackgroundLoader",
             "R3DP_SaveMotion", "R3DP_LoadMotion", "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait",
-            "R3DP_LoadAudio", "R3DP_PasteBack", "R3DP_PasteBackStream", "R3DP_SaveVideo"} <= set(ids)
+            "R3DP_LoadAudio", "R3DP_PasteBack", "R3DP_PasteBackStream", "R3DP_SaveVideo", "R3DP_PersonaLoader",
+            "R3DP_LoadWav2Vec2", "R3DP_PersonaAudioToTriplane", "R3DP_PersonaSuperResolution",
+            "R3DP_PersonaPasteBack", "R3DP_PersonaPasteBackStream", "R3DP_Personalise"} <= set(ids)
 
 
 def test_schemas_follow_the_registry_and_ui_rules(comfy):
@@ -57,7 +59,8 @@ def test_schemas_follow_the_registry_and_ui_rules(comfy):
             assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
         for item in [*schema.inputs, *schema.outputs]:
             assert item.io_type in CORE_TYPES or item.io_type.startswith("R3DP_"), (schema.node_id, item.io_type)
-        user_files = schema.node_id in ("R3DP_LoadAudio", "R3DP_LoadMotion", "R3DP_LoadAvatar")  # may be empty
+        user_files = schema.node_id in ("R3DP_LoadAudio", "R3DP_LoadMotion", "R3DP_LoadAvatar",
+                                        "R3DP_PersonaLoader")  # may be empty
         for combo in (i for i in schema.inputs if isinstance(i, ComboInput)):
             assert combo.options or user_files, f"{schema.node_id}.{combo.id} has no options"
             assert combo.default is None or combo.default in combo.options

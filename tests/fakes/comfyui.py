@@ -75,6 +75,16 @@ class ComboInput(Input):
         self.options, self.default = options, default
 
 
+class MultiTypeInput(Input):
+    """``io.MultiType.Input``: one input accepting several socket types; its ``io_type`` is ComfyUI's
+    comma-joined union (``get_io_type``)."""
+
+    def __init__(self, id, types, display_name=None, optional=False, tooltip=None, lazy=None, extra_dict=None):
+        super().__init__(id, display_name, optional, tooltip, lazy)
+        self.io_types = [t.io_type for t in types]
+        self.io_type = ",".join(dict.fromkeys(self.io_types))
+
+
 @dataclasses.dataclass
 class Schema:
     node_id: str
@@ -125,6 +135,7 @@ def fake_io():
     module.String = comfy_type("STRING", StringInput)
     module.Boolean = comfy_type("BOOLEAN", BooleanInput)
     module.Combo = comfy_type("COMBO", ComboInput)
+    module.MultiType = SimpleNamespace(Input=MultiTypeInput)
     for name in ("Image", "Mask", "Audio", "Video"):
         setattr(module, name, comfy_type(name.upper()))
     return module
