@@ -343,7 +343,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     request = request_from_options(args)
     if args.dry_run:
-        print(describe(request, admit(request, check_models=False).inputs))
+        admitted = admit(request, check_models=False)
+        if request.is_persona:
+            from .pipeline.persona import describe_persona
+
+            print(describe_persona(request, admitted.inputs))
+        else:
+            print(describe(request, admitted.inputs))
         print("dry run: inputs are valid; nothing was rendered")
         return 0
 
@@ -447,7 +453,7 @@ def _add_generate(sub) -> None:
     """``r3dp generate``: its options are the option table's (``pipeline/options.py``)."""
     from .pipeline.options import add_generate_arguments
 
-    gen = sub.add_parser("generate", help="photo + voice clip (or driving video) -> talking mp4",
+    gen = sub.add_parser("generate", help="photo (or persona) + voice clip (or driving video) -> talking mp4",
                          description="Render a talking-portrait video. Inputs are validated before any model "
                                      "is loaded; the mp4 is written only when complete.")
     add_generate_arguments(gen)

@@ -28,14 +28,16 @@ class Admitted:
     (``model_files`` keys, :func:`needed_models`), in ``models_dir``."""
 
     request: GenerateRequest
-    inputs: ValidatedInputs
+    inputs: ValidatedInputs     # a persona job: ``pipeline.persona.PersonaInputs``
     masks: PortraitMasks | None
     models: tuple[str, ...]
     models_dir: Path
 
 
 def needed_models(request: GenerateRequest) -> list[str]:
-    """Keys of ``model_files.MODEL_FILES`` this job needs."""
+    """Keys of ``model_files.MODEL_FILES`` this job needs (a persona job: Talk3D's wav2vec2 alone)."""
+    if request.persona is not None:
+        return ["wav2vec2"]
     needed = ["video_model", "bfm", "bfm_mediapipe_index", "bfm_left_eye_faces", "bfm_right_eye_faces",
               "face_landmarker"]
     if request.head_mask is None:
@@ -92,6 +94,10 @@ def admit(request: GenerateRequest, models_dir: Path | None = None, *, check_mod
     models_dir = Path(models_dir) if models_dir is not None else model_files.default_models_dir(request.models_dir)
     if check_models:
         check_model_files(request, models_dir, skip_models)
+    if request.persona is not None:
+        from .persona import validate_persona
+
+        return Admitted(request, validate_persona(request), None, tuple(needed_models(request)), models_dir)
     inputs = validate(request, models_dir)
     masks = load_masks(request)
     return Admitted(request, inputs, masks, tuple(needed_models(request)), models_dir)

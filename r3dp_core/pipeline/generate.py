@@ -23,19 +23,9 @@ from .portraits import PortraitCache, prepare_avatar
 from .pose import resolve_pose
 from .request import GenerateRequest
 from .stream import iterate_chunks
+from .types import GenerateSummary
 
-
-@dataclass
-class GenerateSummary:
-    path: Path
-    frames: int
-    seconds: float
-    peak_rss_mb: float
-    peak_vram_mb: float | None
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.seconds if self.seconds else float("nan")
+__all__ = ["GenerateSummary", "JobModels", "generate", "load_job_models", "run_job"]
 
 
 @dataclass
@@ -130,8 +120,13 @@ def generate(request: GenerateRequest, progress=None, log=print, should_stop=Non
              video_model: torch.nn.Module | None = None) -> GenerateSummary:
     """Run the whole job: validate every input, load the models, render. ``progress(done, total)`` is called
     after every chunk. ``video_model``: an already loaded video model instead of the models folder's (the
-    self-test's tiny one)."""
+    self-test's tiny one). A persona request (``--persona``) runs :func:`~.persona.run_persona_job`."""
     admitted = admit(request, skip_models=("video_model",) if video_model is not None else ())
+    if request.is_persona:
+        from .persona import run_persona_job
+
+        return run_persona_job(request, admitted.inputs, admitted.models_dir, progress=progress, log=log,
+                               should_stop=should_stop)
     precision = Precision.resolve(request.device, request.dtype)
     models = load_job_models(request, admitted.models_dir, precision, video_model=video_model)
     return run_job(request, admitted.inputs, models, masks=admitted.masks, progress=progress, log=log,

@@ -30,7 +30,9 @@ from .. import defaults
 from ..geometry.framing import MAX_PHOTO_SIDE, parse_face_choice
 from .pose import EASINGS, MAX_POSE_STRENGTH, POSE_MODES, PoseRecipe
 
-OUTPUT_MODES = ("crop", "photo")
+OUTPUT_MODES = ("crop", "photo", "video")
+#: Where ``--blink`` takes a persona's blinks from.
+BLINK_SOURCES = ("schedule", "replay")
 #: The largest seed a ComfyUI widget offers.
 MAX_SEED = 2**31 - 1
 
@@ -172,7 +174,9 @@ _DTYPE = Option("dtype", str, "auto",
                 "auto, fp32, fp16 or bf16 (auto is fp32 on the CPU, where bf16 is about 2x faster)")
 
 GENERATE = OptionTable("generate", (
-    Option("image", Path, None, "portrait photo", required=True),
+    Option("image", Path, None, "portrait photo (give --image or --persona)"),
+    Option("persona", Path, None, "a persona folder (`r3dp personalise`) to animate with --audio instead of a photo; "
+                                  "needs only the persona and Talk3D's wav2vec2"),
     Option("audio", Path, None, "speech clip (wav/flac/ogg/mp3, 8-48 kHz)"),
     Option("out", Path, None, "output .mp4", required=True),
     _MODELS_DIR,
@@ -181,8 +185,10 @@ GENERATE = OptionTable("generate", (
     Option("bg", Path, None, "background image (default: extracted from the portrait)"),
     Option("camera", str, defaults.POSE_MODE, choices=POSE_MODES, official="static",
            doc="head pose: auto (the default: the pose video's, the expression video's or the motion file's pose if "
-               "any, else natural), static (the photo's pose, the official pipeline's), driving, orbit, keyframes, "
-               "natural (a calm seeded head motion that follows the speech)"),
+               "any, else natural; a persona: replay), static (the photo's pose, the official pipeline's), driving, "
+               "orbit, keyframes, natural (a calm seeded head motion that follows the speech), replay (a persona: its "
+               "training video's cameras, forward then backward; a persona's other modes turn about its mean camera, "
+               "yaw and pitch only)"),
     Option("keyframes", str, PoseRecipe.keyframes,
            "with --camera keyframes: 'seconds: yaw, pitch; ...' in degrees from the photo's pose, e.g. "
            "'0: 0, 0; 2: 15, 0; 4: -15, 5'"),
@@ -206,6 +212,8 @@ GENERATE = OptionTable("generate", (
            doc=f"scale the mouth's motion in the rendered face, 0-{defaults.MOUTH_SCALE_MAX:g} (1 = as driven; audio "
                "and video)"),
     Option("blink", bool, defaults.BLINK, "periodic blinks", negatable=True, official=True),
+    Option("blink_source", str, "schedule", choices=BLINK_SOURCES,
+           doc="with --persona: schedule (r3dp's periodic blinks, seeded) or replay (the training video's blinks)"),
     Option("temperature", float, defaults.TEMPERATURE, "audio-to-motion sampling temperature", minimum=0.0,
            official=defaults.TEMPERATURE, widget=(0.0, 1.0)),
     Option("seed", int, defaults.SEED, "random seed (latent noise, blinks, natural head motion, renderer)",
@@ -221,8 +229,11 @@ GENERATE = OptionTable("generate", (
            doc="the face covers at least this fraction of the square cut around it (official "
                f"{defaults.MIN_FACE_AREA:g}; 0.15-0.5 are sensible)"),
     Option("output", str, "crop", choices=OUTPUT_MODES,
-           doc=f"crop: the {defaults.FRAME_SIZE}x{defaults.FRAME_SIZE} animated square; photo: pasted back into the "
-               f"photo at its resolution (longest side capped at {MAX_PHOTO_SIDE} px)"),
+           doc=f"crop: the {defaults.FRAME_SIZE}x{defaults.FRAME_SIZE} animated square (a persona: its aligned face); "
+               f"photo: pasted back into the photo at its resolution (longest side capped at {MAX_PHOTO_SIDE} px); "
+               "video (a persona): pasted back into its training video, whose cameras are replayed"),
+    Option("video", Path, None, "with --persona --output video: the persona's training video, if it is no longer "
+                                "where the persona says (checked by its SHA-256)"),
     Option("head_mask", Path, None, "mask image of the head with hair (white on black, the photo's size), used "
                                     "instead of the selfie segmenter"),
     Option("body_mask", Path, None, "with --head-mask: mask image of the rest of the person (neck, shoulders)"),

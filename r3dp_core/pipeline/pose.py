@@ -15,7 +15,8 @@ frame rate, so one recipe serves any number of portraits and any motion. Modes:
   frame rate; no sound: a calm drift), starting at the photo's pose, with the total angles inside absolute
   bounds;
 * ``auto`` — ``driving`` when there is a pose to follow, else ``natural`` (a frozen head looks dead; the official
-  pipeline's ``static`` is one option away).
+  pipeline's ``static`` is one option away);
+* ``replay`` — a persona's own training video's cameras (:mod:`r3dp_core.pipeline.persona`); a photo has none.
 
 ``pose_strength`` scales the motion that comes from a source — a driving pose (about its first frame, as
 :func:`~r3dp_core.geometry.natural_pose.scale_pose`) and natural motion (about the photo's pose, inside the same
@@ -40,7 +41,7 @@ from ..geometry import camera as cam
 from ..geometry.natural_pose import apply_deviation, natural_head_motion, scale_pose
 from .types import Avatar, Motion
 
-POSE_MODES = ("static", "driving", "orbit", "keyframes", "natural", "auto")
+POSE_MODES = ("static", "driving", "orbit", "keyframes", "natural", "auto", "replay")
 #: Natural motion reads the speech activity on this fixed grid (Hz), whatever the clip's frame rate.
 ENERGY_FPS = 100.0
 #: Largest pose strength the front ends offer (natural motion's absolute bounds do not scale with it).
@@ -133,6 +134,9 @@ def resolve_pose(recipe: PoseRecipe, avatar: Avatar, motion: Motion, portrait: i
         recipe do not sway in sync.
     """
     recipe = replace(recipe, seed=portrait_seed(recipe.seed, avatar, portrait))
+    if recipe.mode == "replay":
+        raise InputError("The 'replay' head pose replays a persona's training video; a photo has none. Pick another "
+                         "head-pose mode (static, orbit, keyframes, natural, driving or auto).")
     path = _PATHS[effective_mode(recipe, motion)](recipe, avatar.euler[:1], avatar.trans[:1], motion)
     return replace(path, smooth_kernel=recipe.pose_smoothing if recipe.pose_smoothing > 1 else None)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import InputError
 from .options import GENERATE
 from .pose import PoseRecipe
 
@@ -21,8 +22,8 @@ def _default(name: str):
 class GenerateRequest:
     """One ``r3dp generate`` job; see ``r3dp generate --help`` (or the README's table) for each option."""
 
-    image: Path
-    out: Path
+    image: Path | None = None                   # a photo, or (exclusive) ``persona``
+    out: Path = None                            # required (the option table's ``required``)
     audio: Path | None = _default("audio")
     pose_video: Path | None = _default("pose_video")
     expression_video: Path | None = _default("expression_video")
@@ -51,6 +52,14 @@ class GenerateRequest:
     motion: Path | None = _default("motion")        # a motion file (ours, or an official .npy) drives the face
     map_to_init_pose: bool = _default("map_to_init_pose")  # a driving pose starts at the photo's pose (official True)
     head_threshold: float = _default("head_threshold")  # HTB-SR: head alpha above this counts as solid head
+    persona: Path | None = _default("persona")      # a persona folder instead of the photo (pipeline/persona.py)
+    blink_source: str = _default("blink_source")    # a persona's blinks: schedule or replay
+    video: Path | None = _default("video")          # a persona's training video for --output video
+
+    @property
+    def is_persona(self) -> bool:
+        """The job animates a persona (``--persona``), not a photo."""
+        return self.persona is not None
 
     def pose_recipe(self, pose_motion=None) -> PoseRecipe:
         """The job's head-pose recipe (checked when made); ``pose_motion``: the pose video's motion, if any.
@@ -66,7 +75,23 @@ def request_from_options(options) -> GenerateRequest:
     each value converted as its entry says (paths to ``Path``, ``face`` to ``'largest'`` or an index).
 
     Raises:
-        InputError: ``face`` is neither ``largest`` nor an index.
+        InputError: ``face`` is neither ``largest`` nor an index; neither or both of ``image`` and ``persona``.
     """
-    return GenerateRequest(**{option.name: option.convert(getattr(options, option.name))
-                              for option in GENERATE if option.request})
+    request = GenerateRequest(**{option.name: option.convert(getattr(options, option.name))
+                                 for option in GENERATE if option.request})
+    check_subject(request)
+    return request
+
+
+def check_subject(request: GenerateRequest) -> None:
+    """Exactly one of ``image`` (a photo) and ``persona`` (a persona folder) is given.
+
+    Raises:
+        InputError: neither or both.
+    """
+    if request.image is not None and request.persona is not None:
+        raise InputError("--persona and --image are exclusive: --image animates a photo, --persona a trained "
+                         "persona. Give one of them.")
+    if request.image is None and request.persona is None:
+        raise InputError("Give --image (a portrait photo to animate) or --persona (a persona folder made by "
+                         "`r3dp personalise`).")

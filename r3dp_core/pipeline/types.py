@@ -206,3 +206,18 @@ class PortraitMasks:
         """The ``[1,H,W]`` masks of portrait ``index``; the last mask serves every later portrait."""
         body = None if self.body is None else self.body[min(index, self.body.shape[0] - 1)][None]
         return PortraitMasks(self.head[min(index, self.head.shape[0] - 1)][None], body, self.threshold)
+
+
+@dataclass
+class GenerateSummary:
+    """What a finished ``generate`` job wrote: the mp4, its frames, the render's seconds, peak memory (MB)."""
+
+    path: Path
+    frames: int
+    seconds: float
+    peak_rss_mb: float
+    peak_vram_mb: float | None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else float("nan")

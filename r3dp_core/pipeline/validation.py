@@ -23,7 +23,7 @@ from ..geometry.framing import MAX_PHOTO_SIDE
 from .inputs import load_image, read_image
 from .options import GENERATE, OUTPUT_MODES
 from .pose import POSE_MODES
-from .request import GenerateRequest
+from .request import GenerateRequest, check_subject
 
 #: Shortest voice clip accepted (5 motion frames).
 MIN_AUDIO_SECONDS = 0.2
@@ -120,6 +120,15 @@ def _check_ranges(request: GenerateRequest, *names: str) -> None:
 
 
 def _check_options(request: GenerateRequest) -> None:
+    check_subject(request)
+    if request.persona is not None:
+        raise InputError("a persona job is checked by pipeline.persona.validate_persona, not as a photo job.")
+    if request.output == "video":
+        raise InputError("--output video pastes a persona back into its training video; with --image use crop (the "
+                         "animated square) or photo (pasted back into the photo), or give --persona.")
+    if request.camera == "replay":
+        raise InputError("--camera replay replays a persona's training video; a photo has none. Use auto, static, "
+                         "driving, orbit, keyframes or natural with --image.")
     if request.audio is None and request.expression_video is None and request.motion is None:
         raise InputError("Give a voice clip (--audio), a driving video (--expression-video) or a motion file "
                          "(--motion).")
@@ -141,7 +150,18 @@ def _check_options(request: GenerateRequest) -> None:
     if request.face != "largest" and not (isinstance(request.face, int) and request.face >= 0):
         raise InputError(f"--face {request.face!r}: give 'largest' or an index 0, 1, ... (faces left to right).")
     _check_ranges(request, "temperature")
-    out = Path(request.out)
+    check_output_path(request.out)
+
+
+def check_output_path(out: Path | None) -> None:
+    """The output is a writable ``.mp4`` path (its folder may not exist yet).
+
+    Raises:
+        InputError: no output, another suffix, a folder, or nowhere writable.
+    """
+    if out is None:
+        raise InputError("Give the output file with --out (an .mp4 path).")
+    out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise InputError(f"{out}: the output must end in .mp4.")
     if out.is_dir():

@@ -101,40 +101,11 @@ class PersonaModel:
         return self._identity[device]
 
     def source_video(self, given: str | Path | None = None) -> Path:
-        """The training video, checked against the SHA-256 the persona stores: ``given`` when not None, else the
-        stored path.
-
-        Raises:
-            InputError: the persona has no source video (converted from the official code), the file is missing,
-                or its bytes are not the training video's (with what to pass instead).
-        """
-        from .personalise.video_frames import video_sha256
-
-        source = self.info.get("source_video") or {}
-        expected = source.get("sha256")
-        if not expected:
-            raise InputError(f"persona {self.name} has no source video (it was converted from the official code, "
-                             "which does not record one): it can only be animated as the aligned face crop; use "
-                             "--output crop.")
-        if given is None:
-            stored = source.get("path")
-            path = Path(stored) if stored else None
-            if path is None or not path.is_file():
-                raise InputError(f"persona {self.name} was trained from {stored}, which is not there any more (moved "
-                                 "or deleted). Pass the training video with --video (the Paste Back node's video "
-                                 "input): it is checked by its SHA-256, so any copy of the same file works.")
-        else:
-            path = Path(given)
-            if not path.is_file():
-                raise InputError(f"{path}: the source video does not exist. Give the video persona {self.name} was "
-                                 "trained from.")
-        key = str(path.resolve())
+        """The training video, checked against the SHA-256 the persona stores (:func:`find_source_video`); the
+        hash of a file is computed once per loaded persona."""
+        key = str(given)
         if key not in self._video:
-            if video_sha256(path) != expected:
-                raise InputError(f"{path} is not the video persona {self.name} was trained from (its SHA-256 differs "
-                                 f"from the recorded {expected[:12]}…). Paste-back needs that exact file: pass it "
-                                 "with --video, or use --output crop.")
-            self._video[key] = path
+            self._video[key] = find_source_video(self.info, given, name=self.name)
         return self._video[key]
 
     def to(self, device: str | torch.device) -> PersonaModel:
@@ -142,6 +113,41 @@ class PersonaModel:
         self.generator.to(device)
         self.networks.to(device)
         return self
+
+
+def find_source_video(info: dict[str, Any], given: str | Path | None = None, *, name: str = "") -> Path:
+    """A persona's training video: ``given`` when not None, else the path persona.json stores
+    (``info["source_video"]["path"]``), accepted only when its SHA-256 is the stored one.
+
+    Raises:
+        InputError: the persona has no source video (converted from the official code), the file is missing,
+            or its bytes are not the training video's (with what to pass instead).
+    """
+    from .personalise.video_frames import video_sha256
+
+    name = name or str(info.get("name") or "")
+    source = info.get("source_video") or {}
+    expected = source.get("sha256")
+    if not expected:
+        raise InputError(f"persona {name} has no source video (it was converted from the official code, which does "
+                         "not record one): it can only be animated as the aligned face crop; use --output crop.")
+    if given is None:
+        stored = source.get("path")
+        path = Path(stored) if stored else None
+        if path is None or not path.is_file():
+            raise InputError(f"persona {name} was trained from {stored}, which is not there any more (moved or "
+                             "deleted). Pass the training video with --video (the Paste Back node's video input): it "
+                             "is checked by its SHA-256, so any copy of the same file works.")
+    else:
+        path = Path(given)
+        if not path.is_file():
+            raise InputError(f"{path}: the source video does not exist. Give the video persona {name} was trained "
+                             "from.")
+    if video_sha256(path) != expected:
+        raise InputError(f"{path} is not the video persona {name} was trained from (its SHA-256 differs from the "
+                         f"recorded {expected[:12]}…). Paste-back needs that exact file: pass it with --video, or use "
+                         "--output crop.")
+    return path
 
 
 def _architecture(info: dict[str, Any], folder: Path):
