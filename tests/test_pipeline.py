@@ -255,8 +255,8 @@ def test_a_batch_of_photos_becomes_avatars_with_the_hosts_placement_progress_and
     import contextlib
 
     from r3dp_core.geometry.segmentation import HEAD_CLASSES
-    from r3dp_core.pipeline import avatars, stages
     from r3dp_core.host import HERE, Host
+    from r3dp_core.pipeline import avatars, stages
     from r3dp_core.standins import synthetic_avatar
 
     seen = []
