@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,27 +24,10 @@ import torch
 STAGES = ("inversion", "tuning", "camera", "unet", "sr")
 
 
-@dataclass
-class SyntheticPrepared:
-    """The attributes training reads, for ``frames`` synthetic frames (smooth colour fields, a face-sized mask)."""
+def synthetic_prepared(frames: int, size: int):
+    """``frames`` synthetic frames (smooth colour fields, a face-sized mask) as a prepared video."""
+    from r3dp_core.standins import standin_prepared
 
-    crops: np.ndarray
-    masks: np.ndarray
-    tracks: dict
-    audio_features: torch.Tensor
-    audio: np.ndarray
-    info: dict = field(default_factory=dict)
-
-    @property
-    def num_frames(self) -> int:
-        return self.crops.shape[0]
-
-    @property
-    def train_frames(self) -> int:
-        return self.num_frames * 10 // 11
-
-
-def synthetic_prepared(frames: int, size: int) -> SyntheticPrepared:
     rng = np.random.default_rng(0)
     y, x = np.mgrid[0:size, 0:size] / size
     base = np.stack([x, y, x * y], -1)
@@ -54,13 +36,7 @@ def synthetic_prepared(frames: int, size: int) -> SyntheticPrepared:
     masks = np.zeros((frames, 4, size, size), np.uint8)
     masks[:, 0, size // 8: 7 * size // 8, size // 5: 4 * size // 5] = 1
     masks[:, 1, 5 * size // 8: 6 * size // 8, 3 * size // 8: 5 * size // 8] = 1
-    lips = np.tile(np.array([[0.45, 0.7], [0.55, 0.7], [0.5, 0.68], [0.5, 0.72]]) * size, (frames, 10, 1))
-    tracks = {"head_angles": torch.zeros(frames, 3), "landmarks": torch.zeros(frames, 6, 2),
-              "blink": torch.zeros(frames), "lips": torch.from_numpy(lips).float(),
-              "mouth_box": torch.tensor([[size * 0.25, size * 0.4, size * 0.75, size * 0.9]]).repeat(frames, 1),
-              "similarity": torch.eye(2, 3).repeat(frames, 1, 1)}
-    return SyntheticPrepared(crops, masks, tracks, torch.zeros(frames + 1, 16, 44),
-                             np.zeros(16000 * frames // 25, np.float32))
+    return standin_prepared(crops, masks=masks)
 
 
 def peak_mb(device: torch.device) -> float:

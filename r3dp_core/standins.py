@@ -474,3 +474,45 @@ def write_talking_video(path: str | Path, seconds: float, *, photo: np.ndarray, 
                                              face_missing_fraction=face_missing_fraction, seed=seed, times=times,
                                              face=face)
     return write_video(Path(path), frames, times, fps, _loop(speech, seconds) if audio else None)
+
+
+@dataclass
+class StandinPrepared:
+    """A prepared video held in memory, with the attributes persona training, phase A and the evaluation read from
+    a :class:`~r3dp_core.talk3d.personalise.prepare.PreparedVideo` (made by :func:`standin_prepared`)."""
+
+    crops: np.ndarray                  #: uint8 ``[N,S,S,3]``
+    masks: np.ndarray                  #: uint8 ``[N,4,S,S]`` face, mouth, body, torso
+    tracks: dict[str, torch.Tensor]
+    audio_features: torch.Tensor       #: ``[N+1,16,44]``
+    audio: np.ndarray                  #: float32 16 kHz
+    info: dict
+
+    @property
+    def num_frames(self) -> int:
+        return self.crops.shape[0]
+
+    @property
+    def train_frames(self) -> int:
+        from .talk3d.personalise.prepare import train_frame_count
+
+        return train_frame_count(self.num_frames)
+
+
+def standin_prepared(crops: np.ndarray, *, masks: np.ndarray | None = None, seed: int = 0) -> StandinPrepared:
+    """``crops`` (uint8 ``[N,S,S,3]``) as a prepared video: seeded random token tracks (head angles in degrees,
+    landmarks in [-1,1], blink in [0,2]), a mouth box and lips in the lower middle of the crop, identity similarity
+    transforms, random audio windows and silent audio; ``masks`` all ones when None."""
+    rng = np.random.default_rng(seed)
+    count, size = crops.shape[0], crops.shape[1]
+    lips = np.tile(np.array([[0.4, 0.72], [0.6, 0.72], [0.5, 0.68], [0.5, 0.76]]) * size, (count, 10, 1))
+    tracks = {"head_angles": torch.from_numpy(rng.normal(0, 5, (count, 3)).astype(np.float32)),
+              "landmarks": torch.from_numpy(rng.uniform(-0.5, 0.5, (count, 6, 2)).astype(np.float32)),
+              "blink": torch.from_numpy(rng.uniform(0, 2, count).astype(np.float32)),
+              "mouth_box": torch.tensor([[0.25, 0.375, 0.75, 0.875]]).repeat(count, 1) * size,
+              "lips": torch.from_numpy(lips.astype(np.float32)),
+              "similarity": torch.eye(2, 3).repeat(count, 1, 1)}
+    return StandinPrepared(crops=crops, masks=np.ones((count, 4, size, size), np.uint8) if masks is None else masks,
+                           tracks=tracks,
+                           audio_features=torch.from_numpy(rng.normal(0, 1, (count + 1, 16, 44)).astype(np.float32)),
+                           audio=np.zeros(16000 * count // 25, np.float32), info={"frames": count})

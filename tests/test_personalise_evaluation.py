@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from r3dp_core.errors import InputError
-from r3dp_core.standins import standin_face_layout, tiny_eg3d_generator
+from r3dp_core.standins import standin_face_layout, standin_prepared, tiny_eg3d_generator
 from r3dp_core.talk3d.model import Talk3DNetworks
 from r3dp_core.talk3d.personalise import evaluation
 from r3dp_core.talk3d.personalise.evaluation import (
@@ -28,26 +28,8 @@ N_FRAMES = 44          # 40 training frames, 4 held out
 SIZE = 64
 
 
-class StandinPrepared(SimpleNamespace):
-    @property
-    def num_frames(self) -> int:
-        return self.crops.shape[0]
-
-    @property
-    def train_frames(self) -> int:
-        return self.num_frames * 10 // 11
-
-
-def make_prepared(crops: np.ndarray, seed: int = 0) -> StandinPrepared:
-    rng = np.random.default_rng(seed)
-    count = crops.shape[0]
-    tracks = {"head_angles": torch.from_numpy(rng.normal(0, 5, (count, 3)).astype(np.float32)),
-              "landmarks": torch.from_numpy(rng.uniform(-0.5, 0.5, (count, 6, 2)).astype(np.float32)),
-              "blink": torch.from_numpy(rng.uniform(0, 2, count).astype(np.float32)),
-              "mouth_box": torch.tensor([[16.0, 24.0, 48.0, 56.0]]).repeat(count, 1)}
-    return StandinPrepared(crops=crops, masks=np.ones((count, 4, SIZE, SIZE), np.uint8), tracks=tracks,
-                           audio_features=torch.from_numpy(rng.normal(0, 1, (count + 1, 16, 44)).astype(np.float32)),
-                           audio=np.zeros(16000 * count // 25, np.float32), info={"frames": count})
+def make_prepared(crops: np.ndarray, seed: int = 0):
+    return standin_prepared(crops, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -4,13 +4,13 @@ saves and resumes onto the uninterrupted trajectory, checkpoints are complete si
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
 
 from r3dp_core.host import Host
+from r3dp_core.standins import StandinPrepared, standin_prepared
 from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator
 from r3dp_core.talk3d.model import Talk3DNetworks
 from r3dp_core.talk3d.personalise.presets import get_preset
@@ -32,28 +32,9 @@ from r3dp_core.talk3d.personalise.training import (
 FRAMES = 40
 
 
-@dataclass
-class FakePrepared:
-    crops: np.ndarray
-    masks: np.ndarray
-    tracks: dict
-    audio_features: torch.Tensor
-    audio: np.ndarray
-    info: dict = field(default_factory=dict)
-
-    @property
-    def num_frames(self) -> int:
-        return self.crops.shape[0]
-
-    @property
-    def train_frames(self) -> int:
-        return self.num_frames * 10 // 11
-
-
 def _prepared(size: int, generator: TriPlaneGenerator, w_person: torch.Tensor,
-              yaw_pitch: torch.Tensor) -> FakePrepared:
+              yaw_pitch: torch.Tensor) -> StandinPrepared:
     """Frames of the person's own generator with a fixed change of its tri-plane (what ΔP has to learn)."""
-    rng = np.random.default_rng(0)
     with torch.no_grad():
         ws = w_person.reshape(1, 1, -1).expand(1, generator.num_ws, -1)
         planes = generator.synthesize_planes(ws)
@@ -65,11 +46,7 @@ def _prepared(size: int, generator: TriPlaneGenerator, w_person: torch.Tensor,
     masks = np.zeros((FRAMES, 4, size, size), np.uint8)
     masks[:, 0, 8:56, 12:52] = 1
     masks[:, 1, 40:52, 24:40] = 1
-    tracks = {"head_angles": torch.randn(FRAMES, 3), "landmarks": torch.rand(FRAMES, 6, 2) * 2 - 1,
-              "blink": torch.rand(FRAMES) * 2, "mouth_box": torch.tensor([[16.0, 24.0, 48.0, 60.0]]).repeat(FRAMES, 1),
-              "similarity": torch.eye(2, 3).repeat(FRAMES, 1, 1)}
-    features = torch.from_numpy(rng.standard_normal((FRAMES + 1, 16, 44)).astype(np.float32))
-    return FakePrepared(crops, masks, tracks, features, rng.standard_normal(16000 * 2).astype(np.float32))
+    return standin_prepared(crops, masks=masks)
 
 
 @pytest.fixture(scope="module")
