@@ -33,7 +33,10 @@ class HeadPose(comfy_io.ComfyNode):
                                              "motion's head pose · orbit: sweep the view · keyframes: follow the "
                                              "canvas path · natural: a calm, seeded head motion that moves more "
                                              "while the person speaks and nods on stressed syllables · auto (the "
-                                             "default): driving when the motion has a head pose, else natural."),
+                                             "default): driving when the motion has a head pose, else natural · "
+                                             "replay (personas): the training video's cameras. For a persona auto "
+                                             "is replay, the photo's pose is its resting camera, and only yaw/pitch "
+                                             "are used (roll and translation are dropped)."),
                 comfy_io.Float.Input("yaw_degrees", default=PoseRecipe.orbit_yaw_degrees, min=-60.0, max=60.0,
                                      step=0.5,
                                      tooltip="Orbit: left/right swing of the view in degrees."),

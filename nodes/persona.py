@@ -88,12 +88,16 @@ def _video_path(video, what: str) -> Path | None:
 
 
 def persona_render(planes: PersonaPlanes, camera, seed: int) -> PersonaRender:
-    """Volume Render's persona branch: Head Pose's recipe (or, unconnected, the training cameras) → yaw/pitch."""
+    """Volume Render's persona branch: Head Pose's recipe (``persona_head_pose``: replay/auto → the training
+    cameras; static, orbit, keyframes, natural about the persona's resting camera) or, unconnected, the training
+    cameras → yaw/pitch ``[N,2]``."""
+    from r3dp_core.pipeline.persona import persona_head_pose
     from r3dp_core.talk3d.animate import persona_cameras
 
-    pose = "replay" if camera is None else camera
+    pose = "replay" if camera is None else persona_head_pose(camera, planes.persona, planes.drive)
+    replayed = isinstance(pose, str) and pose == "replay"
     yaw_pitch = persona_cameras(planes.persona, planes.drive, pose)
-    return PersonaRender(planes, yaw_pitch, camera is None, seed, planes.drive.sound)
+    return PersonaRender(planes, yaw_pitch, replayed, seed, planes.drive.sound)
 
 
 # --------------------------------------------------------------------------------------------------- loaders
@@ -465,7 +469,9 @@ class Personalise(comfy_io.ComfyNode):
             seed=seed)
         messages: list[str] = []
         try:
-            result = personalise(options, host=_training_host(cls.hidden.unique_id, folder), say=messages.append)
+            # ComfyUI runs nodes in inference mode without gradients; training needs both
+            with torch.inference_mode(False), torch.enable_grad():
+                result = personalise(options, host=_training_host(cls.hidden.unique_id, folder), say=messages.append)
         except TrainingInterrupted as stopped:
             raise stopped.cause from stopped   # ComfyUI's own interrupt: the queue shows it as cancelled
         model = load_persona_model(result.folder, device=offload_device())

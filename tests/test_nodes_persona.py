@@ -175,6 +175,30 @@ def test_paste_back_image_and_stream_paths_agree(comfy, drive):
     assert sorted(p.name for p in (comfy.base / "output" / "r3dp").iterdir() if "persona" in p.name) == [name]
 
 
+def test_head_pose_turns_a_persona_and_paste_back_needs_the_training_cameras(comfy, drive):
+    """Head Pose's recipe reaches the persona through the core's persona_head_pose (auto/replay: the training
+    cameras); any other path is for the crop: Persona Paste Back (stream) refuses it."""
+    from r3dp_core.pipeline.persona import persona_head_pose
+    from r3dp_core.pipeline.pose import PoseRecipe
+    from r3dp_core.talk3d.animate import persona_cameras
+
+    head_pose = comfy.nodes.head_pose.HeadPose
+    auto = head_pose.execute("auto", 0.0, 0.0, 1.0, "0: 0, 0", "smooth", True, True).args[0]
+    replayed = _render(comfy, drive.planes, camera=auto)[0]
+    assert replayed.replayed and torch.equal(replayed.yaw_pitch, _render(comfy, drive.planes)[0].yaw_pitch)
+    keyframes = head_pose.execute("keyframes", 0.0, 0.0, 1.0, "0: 0, 0; 0.2: 15, 0", "linear", False, True).args[0]
+    turned = _render(comfy, drive.planes, camera=keyframes)[0]
+    assert not turned.replayed
+    expected = persona_cameras(drive.persona, drive.planes.drive,
+                               persona_head_pose(keyframes, drive.persona, drive.planes.drive))
+    assert torch.equal(turned.yaw_pitch, expected)
+    assert abs(float(turned.yaw_pitch[-1, 0] - turned.yaw_pitch[0, 0])) == pytest.approx(0.2618, abs=0.01)  # 15°
+    with pytest.raises(InputError, match="disconnect Volume Render's camera"):
+        comfy.nodes.persona.PersonaPasteBackStream.execute(turned)
+    with pytest.raises(InputError, match="driving"):
+        _render(comfy, drive.planes, camera=PoseRecipe(mode="driving"))
+
+
 def test_paste_back_checks_the_training_video(comfy, drive, tmp_path):
     from r3dp_core.talk3d.standin_persona import write_source_video
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .comfy_client import REPO_ROOT, ComfyServer, install_pack
-from .fixtures import write_inputs, write_models
+from .fixtures import write_inputs, write_models, write_persona_models
 
 
 def _comfy_env() -> tuple[Path, str] | None:
@@ -38,10 +38,11 @@ def e2e_base(tmp_path_factory, shared_dir: Path) -> dict:
     install_pack(base / "custom_nodes")
     extra_root = base / "shared_models"
     write_models(base / "models" / "real3dportrait", extra_root, shared_dir)
+    persona = write_persona_models(base / "models" / "real3dportrait")
     extra = base / "extra_model_paths.yaml"
     extra.write_text(f"r3dp_e2e:\n    base_path: {base}\n    real3dportrait: {extra_root.name}\n")
     clip = write_inputs(base / "input", shared_dir)
-    return {"base": base, "extra_model_paths": extra, **clip}
+    return {"base": base, "extra_model_paths": extra, "persona": persona, **clip}
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,26 @@ TWO_PEOPLE = "two_people.png"                  # 1024x512: the portrait and its 
 TWO_PEOPLE_HEAD_MASK = "two_people_head_mask.png"
 TWO_PEOPLE_BODY_MASK = "two_people_body_mask.png"
 SECOND_SPEECH = "speech_second_voice.wav"      # the second person's clip: later words of the same recording
+PERSONA = "presenter"                          # the stand-in persona (tiny, random) the speech workflow animates
+PERSONA_TRAINING_VIDEO = "persona_training.mp4"  # a synthetic talking video of the portrait: Personalise's input
+PERSONA_TRAINING_SECONDS = 6.0
 
 
 def write_models(default_root: Path, extra_root: Path, shared_dir: Path) -> None:
     """Models in ComfyUI's default ``models/real3dportrait`` and, to exercise extra_model_paths merging, the BFM in
     a second folder registered under the same key. The 6-class segmenter is deliberately absent."""
     write_models_folder(default_root, shared_dir, bfm_folder=extra_root)
+
+
+def write_persona_models(default_root: Path) -> Path:
+    """What the persona workflows need in ``models/real3dportrait``: the tiny EG3D prior and the miniature wav2vec2
+    (``standins.write_talk3d_models``) beside the face landmarker, and the stand-in persona ``PERSONA`` (tiny, random
+    networks) in ``personas/`` with its synthetic source video beside it. Returns the persona folder."""
+    from r3dp_core.standins import write_talk3d_models
+    from r3dp_core.talk3d.standin_persona import write_standin_persona
+
+    write_talk3d_models(default_root)
+    return write_standin_persona(default_root / "personas" / PERSONA, seconds=2.0, seed=0)
 
 
 def write_inputs(input_dir: Path, shared_dir: Path) -> dict:
@@ -67,4 +81,17 @@ def write_inputs(input_dir: Path, shared_dir: Path) -> dict:
         cv2.imwrite(str(input_dir / name), mask)
     later, _ = short_speech(shared_dir, 3 * SHORT_SECONDS)
     write_wav(input_dir / SECOND_SPEECH, later[-len(samples):], rate)
+    _write_training_video(input_dir / PERSONA_TRAINING_VIDEO, portrait, shared_dir)
     return {"seconds": len(samples) / rate, "frames": count, "two_people_seam": seam}
+
+
+def _write_training_video(path: Path, portrait: np.ndarray, shared_dir: Path) -> None:
+    """The portrait talking (``standins.write_talking_video``: head motion, the mouth following the shared speech,
+    blinks), 256², 25 fps, with the speech: what the Personalise workflow trains on."""
+    import soundfile
+
+    from r3dp_core.standins import write_talking_video
+
+    speech, rate = soundfile.read(str(shared_dir / "testdata" / "speech_en_16k.wav"), dtype="float32", always_2d=True)
+    assert rate == 16000
+    write_talking_video(path, PERSONA_TRAINING_SECONDS, photo=portrait, speech=speech[:, 0], size=256)

@@ -13,7 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from .fixtures import BODY_MASK, HEAD_MASK, SPEECH, TWO_PEOPLE, TWO_PEOPLE_BODY_MASK, TWO_PEOPLE_HEAD_MASK
+from .fixtures import (
+    BODY_MASK,
+    HEAD_MASK,
+    PERSONA,
+    SPEECH,
+    TWO_PEOPLE,
+    TWO_PEOPLE_BODY_MASK,
+    TWO_PEOPLE_HEAD_MASK,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -23,9 +31,12 @@ NODE_IDS = {
     "R3DP_VideoToMotion", "R3DP_HeadPose", "R3DP_PnccBuilder", "R3DP_MotionAdapter", "R3DP_VolumeRender",
     "R3DP_HtbsrComposite", "R3DP_BackgroundLoader", "R3DP_LoadAudio", "R3DP_SaveMotion", "R3DP_LoadMotion",
     "R3DP_SaveAvatar", "R3DP_LoadAvatar", "R3DP_TalkingPortrait", "R3DP_PasteBack", "R3DP_PasteBackStream",
-    "R3DP_SaveVideo",
+    "R3DP_SaveVideo", "R3DP_PersonaLoader", "R3DP_LoadWav2Vec2", "R3DP_PersonaAudioToTriplane",
+    "R3DP_PersonaSuperResolution", "R3DP_PersonaPasteBack", "R3DP_PersonaPasteBackStream", "R3DP_Personalise",
 }
-SHIPPED = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "workflows" / "api").glob("*.json"))
+WORKFLOW_API = Path(__file__).resolve().parents[2] / "workflows" / "api"
+# the persona workflows have tests of their own (a stand-in persona, a training run on the tiny preset)
+SHIPPED = sorted(p.stem for p in WORKFLOW_API.glob("*.json") if not p.stem.startswith("r3dp_persona_"))
 CORE_OR_OURS = {"LoadImage", "LoadVideo", "LoadImageMask", "CreateVideo", "SaveVideo", "PreviewImage", "ImageFlip",
                 "ImageBatch", "MaskToImage", "AudioMerge"}
 # what each shipped workflow writes: (mp4 files, in-node previews, frame size); the default is one 512² clip
@@ -109,6 +120,91 @@ def test_shipped_workflow_runs(comfy, e2e_base, name):
     assert len(previews) == preview_count
     for preview in previews:
         assert (e2e_base["base"] / "temp" / preview["subfolder"] / preview["filename"]).is_file()
+
+
+def _persona_frames_expected(e2e_base) -> tuple[int, tuple[int, int]]:
+    """(frames, (width, height)) of the stand-in persona's speech video: round(25 × speech), its training video's
+    size."""
+    from r3dp_core.talk3d.standin_persona import VIDEO_SIZE
+
+    return round(e2e_base["seconds"] * 25), VIDEO_SIZE
+
+
+def _check_video(e2e_base, video: dict, frames: int, size: tuple[int, int]) -> Path:
+    from r3dp_core.video_io import probe_video
+
+    path = e2e_base["base"] / "output" / video["subfolder"] / video["filename"]
+    info = probe_video(path)
+    assert info["frames"] == frames and (info["width"], info["height"]) == size
+    assert info["audio_seconds"] == pytest.approx(e2e_base["seconds"], abs=0.05)
+    return path
+
+
+def test_persona_speech_workflow_runs(comfy, e2e_base):
+    """r3dp_persona_speech on the stand-in persona: new speech → the persona's frames (played in Persona
+    Super-Resolution) → pasted back into its training video (its size, round(25 × speech) frames, the speech as
+    audio); the long-clip variant (Persona Paste Back (stream) → Save Video (r3dp)) writes the same frames."""
+    import numpy as np
+
+    from r3dp_core.video_io import read_video_frames
+
+    prompt = json.loads((WORKFLOW_API / "r3dp_persona_speech.json").read_text())
+    assert all(n["class_type"].startswith("R3DP_") or n["class_type"] in CORE_OR_OURS for n in prompt.values())
+    entry = comfy.run(prompt, timeout=1800)
+    frames, size = _persona_frames_expected(e2e_base)
+    videos = saved_videos(entry)
+    assert len(videos) == 1
+    image_path = _check_video(e2e_base, videos[0], frames, size)
+    previews = [item for output in entry["outputs"].values() for item in output.get("r3dp_video", [])]
+    assert len(previews) == 1 and (e2e_base["base"] / "temp" / previews[0]["subfolder"] /
+                                   previews[0]["filename"]).is_file()
+
+    # the long-clip path: the same graph with the stream paste into Save Video (r3dp)
+    stream = copy.deepcopy(prompt)
+    paste = next(k for k, n in stream.items() if n["class_type"] == "R3DP_PersonaPasteBack")
+    drive = next(k for k, n in stream.items() if n["class_type"] == "R3DP_PersonaAudioToTriplane")
+    render = next(k for k, n in stream.items() if n["class_type"] == "R3DP_VolumeRender")
+    for key in [k for k, n in stream.items() if n["class_type"] in ("CreateVideo", "SaveVideo")] + [paste]:
+        del stream[key]
+    stream["s1"] = {"class_type": "R3DP_PersonaPasteBackStream", "inputs": {"render": [render, 0]}}
+    stream["s2"] = {"class_type": "R3DP_SaveVideo", "inputs": {
+        "frames": ["s1", 0], "fps": [drive, 2], "audio": [drive, 1], "filename_prefix": "r3dp/persona_stream",
+        "chunk_size": 3}}
+    entry = comfy.run(stream, timeout=1800)
+    stream_path = _check_video(e2e_base, entry["outputs"]["s2"]["images"][0], frames, size)
+
+    def decoded(path: Path) -> np.ndarray:
+        return np.concatenate([f for f, _ in read_video_frames(path)]).astype(np.float32)
+
+    # two H.264 encodes (core's Save Video and r3dp's, other quality settings) of a noise-textured stand-in video;
+    # before encoding the two paths agree to a unit (tests/test_nodes_persona.py)
+    assert float(np.abs(decoded(image_path) - decoded(stream_path)).mean()) < 6.0
+
+
+def test_persona_train_workflow_trains_and_resumes(comfy, e2e_base):
+    """r3dp_persona_train on the tiny preset (a few steps on the synthetic talking video): the persona lands in
+    models/real3dportrait/personas/NAME, the trained persona speaks in the same run, and running it again with more
+    steps continues from the checkpoint."""
+    prompt = json.loads((WORKFLOW_API / "r3dp_persona_train.json").read_text())
+    assert all(n["class_type"].startswith("R3DP_") or n["class_type"] in CORE_OR_OURS for n in prompt.values())
+    train = next(k for k, n in prompt.items() if n["class_type"] == "R3DP_Personalise")
+    prompt[train]["inputs"].update({"preset": "tiny", "steps": 4, "save_every": 2, "name": "e2e_trained"})
+    entry = comfy.run(prompt, timeout=1800)
+    folder = e2e_base["base"] / "models" / "real3dportrait" / "personas" / "e2e_trained"
+    assert (folder / "persona.json").is_file() and (folder / "previews" / "step_000004.png").is_file()
+    assert json.loads((folder / "persona.json").read_text())["steps"]["unet"] == 4
+    assert "U-Net step 4" in entry["outputs"][train]["text"][0]
+    previews = [item for output in entry["outputs"].values() for item in output.get("r3dp_video", [])]
+    assert len(previews) == 1                       # the new persona speaking, in Persona Super-Resolution ...
+    videos = saved_videos(entry)                    # ... and its aligned face as an mp4 (64²: the tiny preset)
+    assert len(videos) == 1
+    _check_video(e2e_base, videos[0], round(e2e_base["seconds"] * 25), (64, 64))
+    prompt[train]["inputs"]["steps"] = 6
+    entry = comfy.run(prompt, timeout=1800)
+    assert "resumed from 4" in entry["outputs"][train]["text"][0]
+    assert json.loads((folder / "persona.json").read_text())["steps"]["unet"] == 6
+    info = comfy.get("/object_info/R3DP_PersonaLoader")["R3DP_PersonaLoader"]
+    assert {PERSONA, "e2e_trained"} <= set(info["input"]["required"]["persona"][1]["options"])
 
 
 def test_second_paste_leaves_the_first_person_alone(comfy, e2e_base):

@@ -7,7 +7,16 @@ to key, input name)``; ``notes`` = ``(column, text)`` placed at the top of that 
 
 from __future__ import annotations
 
-from .fixtures import BACKGROUND, DRIVING, PORTRAIT, SECOND_SPEECH, SPEECH, TWO_PEOPLE
+from .fixtures import (
+    BACKGROUND,
+    DRIVING,
+    PERSONA,
+    PERSONA_TRAINING_VIDEO,
+    PORTRAIT,
+    SECOND_SPEECH,
+    SPEECH,
+    TWO_PEOPLE,
+)
 
 VIDEO_CKPT = "secc2plane_torso/model_ckpt_steps_100000.ckpt"
 AUDIO_CKPT = "audio2secc_vae/model_ckpt_steps_400000.ckpt"
@@ -319,4 +328,88 @@ WORKFLOWS["r3dp_two_people_long_clip"] = {
                   "1080p). The 512² frames of HTB-SR Composite are still held, about 3 MB a frame.\n\nUse Paste Back "
                   "(IMAGE frames) for short clips and for further work with core image nodes."),
               (1, MODELS_NOTE)],
+}
+
+
+# --- personas (Talk3D): a person's own model, trained from a talking video, animated by any speech ---------------
+
+WAV2VEC2 = "wav2vec2/wav2vec2-large-xlsr-53-esperanto"
+PERSONA_MODELS_NOTE = (
+    "A persona lives in ComfyUI/models/real3dportrait/personas/NAME (or 'personas/' of a 'real3dportrait:' folder "
+    "of extra_model_paths.yaml): train one with r3dp_persona_train or `r3dp personalise --video V.mp4 --out "
+    "<that folder>/NAME`.\n"
+    f"- {WAV2VEC2}/: Talk3D's speech model (cpierse/wav2vec2-large-xlsr-53-esperanto), `r3dp models fetch --talk3d`\n"
+    "Training also needs eg3d/ffhq-fixed-triplane512-128.pkl (the EG3D prior), face_landmarker.task and, for "
+    "every loss term, the LPIPS / ArcFace / SyncNet files (`r3dp models fetch --talk3d`).\n"
+    "A persona is a person's likeness: only from video of someone who agreed, and label what you make as synthetic."
+)
+_PERSONA_SPEECH_WIDGETS = {"blink": "schedule", "head_tokens": "replay", "seed": 0, "control_after_generate": "fixed"}
+
+
+def _persona_chain(column: int, persona: tuple[str, int]) -> tuple[list[tuple], list[tuple]]:
+    """Speech → the persona's drive → render → its super-resolved frames (played in the node)."""
+    nodes = [
+        ("wav2vec2", "R3DP_LoadWav2Vec2", column, {"model_folder": WAV2VEC2}, None),
+        ("drive", "R3DP_PersonaAudioToTriplane", column + 1, _PERSONA_SPEECH_WIDGETS, None),
+        ("render", "R3DP_VolumeRender", column + 1, {"seed": 0, "control_after_generate": "fixed",
+                                                     "preview_chunk": 8}, None),
+        ("frames", "R3DP_PersonaSuperResolution", column + 2, {"chunk_size": 8, "preview": True}, None),
+    ]
+    links = [
+        (persona[0], persona[1], "drive", "persona"), ("speech", 0, "drive", "audio"),
+        ("wav2vec2", 0, "drive", "wav2vec2"), ("drive", 0, "render", "planes"), ("render", 0, "frames", "render"),
+    ]
+    return nodes, links
+
+
+_SPEECH_CHAIN = _persona_chain(1, ("persona", 0))
+WORKFLOWS["r3dp_persona_speech"] = {
+    "nodes": [
+        ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "New speech"),
+        ("persona", "R3DP_PersonaLoader", 1, {"persona": PERSONA}, None),
+        *_SPEECH_CHAIN[0],
+        ("paste", "R3DP_PersonaPasteBack", 4, {}, "Paste back into the training video"),
+        ("create_video", "CreateVideo", 5, {}, None),
+        ("save_video", "SaveVideo", 5, {"filename_prefix": "r3dp/persona_speech"}, None),
+    ],
+    "links": [*_SPEECH_CHAIN[1], ("frames", 0, "paste", "images"), ("drive", 0, "paste", "persona_planes"),
+              ("paste", 0, "create_video", "images"), ("drive", 1, "create_video", "audio"),
+              ("drive", 2, "create_video", "fps"), ("create_video", 0, "save_video", "video")],
+    "notes": [(0, "A persona says something new (Talk3D). Persona Loader picks a trained persona; Persona Audio → "
+                  "Tri-plane turns the speech into per-frame tokens (round(25 × seconds) frames; blink: r3dp's "
+                  "schedule, the training video's or none). Volume Render makes the tri-plane deltas and renders "
+                  "chunk by chunk, Persona Super-Resolution gives the aligned face (played in the node), and Persona "
+                  "Paste Back puts it back into the training video's frames (forward, then backward when the speech "
+                  "is longer) through a feathered face mask.\n\nPaste-back replays the training video's cameras "
+                  "and head tokens (Volume Render's camera unconnected, head_tokens replay). Connect a Head Pose "
+                  "(orbit, keyframes, natural) to Volume Render for a novel view of the face crop instead (roll and "
+                  "translation are dropped). For long speech use Persona Paste Back (stream) → Save Video (r3dp): "
+                  "memory stays flat."),
+              (1, PERSONA_MODELS_NOTE)],
+}
+
+_TRAIN_CHAIN = _persona_chain(2, ("personalise", 0))
+WORKFLOWS["r3dp_persona_train"] = {
+    "nodes": [
+        ("video", "LoadVideo", 0, {"file": PERSONA_TRAINING_VIDEO}, "Talking video of the person"),
+        ("speech", "R3DP_LoadAudio", 0, {"audio": SPEECH}, "Speech to try the persona with"),
+        ("personalise", "R3DP_Personalise", 1, {
+            "name": "my_persona", "preset": "full", "steps": 0, "save_every": 0, "start_seconds": 0.0,
+            "end_seconds": 0.0, "face": "", "seed": 0, "restart": False, "video_path": ""}, None),
+        *_TRAIN_CHAIN[0],
+        ("create_video", "CreateVideo", 5, {}, None),
+        ("save_video", "SaveVideo", 5, {"filename_prefix": "r3dp/persona_first_words"}, None),
+    ],
+    "links": [("video", 0, "personalise", "video"), *_TRAIN_CHAIN[1], ("frames", 0, "create_video", "images"),
+              ("drive", 1, "create_video", "audio"), ("drive", 2, "create_video", "fps"),
+              ("create_video", 0, "save_video", "video")],
+    "notes": [(0, "Train a persona (Talk3D personalisation, `r3dp personalise`): a few minutes of one person "
+                  "talking to the camera → models/real3dportrait/personas/NAME. The node shows the progress bar and "
+                  "held-out previews (targets above, renders below); Cancel saves a checkpoint, and running it again "
+                  "continues (raise steps to train further; restart to begin anew).\n\nThe full preset takes "
+                  "hours on a GPU and holds ComfyUI's queue meanwhile: for long runs the CLI (`r3dp personalise`, "
+                  "or `r3dp batch --personalise` for many) is the better place; then load the persona with Persona "
+                  "Loader. The nodes on the right try the new persona with a speech once training is done (the "
+                  "aligned face, saved as an mp4)."),
+              (1, PERSONA_MODELS_NOTE)],
 }
