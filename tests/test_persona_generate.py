@@ -236,3 +236,21 @@ def test_a_photo_job_refuses_persona_only_modes(setup, capsys):
                             ({"camera": "replay"}, "--camera replay replays a persona")):
         with pytest.raises(InputError, match=message):
             _check_options(GenerateRequest(image=Path("p.png"), out=Path("o.mp4"), audio=Path("a.wav"), **change))
+
+
+def test_batch_rows_may_name_a_persona(setup, tmp_path, capsys):
+    import json
+
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("persona,audio,out,output,seed\n"
+                    f"{setup['persona_dir']},{setup['speech']},crop.mp4,crop,1\n"
+                    f"{setup['persona_dir']},{setup['speech']},video.mp4,video,2\n"
+                    f"{setup['persona_dir']},{setup['speech']},bad.mp4,photo,3\n")
+    code = main(["batch", str(jobs), "--out-dir", str(tmp_path / "out"), "--models-dir", str(setup["models"]),
+                 "--device", "cpu"])
+    assert "2 done, 1 failed" in capsys.readouterr().out
+    results = {Path(r["output"]).name: r for r in map(json.loads, (tmp_path / "out" / "results.jsonl").read_text()
+                                                      .splitlines()) if r.get("output")}
+    assert code != 0 and results["crop.mp4"]["status"] == "done" and results["video.mp4"]["status"] == "done"
+    assert results["bad.mp4"]["status"] == "failed" and "not a persona output" in results["bad.mp4"]["error"]
+    assert probe_video(tmp_path / "out" / "video.mp4")["frames"] == FRAMES

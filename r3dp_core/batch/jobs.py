@@ -195,9 +195,14 @@ def load_jobs(path: str | Path, out_dir: str | Path, *, models_dir: Path | None 
 def models_request(requests: list[GenerateRequest]) -> GenerateRequest:
     """One request that needs every model any of ``requests`` needs, by admission's own rule
     (``needed_models``, which ``load_job_models`` follows): the audio models only when a job is audio-driven
-    (neither ``expression_video`` nor ``motion``), the segmenter only when a job has no head mask."""
+    (neither ``expression_video`` nor ``motion``), the segmenter only when a job has no head mask. Persona jobs
+    (a ``persona`` column) are left out; with nothing but personas, the first persona request."""
     from ..pipeline.admission import needed_models
 
+    photos = [request for request in requests if request.persona is None]
+    if not photos:   # personas only: each job loads its persona, the worker its wav2vec2
+        return requests[0]
+    requests = photos   # a persona job loads what it needs itself (the worker keeps its wav2vec2)
     needed = {key for request in requests for key in needed_models(request)}
     first = requests[0]  # when a model is not needed, no job needs it, the first one included
     changes = {}
@@ -229,7 +234,9 @@ def photo_key(path: Path, memo: dict[Path, str]) -> str:
 
 def group_key(job: Job, memo: dict[Path, str]) -> str:
     """The group a Ray worker keeps taking jobs from: a clip's photo (``photo_key``: its portrait cache pays
-    off); a persona is a group of its own (nothing is shared between personas)."""
+    off) or persona folder; a persona to train is a group of its own (nothing is shared between personas)."""
     if job.kind == "personalise":
         return f"line {job.line}"
+    if job.request.persona is not None:   # the clips of one persona: one worker keeps it loaded
+        return f"persona {Path(job.request.persona).resolve()}"
     return photo_key(job.request.image, memo)

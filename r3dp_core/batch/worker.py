@@ -82,9 +82,15 @@ class BatchWorker:
         from ..pipeline.portraits import PortraitCache
 
         precision = Precision.resolve(models_request.device, models_request.dtype)
-        ready = video_model().to(precision.device) if video_model is not None else None
         self.models_dir = Path(models_dir)
-        self.models = load_job_models(models_request, self.models_dir, precision, video_model=ready)
+        self.device = precision.device
+        self.wav2vec2 = None        # (model, StreamConfig), loaded by the first persona job
+        self.persona = None         # the last persona animated (jobs of one persona come one after another)
+        if models_request.persona is not None:   # persona jobs only: nothing of the photo path is loaded
+            self.models = None
+        else:
+            ready = video_model().to(precision.device) if video_model is not None else None
+            self.models = load_job_models(models_request, self.models_dir, precision, video_model=ready)
         self.portraits = PortraitCache(portrait_capacity)
         self.faces = {} if faces is None else faces
 
@@ -101,8 +107,12 @@ class BatchWorker:
         try:
             with remembered_faces(self.faces):
                 admitted = admit(request, self.models_dir, check_models=False)  # the models are loaded
-                summary = run_job(request, admitted.inputs, self.models, masks=admitted.masks, progress=progress,
-                                  log=lambda _: None, should_stop=should_stop, portraits=self.portraits)
+                if request.persona is not None:
+                    summary = self._run_persona(request, admitted.inputs, progress, should_stop)
+                else:
+                    summary = run_job(request, admitted.inputs, self.models, masks=admitted.masks,
+                                      progress=progress, log=lambda _: None, should_stop=should_stop,
+                                      portraits=self.portraits)
         except R3DPError as exc:
             return JobResult(job.line, "failed", str(request.out), str(exc),
                              seconds=round(time.perf_counter() - started, 3))
@@ -111,6 +121,21 @@ class BatchWorker:
                              seconds=round(time.perf_counter() - started, 3))
         return JobResult(job.line, "done", str(summary.path), frames=summary.frames,
                          seconds=round(time.perf_counter() - started, 3))
+
+    def _run_persona(self, request, inputs, progress, should_stop):
+        """A persona clip (``pipeline.persona.run_persona_job``), with this worker's wav2vec2 and the persona kept
+        loaded while the next job animates the same folder."""
+        from ..pipeline.persona import load_wav2vec2, run_persona_job
+        from ..talk3d.animate import load_persona_model
+
+        if self.wav2vec2 is None:
+            self.wav2vec2 = load_wav2vec2(self.models_dir, self.device)
+        folder = Path(request.persona).resolve()
+        if self.persona is None or self.persona.folder != folder:
+            self.persona = None
+            self.persona = load_persona_model(folder, self.device)
+        return run_persona_job(request, inputs, self.models_dir, progress=progress, log=lambda _: None,
+                               should_stop=should_stop, wav2vec2=self.wav2vec2, persona=self.persona)
 
     def portrait_counts(self) -> tuple[int, int]:
         """(portraits prepared, jobs served from the cache) so far."""
