@@ -266,3 +266,38 @@ def test_personalise_node_trains_with_progress_previews_and_interrupt(comfy, mon
     with pytest.raises(InputError, match="Load Video or give video_path"):
         node.execute("carol", "tiny", 4, 2, 0.0, 0.0, "", 0, False)
     assert comfy.nodes.persona.Personalise.validate_inputs("a/b") != True   # noqa: E712 - an error message
+
+
+def test_cli_and_node_frames_agree(comfy, tmp_path, monkeypatch):
+    """The same persona, speech file and seed through `r3dp generate --persona --output video` and through the nodes
+    (Load Audio (r3dp) → Persona Audio → Tri-plane → Volume Render → Persona Paste Back (stream) → Save Video (r3dp))
+    hand the encoder the same frames."""
+    from r3dp_core.cli import main
+    from r3dp_core.standins import standin_speech, write_wav
+    from r3dp_core.video_io import VideoWriter
+
+    write_wav(comfy.base / "input" / "persona_speech.wav", standin_speech(SECONDS, 16000), 16000)
+    written: list[np.ndarray] = []
+    original = VideoWriter.write
+    monkeypatch.setattr(VideoWriter, "write", lambda self, frames: written.append(frames.copy()) or original(
+        self, frames))
+    code = main(["generate", "--persona", str(comfy.models / "personas" / "alice"), "--audio",
+                 str(comfy.base / "input" / "persona_speech.wav"), "--out", str(tmp_path / "cli.mp4"),
+                 "--models-dir", str(comfy.models), "--device", "cpu", "--seed", "7", "--camera", "replay",
+                 "--blink-source", "replay", "--output", "video"])
+    assert code == 0
+    cli = np.concatenate(written)
+    written.clear()
+
+    persona_nodes = comfy.nodes.persona
+    audio = comfy.nodes.io.LoadAudio.execute("persona_speech.wav").args[0]
+    persona = persona_nodes.PersonaLoader.execute("alice").args[0]
+    wav2vec2 = persona_nodes.LoadWav2Vec2.execute("wav2vec2/wav2vec2-large-xlsr-53-esperanto").args[0]
+    planes, sound, fps, _ = bound(persona_nodes.PersonaAudioToTriplane).execute(
+        persona, audio, wav2vec2, "replay", "replay", 7).args
+    render = _render(comfy, planes, seed=7)[0]
+    source = persona_nodes.PersonaPasteBackStream.execute(render).args[0]
+    bound(comfy.nodes.paste_back.SaveVideo).execute(source, fps, "r3dp/cli_twin", 8, audio=sound)
+    nodes = np.concatenate(written)
+    assert cli.shape == nodes.shape == (round(25 * SECONDS), 96, 128, 3)
+    assert np.abs(cli.astype(int) - nodes.astype(int)).max() <= 1
