@@ -4,6 +4,9 @@ saves and resumes onto the uninterrupted trajectory, checkpoints are complete si
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,11 +98,27 @@ def test_unet_training_lowers_the_loss_and_logs_every_step(setup_parts, tmp_path
     assert json.loads((tmp_path / "checkpoint.json").read_text())["step"] == 30
 
 
+def _train_uninterrupted(folder: Path, steps: int) -> None:
+    """The reference run, in this module's setup (called in another process by the resume test)."""
+    preset = get_preset("tiny")
+    torch.manual_seed(1)
+    generator = TriPlaneGenerator(preset.generator).eval().requires_grad_(False)
+    w_person = generator.mapping(torch.randn(1, 16))[:, 0].detach()
+    yaw_pitch = torch.stack([torch.linspace(-0.2, 0.2, FRAMES), torch.zeros(FRAMES)], -1)
+    parts = (preset, _prepared(preset.image_size, generator, w_person, yaw_pitch), generator, w_person, yaw_pitch)
+    train_unet(_setup(parts), _networks(preset), folder, steps, state=TrainingState(windows_per_step=1),
+               save_every=1000)
+
+
 def test_stopped_run_saves_and_resumes_onto_the_same_trajectory(setup_parts, tmp_path):
+    """The reference runs in another process (the U-Net is not bit-exact across processes); this one is stopped
+    at step 3 by a Cancel, then resumed from its checkpoint by fresh networks."""
     preset = setup_parts[0]
     whole = tmp_path / "whole"
-    train_unet(_setup(setup_parts), _networks(preset), whole, 8, state=TrainingState(windows_per_step=1),
-               save_every=1000)
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                    "from tests.test_personalise_training import _train_uninterrupted; "
+                    "_train_uninterrupted(Path(sys.argv[1]), 8)", str(whole)],
+                   check=True, cwd=Path(__file__).resolve().parents[1])
 
     class Cancelled(Exception):
         pass
