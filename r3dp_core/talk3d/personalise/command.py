@@ -99,9 +99,9 @@ def step_printer(stream=None) -> Callable[[str, int, int, dict], None]:
         first_time, first_done = started.setdefault(stage, (now, done - 1))
         rate = (done - first_done) / max(now - first_time, 1e-9)
         eta = (total - done) / rate if rate > 0 else float("inf")
-        loss = terms.get("total", next(iter(terms.values()), float("nan")))
-        line = (f"{stage:<16} {progress_bar(done, total)} {done}/{total} loss {loss:.4f} "
-                f"ETA {_duration(eta)}")
+        loss = terms.get("total", next(iter(terms.values()), None))
+        shown = "" if loss is None else f" loss {loss:.4f}"
+        line = f"{stage:<16} {progress_bar(done, total)} {done}/{total}{shown} ETA {_duration(eta)}"
         if interactive:
             print("\r" + line, end="\n" if done == total else "", file=stream, flush=True)
         elif 10 * done // max(total, 1) > printed.get(stage, -1) or done == total:

@@ -259,7 +259,8 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
         host: where the models compute, progress and interrupt (:class:`~r3dp_core.host.Host`).
         say: one-line messages (notes, warnings, what was resumed).
         on_step: ``on_step(stage, done, total, losses)`` after every optimisation step of a stage
-            (``"phase A"``, ``"U-Net"``, ``"super-resolution"``).
+            (``"U-Net"``, ``"super-resolution"``), and as ``preparation`` and ``phase A`` advance (chunks of frames,
+            frames' cameras; no losses then).
 
     Raises:
         InputError / ModelFileError: bad input or a missing model file, before any training.
@@ -286,7 +287,7 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
     generator = generator.to(device)
     prepared = prepare_video(video, folder / "prepared", image_size=preset.image_size, generator=generator,
                              start=options.start, end=options.end, face=options.face, models_dir=models_dir,
-                             device=device, host=host, say=say)
+                             device=device, host=_stage_host(host, "preparation", on_step), say=say)
     folder.mkdir(parents=True, exist_ok=True)
     record = {**identity, "video": str(video.resolve()), "prior": str(prior_path)}
     (folder / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
@@ -301,7 +302,8 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
     phase_a = _load_phase_a(folder, generator)
     if phase_a is None:
         result: PhaseAResult = run_phase_a(generator, prepared, preset, loss_networks.lpips,
-                                           anchors=options.anchor_frames, host=host, say=say, seed=options.seed)
+                                           anchors=options.anchor_frames, host=_stage_host(host, "phase A", on_step),
+                                           say=say, seed=options.seed)
         _save_phase_a(folder, generator, result)
         phase_a = _load_phase_a(folder, generator)
     else:
@@ -393,6 +395,18 @@ def _resave_with_sr(training: Path, state: TrainingState, networks: Talk3DNetwor
                            _parameter_names(networks, optimizer))
         rng.set_state(tensors["rng_state"])
     save_checkpoint(training, state, networks, optimizer, rng, superresolution=sr_state)
+
+
+def _stage_host(host: Host, stage: str, on_step: StepReport | None) -> Host:
+    """``host`` whose progress reports also reach ``on_step(stage, done, total, {})`` (stages without losses)."""
+    if on_step is None:
+        return host
+
+    def progress(done: int, total: int, preview) -> None:
+        host.report(done, total, preview)
+        on_step(stage, done, total, {})
+
+    return Host(place=host.place, progress=progress, should_stop=host.should_stop)
 
 
 def _persona_tracks(prepared, yaw_pitch: torch.Tensor) -> dict[str, torch.Tensor]:
