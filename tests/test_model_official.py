@@ -165,8 +165,10 @@ def _zip_of(folder: Path, under: Path) -> bytes:
 
 
 def _missing(models: Path) -> set[str]:
-    """Missing slots but Talk3D's EG3D generator (no public address: only `r3dp models import` fills it)."""
-    return {spec.key for spec, found in model_files.status(models) if found is None and spec.key != "eg3d_ffhq"}
+    """Missing slots but the files only Talk3D's personalisation uses (the EG3D generator and the loss networks:
+    `fetch --official` never fetches them)."""
+    return {spec.key for spec, found in model_files.status(models)
+            if found is None and "personalise" not in spec.required_for}
 
 
 def _serve_official(drive: DriveImitation, release: Path) -> None:
