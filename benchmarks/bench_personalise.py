@@ -45,7 +45,7 @@ def peak_mb(device: torch.device) -> float:
     return (peak_memory_allocated_mb(device) if device.type != "cpu" else None) or peak_resident_mb()
 
 
-def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpointing: bool) -> dict:
+def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpointing: bool, anchors: int = 3) -> dict:
     from r3dp_core.device import resolve_device
     from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator
     from r3dp_core.talk3d.model import Talk3DNetworks
@@ -57,23 +57,24 @@ def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpoint
                         camera_steps=steps, camera_loss_threshold=-1.0, sr_steps=steps, windows_per_step=windows)
     torch.manual_seed(0)
     generator = TriPlaneGenerator(preset.generator).to(device).requires_grad_(False)
-    prepared = synthetic_prepared(40 if stage in ("unet", "sr") else 3, preset.image_size)
+    prepared = synthetic_prepared(40 if stage in ("unet", "sr") else anchors, preset.image_size)
+    frames = list(range(anchors))
     w = generator.mapping(torch.randn(1, preset.generator.z_dim))[:, 0]
     renderer = phase_a._Renderer(generator, 0)
     rng = torch.Generator().manual_seed(0)
     down = training.BicubicDownSample(4).to(device)
     started = time.perf_counter()
     if stage == "inversion":
-        targets = phase_a._targets(prepared, [0, 1, 2], down, device)
-        mask = phase_a.feature_mask(prepared, [0, 1, 2]).to(device)
+        targets = phase_a._targets(prepared, frames, down, device)
+        mask = phase_a.feature_mask(prepared, frames).to(device)
         phase_a.invert_anchors(generator, targets, mask, steps, 0.01, None, renderer, rng, w_mean=w, w_std=1.0)
-        unit = "joint-inversion step (3 frames)"
+        unit = f"joint-inversion step ({anchors} frames)"
     elif stage == "tuning":
-        targets = phase_a._targets(prepared, [0, 1, 2], down, device)
-        ws = w.expand(3, -1)
-        phase_a.tune_generator(generator, targets, ws, torch.zeros(3, 2, device=device), steps, 1e-3, -1.0, 1e-4,
-                               None, renderer, rng)
-        unit = "PTI tuning step (3 frames + locality)"
+        targets = phase_a._targets(prepared, frames, down, device)
+        ws = w.expand(anchors, -1)
+        phase_a.tune_generator(generator, targets, ws, torch.zeros(anchors, 2, device=device), steps, 1e-3, -1.0,
+                               1e-4, None, renderer, rng)
+        unit = f"PTI tuning step ({anchors} frames + locality)"
     elif stage == "camera":
         prepared = synthetic_prepared(1, preset.image_size)
         mask = phase_a.feature_mask(prepared, [0]).to(device)
@@ -119,18 +120,24 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=2, help="U-Net windows per step (2 = the official 4 frames)")
     parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing of the U-Net")
     parser.add_argument("--minutes", type=float, default=4.0, help="video length for the projection")
+    parser.add_argument("--anchors", type=int, default=3, help="phase A anchor frames (official 3)")
+    parser.add_argument("--only", choices=STAGES, nargs="+", help="measure these stages only")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
-        print(json.dumps(run_stage(args.stage, args.device, args.steps, args.windows, args.checkpointing)))
+        print(json.dumps(run_stage(args.stage, args.device, args.steps, args.windows, args.checkpointing,
+                                   args.anchors)))
         return
     results = {}
-    for stage in STAGES:
+    for stage in args.only or STAGES:
         command = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
-                   "--windows", str(args.windows)] + (["--checkpointing"] if args.checkpointing else [])
+                   "--windows", str(args.windows), "--anchors", str(args.anchors)] \
+            + (["--checkpointing"] if args.checkpointing else [])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
-            print(f"{stage:<10} failed: {done.stderr.strip().splitlines()[-1] if done.stderr else done.returncode}")
+            reason = "killed: out of memory" if done.returncode == -9 else (
+                done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+            print(f"{stage:<10} failed ({reason})", flush=True)
             continue
         results[stage] = json.loads(done.stdout.strip().splitlines()[-1])
         r = results[stage]

@@ -3,7 +3,7 @@
 ``full`` is the official recipe (``../shared/spec/talk3d_spec.md`` §1.3, §1.4, §3): VIVE3D inversion 600 steps and
 tuning 400 steps on 3 anchor frames, per-frame camera inversion 200/50 steps, 80 000 U-Net steps of 4 frames, then
 1 000 super-resolution steps of 2 frames. ``fast`` keeps the networks and losses and cuts every schedule to a
-fraction (one GPU, an afternoon). ``tiny`` is a miniature generator and U-Net for running the whole pipeline on a
+fraction (a tenth: a first persona on one GPU). ``tiny`` is a miniature generator and U-Net for running the whole pipeline on a
 CPU in minutes: every step is real, the pictures are meaningless.
 """
 
@@ -105,7 +105,7 @@ class PersonalisePreset:
 PRESETS: dict[str, PersonalisePreset] = {
     "full": PersonalisePreset(),
     # A tenth of every official schedule: phase A 60 + 40 steps on 3 anchors, cameras 20/5 steps a frame, 8 000
-    # U-Net steps, 100 SR steps. About 3 h on one 24 GB GPU for a 3-minute video (benchmarks/bench_personalise.py).
+    # U-Net steps, 100 SR steps (benchmarks/bench_personalise.py projects its time on a given device).
     "fast": PersonalisePreset(name="fast", inversion_steps=60, tune_steps=40, camera_first_steps=20, camera_steps=5,
                               unet_steps=8_000, sr_steps=100, save_every=1_000),
     # Miniature networks (64² frames): the whole pipeline on a CPU in minutes.
