@@ -14,7 +14,6 @@ camera: the training video's at ``replay``, their mean otherwise.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -157,21 +156,12 @@ def _read_persona_description(folder: Path) -> tuple[dict[str, Any], int, bool]:
     from safetensors import SafetensorError, safe_open
 
     from ..errors import ModelFileError
-    from ..talk3d.persona import FILES, PERSONA_FORMAT, PERSONA_VERSION
+    from ..talk3d.persona import FILES, read_persona_info
 
     if not folder.is_dir():
         raise InputError(f"{folder}: the persona folder does not exist. Give a folder made by `r3dp personalise` "
                          "(it holds persona.json).")
-    try:
-        info = json.loads((folder / "persona.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{folder} is not a persona: persona.json cannot be read ({exc}). Give a folder made by "
-                         "`r3dp personalise` (a training run writes persona.json only when it is complete).") from None
-    if not isinstance(info, dict) or info.get("format") != PERSONA_FORMAT:
-        raise InputError(f"{folder}/persona.json is not an r3dp persona description.")
-    if info.get("version") != PERSONA_VERSION:
-        raise ModelFileError(f"{folder} is a version {info.get('version')} persona; this r3dp reads version "
-                             f"{PERSONA_VERSION}. Update r3dp, or make the persona again.")
+    info = read_persona_info(folder)
     missing = [name for name in FILES.values() if not (folder / name).is_file()]
     if missing:
         raise ModelFileError(f"persona {folder} lacks {', '.join(missing)}; it is incomplete. Run `r3dp personalise` "

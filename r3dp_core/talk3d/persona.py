@@ -121,6 +121,27 @@ def write_persona_files(folder: str | Path, persona: Persona) -> Path:
     return folder
 
 
+def read_persona_info(folder: str | Path) -> dict[str, Any]:
+    """A persona's ``persona.json``, checked to be an r3dp persona of this format version (nothing else is read).
+
+    Raises:
+        ModelFileError: no readable persona.json, not a persona description, or another format version.
+    """
+    folder = Path(folder)
+    try:
+        info = json.loads((folder / "persona.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"{folder} is not a persona: persona.json cannot be read ({exc}). Make one with "
+                             "`r3dp personalise` (a training run writes persona.json only when it is complete) or "
+                             "`r3dp convert --talk3d`.") from None
+    if not isinstance(info, dict) or info.get("format") != PERSONA_FORMAT:
+        raise ModelFileError(f"{folder}/persona.json is not an r3dp persona description.")
+    if info.get("version") != PERSONA_VERSION:
+        raise ModelFileError(f"{folder} is a version {info.get('version')} persona; this r3dp reads version "
+                             f"{PERSONA_VERSION}. Update r3dp, or make the persona again.")
+    return info
+
+
 def read_persona(folder: str | Path) -> Persona:
     """Read a persona folder (no pickles anywhere).
 
@@ -131,16 +152,7 @@ def read_persona(folder: str | Path) -> Persona:
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    try:
-        info = json.loads((folder / "persona.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{folder} is not a persona: persona.json cannot be read ({exc}). Make one with "
-                             "`r3dp personalise` or `r3dp convert --talk3d`.") from None
-    if not isinstance(info, dict) or info.get("format") != PERSONA_FORMAT:
-        raise ModelFileError(f"{folder}/persona.json is not an r3dp persona description.")
-    if info.get("version") != PERSONA_VERSION:
-        raise ModelFileError(f"{folder} is a version {info.get('version')} persona; this r3dp reads version "
-                             f"{PERSONA_VERSION}. Update r3dp, or make the persona again.")
+    info = read_persona_info(folder)
     parts = {}
     for part, name in FILES.items():
         try:
