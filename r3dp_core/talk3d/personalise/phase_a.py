@@ -385,7 +385,8 @@ def tune_generator(generator: TriPlaneGenerator, targets: _Targets, ws: torch.Te
                    renderer: _Renderer, rng: torch.Generator, *, host: Host = HERE) -> tuple[float, int]:
     """PTI tuning (``Pipeline.tune``) of the mapping, backbone and decoder in place (the SR stays frozen).
 
-    Loss per step: ``Σ|Î_raw − I_raw|/S² + LPIPS(Î, I) + locality_weight·locality`` (:func:`_locality`).
+    Loss per step: ``Σ|Î_raw − I_raw|/S² + LPIPS(Î, I) + locality_weight·locality`` (:func:`_locality`),
+    back-propagated one anchor at a time (the gradients add up to the whole step's; peak memory is one anchor's).
 
     Args:
         ws: ``[K, w_dim]`` the anchors' latents ``w_person + δ_k`` (fixed); angles ``[K,2]`` their yaw/pitch.
@@ -409,20 +410,25 @@ def tune_generator(generator: TriPlaneGenerator, targets: _Targets, ws: torch.Te
     try:
         for _ in range(steps):
             host.check()
-            out = renderer(anchor_ws, angles[:, 0], angles[:, 1])
-            loss = (out.image_raw - targets.raw).abs().sum() / image_pixels
-            reconstruction_lpips = None
-            if lpips is not None:
-                per_frame = lpips_distances(lpips, out.image, targets.images)
-                reconstruction_lpips = float(per_frame.detach().mean())
-                loss = loss + per_frame.sum()
-            if locality_weight > 0:
-                loss = loss + locality_weight * _locality(generator, original, ws, frontal, lpips, renderer, rng)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_value, anchor_lpips = 0.0, []
+            # The loss is a sum over the anchors, so each anchor's part is back-propagated on its own and the
+            # gradients add up: the same step with the memory of one anchor (3 at once do not fit in 24 GB).
+            for k in range(len(ws)):
+                out = renderer(anchor_ws[k:k + 1], angles[k:k + 1, 0], angles[k:k + 1, 1])
+                loss = (out.image_raw - targets.raw[k:k + 1]).abs().sum() / image_pixels
+                if lpips is not None:
+                    distance = lpips_distances(lpips, out.image, targets.images[k:k + 1]).sum()
+                    anchor_lpips.append(float(distance.detach()))
+                    loss = loss + distance
+                if locality_weight > 0:
+                    loss = loss + locality_weight * _locality(generator, original, ws[k:k + 1], frontal[k:k + 1],
+                                                              lpips, renderer, rng)
+                loss.backward()
+                loss_value += float(loss.detach())
             optimizer.step()
             taken += 1
-            loss_value = float(loss.detach())
+            reconstruction_lpips = float(np.mean(anchor_lpips)) if anchor_lpips else None
             # PTI stops once the anchors look right (the check is on this step's renders, as officially).
             if reconstruction_lpips is not None and reconstruction_lpips <= stop_lpips:
                 break
