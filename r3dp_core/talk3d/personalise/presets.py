@@ -3,8 +3,8 @@
 ``full`` is the official recipe (``../shared/spec/talk3d_spec.md`` §1.3, §1.4, §3): VIVE3D inversion 600 steps and
 tuning 400 steps on 3 anchor frames, per-frame camera inversion 200/50 steps, 80 000 U-Net steps of 4 frames, then
 1 000 super-resolution steps of 2 frames. ``fast`` keeps the networks and losses and cuts every schedule to a
-fraction (a tenth: a first persona on one GPU). ``tiny`` is a miniature generator and U-Net for running the whole pipeline on a
-CPU in minutes: every step is real, the pictures are meaningless.
+tenth (a first persona on one GPU). ``tiny`` is a miniature generator and U-Net for running the whole pipeline on
+a CPU in minutes: every step is real, the pictures are meaningless.
 """
 
 from __future__ import annotations
