@@ -13,6 +13,7 @@ checkpointing when that does not fit). Prints one line per stage and the project
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+import torch.utils.flop_counter
 
 STAGES = ("inversion", "tuning", "camera", "unet", "sr")
 
@@ -45,10 +47,17 @@ def peak_mb(device: torch.device) -> float:
     return (peak_memory_allocated_mb(device) if device.type != "cpu" else None) or peak_resident_mb()
 
 
-def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpointing: bool, anchors: int = 3) -> dict:
+UNITS = {"inversion": "joint-inversion step ({anchors} frames)",
+         "tuning": "PTI tuning step ({anchors} frames + locality)",
+         "camera": "camera-inversion step (1 frame)",
+         "unet": "U-Net step ({frames} frames{checkpointed})",
+         "sr": "SR fine-tune step (2 frames)"}
+
+
+def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpointing: bool, anchors: int = 3,
+              count_flops: bool = False) -> dict:
     from r3dp_core.device import resolve_device
     from r3dp_core.talk3d.eg3d_generator import TriPlaneGenerator
-    from r3dp_core.talk3d.model import Talk3DNetworks
     from r3dp_core.talk3d.personalise import phase_a, training
     from r3dp_core.talk3d.personalise.presets import get_preset
 
@@ -63,25 +72,42 @@ def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpoint
     renderer = phase_a._Renderer(generator, 0)
     rng = torch.Generator().manual_seed(0)
     down = training.BicubicDownSample(4).to(device)
+    counter = torch.utils.flop_counter.FlopCounterMode(display=False) if count_flops else contextlib.nullcontext()
     started = time.perf_counter()
+    with counter:
+        _run(stage, steps, windows, checkpointing, anchors, device, preset, generator, prepared, w, renderer, rng,
+             down, frames)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - started) / steps
+    result = {"stage": stage, "unit": UNITS[stage].format(anchors=anchors, frames=2 * windows,
+                                                         checkpointed=", checkpointed" if checkpointing else ""),
+              "seconds_per_step": seconds, "peak_mb": peak_mb(device), "device": str(device)}
+    if count_flops:
+        result["tflop_per_step"] = counter.get_total_flops() / steps / 1e12
+    return result
+
+
+def _run(stage, steps, windows, checkpointing, anchors, device, preset, generator, prepared, w, renderer, rng, down,
+         frames) -> None:
+    from r3dp_core.talk3d.model import Talk3DNetworks
+    from r3dp_core.talk3d.personalise import phase_a, training
+
     if stage == "inversion":
         targets = phase_a._targets(prepared, frames, down, device)
         mask = phase_a.feature_mask(prepared, frames).to(device)
         phase_a.invert_anchors(generator, targets, mask, steps, 0.01, None, renderer, rng, w_mean=w, w_std=1.0)
-        unit = f"joint-inversion step ({anchors} frames)"
     elif stage == "tuning":
         targets = phase_a._targets(prepared, frames, down, device)
         ws = w.expand(anchors, -1)
         phase_a.tune_generator(generator, targets, ws, torch.zeros(anchors, 2, device=device), steps, 1e-3, -1.0,
                                1e-4, None, renderer, rng)
-        unit = f"PTI tuning step ({anchors} frames + locality)"
     elif stage == "camera":
         prepared = synthetic_prepared(1, preset.image_size)
         mask = phase_a.feature_mask(prepared, [0]).to(device)
         phase_a.invert_cameras(generator, prepared, w, torch.zeros(1, w.shape[1], device=device),
                                torch.zeros(2, device=device), mask, first_steps=steps, steps=steps, lr=0.01,
                                threshold=-1.0, lpips=None, renderer=renderer)
-        unit = "camera-inversion step (1 frame)"
     else:
         networks = Talk3DNetworks(preset.networks).to(device)
         setup = training.TrainingSetup(generator, w, torch.zeros(prepared.num_frames, 2), prepared, preset)
@@ -92,21 +118,15 @@ def run_stage(stage: str, device_name: str, steps: int, windows: int, checkpoint
             state = training.TrainingState(windows_per_step=windows, checkpointing=checkpointing)
             with tempfile.TemporaryDirectory() as folder:
                 training.train_unet(setup, networks, Path(folder), steps, state=state, save_every=10 ** 9)
-            unit = f"U-Net step ({2 * windows} frames{', checkpointed' if checkpointing else ''})"
         else:
             training.finetune_superresolution(setup, networks, seed=0)
-            unit = "SR fine-tune step (2 frames)"
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = (time.perf_counter() - started) / steps
-    return {"stage": stage, "unit": unit, "seconds_per_step": seconds, "peak_mb": peak_mb(device),
-            "device": str(device)}
 
 
-def projected_hours(results: dict[str, dict], frames: int) -> dict[str, float]:
+def projected_hours(results: dict[str, dict], frames: int, key: str = "seconds_per_step",
+                    scale: float = 1.0) -> dict[str, float]:
     """Official schedule: inversion 600 + tuning 400 steps, cameras 200 + 50·(N−1) steps (no early stop), U-Net
-    80 000 steps, SR 1 000 steps."""
-    s = {name: r["seconds_per_step"] for name, r in results.items()}
+    80 000 steps, SR 1 000 steps; each step costs ``results[stage][key] · scale`` seconds."""
+    s = {name: r[key] * scale for name, r in results.items()}
     hours = {"phase A": (600 * s["inversion"] + 400 * s["tuning"] + (200 + 50 * (frames - 1)) * s["camera"]) / 3600,
              "phase B1": 80_000 * s["unet"] / 3600, "phase B2": 1_000 * s["sr"] / 3600}
     hours["total"] = sum(hours.values())
@@ -122,17 +142,24 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=4.0, help="video length for the projection")
     parser.add_argument("--anchors", type=int, default=3, help="phase A anchor frames (official 3)")
     parser.add_argument("--only", choices=STAGES, nargs="+", help="measure these stages only")
+    parser.add_argument("--flops", action="store_true",
+                        help="also count each step's floating-point operations (torch's FlopCounterMode: matmuls and "
+                             "convolutions; the timing then includes the counter's overhead) and project the official "
+                             "schedule at --gpu-tflops")
+    parser.add_argument("--gpu-tflops", type=float, default=20.0,
+                        help="with --flops: the sustained TFLOP/s assumed for a GPU (default 20: about half of a "
+                             "24 GB RTX 3090/A6000-class card's TF32 peak) — an assumption, not a measurement")
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(run_stage(args.stage, args.device, args.steps, args.windows, args.checkpointing,
-                                   args.anchors)))
+                                   args.anchors, args.flops)))
         return
     results = {}
     for stage in args.only or STAGES:
         command = [sys.executable, __file__, "--stage", stage, "--device", args.device, "--steps", str(args.steps),
                    "--windows", str(args.windows), "--anchors", str(args.anchors)] \
-            + (["--checkpointing"] if args.checkpointing else [])
+            + (["--checkpointing"] if args.checkpointing else []) + (["--flops"] if args.flops else [])
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             reason = "killed: out of memory" if done.returncode == -9 else (
@@ -141,13 +168,18 @@ def main() -> None:
             continue
         results[stage] = json.loads(done.stdout.strip().splitlines()[-1])
         r = results[stage]
+        flops = f", {r['tflop_per_step']:.2f} TFLOP" if "tflop_per_step" in r else ""
         print(f"{stage:<10} {r['seconds_per_step']:8.2f} s per {r['unit']}, peak {r['peak_mb']:.0f} MB "
-              f"({r['device']})", flush=True)
+              f"({r['device']}){flops}", flush=True)
     if len(results) == len(STAGES):
         frames = int(args.minutes * 60 * 25)
         hours = projected_hours(results, frames)
         print(f"official schedule for a {args.minutes:g}-minute video ({frames} frames): "
               + ", ".join(f"{name} {value:.1f} h" for name, value in hours.items()))
+        if args.flops:
+            estimate = projected_hours(results, frames, "tflop_per_step", 1 / args.gpu_tflops)
+            print(f"estimate at {args.gpu_tflops:g} sustained TFLOP/s (counted FLOPs, not a GPU measurement): "
+                  + ", ".join(f"{name} {value:.1f} h" for name, value in estimate.items()))
 
 
 if __name__ == "__main__":
