@@ -16,7 +16,6 @@ makes it, each stage cached so a re-run continues where the last one stopped::
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -439,7 +438,3 @@ def _persona_info(options: PersonaliseOptions, preset: PersonalisePreset, prepar
         "training_seconds_this_run": round(seconds, 1),
         "preset_settings": {k: v for k, v in asdict(preset).items() if k not in ("generator", "networks")},
     }
-
-
-def projected_hours(steps_per_second: float, steps: int) -> float:
-    return math.inf if steps_per_second <= 0 else steps / steps_per_second / 3600

@@ -26,7 +26,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -524,6 +523,3 @@ def finetune_superresolution(setup: TrainingSetup, networks: Talk3DNetworks, *, 
         sr.requires_grad_(False)
     return tuned
 
-
-def elapsed(start: float) -> float:
-    return time.perf_counter() - start
