@@ -16,13 +16,12 @@ from r3dp_core.talk3d.model import Talk3DNetworks
 from r3dp_core.talk3d.personalise import evaluation
 from r3dp_core.talk3d.personalise.evaluation import (
     evaluate_heldout,
-    frame_tokens,
     heldout_frames,
     mouth_distance,
     psnr_per_frame,
-    render_noise,
 )
 from r3dp_core.talk3d.personalise.presets import get_preset
+from r3dp_core.talk3d.personalise.training import frame_tokens, render_noise
 
 N_FRAMES = 44          # 40 training frames, 4 held out
 SIZE = 64

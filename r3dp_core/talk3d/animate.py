@@ -449,8 +449,7 @@ def persona_frames(persona: PersonaModel, drive: PersonaDrive, yaw_pitch: torch.
     Raises:
         InputError: cameras of another length than the drive, or a chunk below 1.
     """
-    from .personalise.evaluation import render_noise
-    from .personalise.training import frame_tokens
+    from .personalise.training import render_chunk
 
     count = drive.num_frames
     if tuple(yaw_pitch.shape) != (count, 2):
@@ -466,13 +465,7 @@ def persona_frames(persona: PersonaModel, drive: PersonaDrive, yaw_pitch: torch.
         for start in range(0, len(wanted), int(chunk)):
             host.check()
             index = wanted[start:start + int(chunk)]
-            tokens = frame_tokens(networks, drive, index)
-            delta = networks(planes.expand(len(index), -1, -1, -1), tokens)
-            cameras = generator.cameras(angles[index, 0], angles[index, 1])
-            out = generator.render(planes, ws, cameras, delta_planes=delta,
-                                   noise=render_noise(generator, index, seed))
-            images = out.image.float().clamp(-1, 1)
-            del delta, out
+            images = render_chunk(generator, networks, planes, ws, drive, index, angles, seed).clamp(-1, 1)
             host.report(start + len(index), len(wanted), images[-1])
             yield images
 

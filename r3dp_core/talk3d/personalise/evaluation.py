@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from ...render.renderer import RenderNoise
-from .training import SYNC_FACE, frame_tokens, sync_mel
+from .prepare import crop_images
+from .training import SYNC_FACE, render_chunk, sync_mel
 
 #: Frames per SyncNet clip.
 SYNC_FRAMES = 5
@@ -78,24 +78,9 @@ def heldout_frames(prepared, count: int) -> list[int]:
     return sorted({int(round(x)) for x in np.linspace(start, stop - 1, count)})
 
 
-def render_noise(generator, frames: Sequence[int], seed: int) -> RenderNoise:
-    """The renderer's draws for ``frames``: each frame's own ``torch.Generator().manual_seed(seed + frame)`` on the
-    CPU (camera-major, as :class:`~r3dp_core.render.RenderNoise` lays them out)."""
-    config = generator.config.render
-    rays = config.resolution ** 2
-    draws = [RenderNoise.draw(1, rays, config, torch.Generator().manual_seed(int(seed) + int(f))) for f in frames]
-    return RenderNoise(torch.cat([d.stratified for d in draws]), torch.cat([d.importance for d in draws]))
-
-
 def _tensor(values) -> torch.Tensor:
     """A tensor as it is; an array (a read-only memory map too) copied into one."""
     return values if isinstance(values, torch.Tensor) else torch.from_numpy(np.array(values))
-
-
-def crops_of(prepared, frames: Sequence[int]) -> torch.Tensor:
-    """Prepared crops of ``frames``: ``[B, 3, S, S]`` float32 in [-1, 1] on the CPU."""
-    crops = torch.from_numpy(np.ascontiguousarray(prepared.crops[list(frames)]))
-    return crops.permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
 def psnr_per_frame(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -243,19 +228,13 @@ def evaluate_heldout(generator, networks, w_person: torch.Tensor, prepared, yaw_
             planes = generator.synthesize_planes(w)
             for begin in range(0, len(to_render), batch):
                 chunk = to_render[begin:begin + batch]
-                delta = None
-                if use_delta:
-                    tokens = frame_tokens(networks, prepared, chunk)
-                    delta = networks(planes.expand(len(chunk), -1, -1, -1), tokens)
-                angles = _tensor(yaw_pitch)[chunk].float()
-                out = generator.render(planes, w, generator.cameras(angles[:, 0], angles[:, 1]), delta_planes=delta,
-                                       noise=render_noise(generator, chunk, seed))
-                image = out.image.float().clamp(-1, 1)
+                image = render_chunk(generator, networks if use_delta else None, planes, w, prepared, chunk,
+                                     _tensor(yaw_pitch), seed).clamp(-1, 1)
                 keep = [i for i, f in enumerate(chunk) if f in scored]
                 if keep:
                     picked = [chunk[i] for i in keep]
                     rendered = image[keep]
-                    target = crops_of(prepared, picked).to(device)
+                    target = crop_images(prepared, picked, device)
                     values = {"psnr": psnr_per_frame((rendered + 1) / 2, (target + 1) / 2),
                               "ssim": ssim_per_frame((rendered + 1) / 2, (target + 1) / 2)}
                     if lpips is not None:

@@ -40,6 +40,7 @@ from ...host import HERE, Host
 from ..eg3d_camera import LookAtCameraConfig
 from ..eg3d_generator import TriPlaneGenerator
 from ..losses import BicubicDownSample, lpips_distances, lpips_sum
+from .prepare import crop_images
 
 #: Frame rate of every prepared video (the official 25 fps).
 FPS = 25
@@ -193,12 +194,6 @@ def validate_anchor_frames(anchors: Sequence[int], prepared: Any) -> list[int]:
 
 # ------------------------------------------------------------------------------------------------ building blocks --
 
-def crops_to_images(crops: np.ndarray, frames: Sequence[int], device: torch.device) -> torch.Tensor:
-    """``uint8 [N,S,S,3]`` crops → float32 ``[len(frames),3,S,S]`` in [-1,1] on ``device``."""
-    pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(crops[list(frames)])))
-    return (pixels.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0).contiguous()
-
-
 def differentiable_cameras(yaw: torch.Tensor, pitch: torch.Tensor,
                            config: LookAtCameraConfig | None = None) -> torch.Tensor:
     """EG3D cameras ``[N, 25]`` of :func:`~..eg3d_camera.lookat_cameras` with gradients to ``yaw`` and ``pitch``
@@ -327,7 +322,7 @@ class _Targets:
 
 def _targets(prepared: Any, frames: Sequence[int], downsample: BicubicDownSample,
              device: torch.device) -> _Targets:
-    images = crops_to_images(prepared.crops, frames, device)
+    images = crop_images(prepared, frames, device)
     return _Targets(images, downsample(images))
 
 
@@ -484,7 +479,7 @@ def invert_cameras(generator: TriPlaneGenerator, prepared: Any, w_person: torch.
     losses, steps_taken = [], []
     for frame in range(total):
         host.check()
-        target = crops_to_images(prepared.crops, [frame], device)
+        target = crop_images(prepared, [frame], device)
         drift_start = None if frame == 0 else offset.detach().clone()
         offset = offset.detach().clone().requires_grad_(True)
         angles = angles.detach().clone().requires_grad_(True)

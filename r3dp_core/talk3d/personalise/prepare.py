@@ -117,6 +117,15 @@ class PreparedVideo:
         return train_frame_count(self.num_frames)
 
 
+def crop_images(prepared, frames, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The prepared crops of ``frames`` as ``[B,3,S,S]`` float32 in [-1, 1] on ``device`` (moved as uint8 first).
+    ``prepared``: a :class:`PreparedVideo` or anything with its ``crops``."""
+    from ...images import u8_image_to_tensor
+
+    pixels = torch.from_numpy(np.ascontiguousarray(np.asarray(prepared.crops[list(frames)])))
+    return u8_image_to_tensor(pixels.to(device))
+
+
 def load_prepared(folder: str | Path) -> PreparedVideo | None:
     """The prepared data in ``folder``, or None when it is absent or incomplete."""
     from safetensors.torch import load_file

@@ -33,12 +33,12 @@ from ...host import HERE, Host
 from ..eg3d_generator import TriPlaneGenerator
 from ..model import Talk3DNetworks
 from ..persona import Persona, write_persona_files
+from .prepare import crop_images
 from .presets import PersonalisePreset, get_preset
 from .training import (
     TrainingSetup,
     TrainingState,
     finetune_superresolution,
-    images_of,
     load_checkpoint,
     render_frames,
     save_checkpoint,
@@ -338,7 +338,7 @@ def personalise(options: PersonaliseOptions, *, host: Host = HERE, say: Say = pr
         renders = render_frames(generator, networks, w_person, prepared, yaw_pitch, preview_frames,
                                 seed=options.seed)
         write_preview(folder / "previews" / f"step_{current.step:06d}.png",
-                      images_of(prepared, preview_frames, device), renders)
+                      crop_images(prepared, preview_frames, device), renders)
 
     started = time.perf_counter()
     if state.step < total_steps:

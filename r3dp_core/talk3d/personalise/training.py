@@ -38,10 +38,12 @@ from torch.utils.checkpoint import checkpoint as checkpointed
 
 from ...errors import InputError
 from ...host import HERE, Host, StopRequested
+from ...render import RenderNoise
 from ..eg3d_generator import TriPlaneGenerator
 from ..losses import BicubicDownSample, lpips_sum, mouth_l2_loss, mouth_mask_128
 from ..model import Talk3DNetworks
 from ..tokens import aud_eo_to_features, audio_windows
+from .prepare import crop_images
 from .presets import PersonalisePreset
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -115,12 +117,6 @@ def step_windows(starts: torch.Tensor, step: int, windows_per_step: int) -> tupl
     return picked, first // len(starts)
 
 
-def images_of(prepared, frames: list[int], device: torch.device) -> torch.Tensor:
-    """Prepared crops of ``frames`` as ``[B,3,S,S]`` float32 in [-1, 1] on ``device``."""
-    crops = torch.from_numpy(np.ascontiguousarray(prepared.crops[frames]))
-    return (crops.to(device).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
-
-
 def masks_of(prepared, frames: list[int], channel: int, device: torch.device) -> torch.Tensor:
     """One prepared mask channel of ``frames`` as ``[B,1,S,S]`` float 0/1 on ``device``."""
     masks = torch.from_numpy(np.ascontiguousarray(prepared.masks[frames, channel]))
@@ -191,7 +187,7 @@ def unet_step_loss(setup: TrainingSetup, networks: Talk3DNetworks, planes: torch
     frames = [idx + offset for idx in windows for offset in (1, 3)]
     losses = setup.loss_networks
     down = BicubicDownSample(preset.image_size // preset.raw_resolution).to(device)
-    target = images_of(prepared, frames, device)
+    target = crop_images(prepared, frames, device)
     target_raw = down(target)
     tokens = frame_tokens(networks, prepared, frames, eye_noise=preset.eye_noise, rng=rng)
     batch_planes = planes.expand(len(frames), -1, -1, -1)
@@ -240,7 +236,7 @@ def sync_window_loss(setup: TrainingSetup, raw: torch.Tensor, windows: list[int]
     for j, idx in enumerate(windows):
         clip = list(range(idx, idx + 5))
         with torch.no_grad():
-            real = down(images_of(prepared, clip, device))
+            real = down(crop_images(prepared, clip, device))
         boxes = prepared.tracks["mouth_box"][clip].float() * scale
         faces.append(sync_clip(real, raw[2 * j:2 * j + 2], boxes))
         mels.append(sync_mel(mel, idx))
@@ -425,25 +421,42 @@ def read_loss_log(folder: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
 
 
+def render_noise(generator: TriPlaneGenerator, frames: list[int], seed: int) -> RenderNoise:
+    """The renderer's draws for ``frames``: each frame's own ``torch.Generator().manual_seed(seed + frame)`` on the
+    CPU (camera-major, as :class:`~r3dp_core.render.RenderNoise` lays them out), so how frames are batched never
+    changes a frame."""
+    config = generator.config.render
+    rays = config.resolution ** 2
+    draws = [RenderNoise.draw(1, rays, config, torch.Generator().manual_seed(int(seed) + int(f))) for f in frames]
+    return RenderNoise(torch.cat([d.stratified for d in draws]), torch.cat([d.importance for d in draws]))
+
+
+def render_chunk(generator: TriPlaneGenerator, networks: Talk3DNetworks | None, planes: torch.Tensor,
+                 ws: torch.Tensor, source, frames: list[int], yaw_pitch: torch.Tensor, seed: int) -> torch.Tensor:
+    """Render ``frames`` of ``source`` (a prepared video, or a persona's drive: anything :func:`frame_tokens`
+    reads) at ``yaw_pitch[frames]``: ``P_ID + ΔP`` (ΔP = 0 when ``networks`` is None), the noise of
+    :func:`render_noise`. Returns ``[B,3,S,S]`` float32, unclamped; call it under ``torch.no_grad``."""
+    delta = None
+    if networks is not None:
+        delta = networks(planes.expand(len(frames), -1, -1, -1), frame_tokens(networks, source, frames))
+    angles = torch.as_tensor(yaw_pitch).float().cpu()[frames]
+    out = generator.render(planes, ws, generator.cameras(angles[:, 0], angles[:, 1]), delta_planes=delta,
+                           noise=render_noise(generator, frames, seed))
+    return out.image.float()
+
+
 def render_frames(generator: TriPlaneGenerator, networks: Talk3DNetworks, w_person: torch.Tensor, prepared,
                   yaw_pitch: torch.Tensor, frames: list[int], *, seed: int = 0, use_delta: bool = True,
                   batch: int = 4) -> torch.Tensor:
-    """``[len(frames), 3, S, S]`` renders in [-1, 1] (unclamped) of prepared ``frames`` at their cameras, the
-    renderer's noise fixed by ``seed`` (one CPU generator per call), ΔP = 0 when not ``use_delta``."""
+    """``[len(frames), 3, S, S]`` renders in [-1, 1] (unclamped) of prepared ``frames`` at their cameras
+    (:func:`render_chunk` per ``batch`` frames; ΔP = 0 when not ``use_delta``)."""
     planes, ws = identity_planes(generator, w_person)
-    rng = torch.Generator().manual_seed(seed)
-    images = []
     was_training = networks.training
     networks.eval()
     with torch.no_grad():
-        for first in range(0, len(frames), batch):
-            chunk = frames[first:first + batch]
-            delta = networks(planes.expand(len(chunk), -1, -1, -1), frame_tokens(networks, prepared, chunk)) \
-                if use_delta else None
-            angles = yaw_pitch[chunk]
-            out = generator.render(planes, ws, generator.cameras(angles[:, 0], angles[:, 1]), delta_planes=delta,
-                                   generator=rng)
-            images.append(out.image.float())
+        images = [render_chunk(generator, networks if use_delta else None, planes, ws, prepared,
+                               frames[first:first + batch], yaw_pitch, seed)
+                  for first in range(0, len(frames), batch)]
     networks.train(was_training)
     return torch.cat(images)
 
@@ -505,7 +518,7 @@ def finetune_superresolution(setup: TrainingSetup, networks: Talk3DNetworks, *, 
                 rendered = generator.render_features(planes, generator.cameras(yaw_pitch[:, 0], yaw_pitch[:, 1]),
                                                      delta_planes=delta, generator=rng)
             image = generator.super_resolve(rendered, ws)
-            target = images_of(prepared, frames, device)
+            target = crop_images(prepared, frames, device)
             loss = preset.image_loss_weight * F.l1_loss(image, target)
             terms = {"sr_l1": float(loss.detach()) / preset.image_loss_weight}
             if setup.loss_networks is not None and setup.loss_networks.lpips is not None:
