@@ -5,7 +5,6 @@ has its own tests."""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import sys
@@ -22,6 +21,7 @@ from r3dp_core.errors import InputError
 from r3dp_core.talk3d.personalise import run as personalise_run
 from r3dp_core.talk3d.personalise.run import PersonaliseOptions, PersonaliseResult
 from r3dp_core.talk3d.personalise.training import TrainingInterrupted
+from tests.test_batch import results_of, write_csv
 
 #: (video name, steps it trained from, to) of every fake training run in this process
 CALLS: list[tuple[str, int, int]] = []
@@ -86,19 +86,6 @@ def inputs(tmp_path) -> dict:
     (models / "eg3d").mkdir(parents=True)
     (models / "eg3d" / "standin-tiny-triplane.safetensors").write_bytes(b"")
     return {"root": root, "models": models, "out": tmp_path / "out"}
-
-
-def write_csv(path: Path, rows: list[dict]) -> Path:
-    columns = list(dict.fromkeys(column for row in rows for column in row))
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def results_of(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
 
 
 def batch(inputs: dict, jobs: Path, **options):
