@@ -68,22 +68,32 @@ def check_tracks(tracks: dict[str, torch.Tensor], where: str) -> None:
                                  f"{[frames, *TRACK_SHAPES[name]]} (one row per training frame).")
 
 
-def write_persona(folder: str | Path, persona: Persona) -> Path:
-    """Write ``persona`` into ``folder`` atomically: into a temporary folder beside it, then renamed into place
-    (an existing persona there is replaced only once the new one is complete)."""
-    from safetensors.torch import save_file
-
+def _contents(persona: Persona) -> tuple[str, dict[str, dict[str, torch.Tensor]]]:
+    """``persona.json``'s text and each part's tensors (tracks checked first)."""
     check_tracks(persona.tracks, "the persona")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     info = {"format": PERSONA_FORMAT, "version": PERSONA_VERSION, **persona.info, "frames": persona.num_frames}
     tensors = {"generator": persona.generator, "talk3d": persona.networks,
                "identity": {"w_person": persona.w_person}, "tracks": persona.tracks}
+    return json.dumps(info, indent=2, sort_keys=True) + "\n", tensors
+
+
+def _save_part(path: Path, part: str, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path),
+              metadata={"format": PERSONA_FORMAT, "part": part})
+
+
+def write_persona(folder: str | Path, persona: Persona) -> Path:
+    """Write ``persona`` into ``folder`` atomically: into a temporary folder beside it, then renamed into place
+    (an existing persona there is replaced only once the new one is complete)."""
+    description, tensors = _contents(persona)
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     for part, name in FILES.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors[part].items()}, str(staging / name),
-                  metadata={"format": PERSONA_FORMAT, "part": part})
-    (staging / "persona.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        _save_part(staging / name, part, tensors[part])
+    (staging / "persona.json").write_text(description)
     if folder.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
         os.replace(folder, retired / folder.name)
@@ -101,22 +111,16 @@ def write_persona_files(folder: str | Path, persona: Persona) -> Path:
     """Write ``persona``'s files into ``folder`` beside whatever else it holds (``r3dp personalise`` keeps its
     prepared data and checkpoints there). ``persona.json`` goes first and comes back last, and each file is written
     under a temporary name and renamed into place, so a reader sees a complete persona or none (never a mix)."""
-    from safetensors.torch import save_file
-
-    check_tracks(persona.tracks, "the persona")
+    description, tensors = _contents(persona)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    info = {"format": PERSONA_FORMAT, "version": PERSONA_VERSION, **persona.info, "frames": persona.num_frames}
-    tensors = {"generator": persona.generator, "talk3d": persona.networks,
-               "identity": {"w_person": persona.w_person}, "tracks": persona.tracks}
     (folder / "persona.json").unlink(missing_ok=True)
     for part, name in FILES.items():
         temporary = folder / f".{name}.tmp"
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors[part].items()}, str(temporary),
-                  metadata={"format": PERSONA_FORMAT, "part": part})
+        _save_part(temporary, part, tensors[part])
         os.replace(temporary, folder / name)
     temporary = folder / ".persona.json.tmp"
-    temporary.write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(description)
     os.replace(temporary, folder / "persona.json")
     return folder
 
